@@ -1,0 +1,409 @@
+"""Per-layer memory and MAC costs of a model, in forward order (DESIGN.md §3).
+
+``layer_costs`` runs the model once (``budgetplan.trace``) and turns the recorded
+dataflow into a ``CostTable``. Everything here after the trace is pure Python.
+
+What is counted, per sample:
+
+* per *selected input channel* of a plannable layer (Conv1d/2d/3d, Linear): the weight
+  elements copied to SRAM (``C_out/g · k``), the input elements saved for its weight
+  gradient (``H·W``, or tokens for Linear) and the weight-gradient MACs;
+* for the backward path, per layer: the elements kept by the ops that follow it up to
+  the next plannable layer — a 1-bit-able mask for ReLU-family ops and dropout
+  (``mask_elements``), a full activation for ops whose gradient needs one
+  (sigmoid, hardswish, SiLU, products of two activations, max-pool indices, norms other
+  than a frozen BatchNorm; ``path_activation_elements``);
+* working buffers: ``forward_live_elements`` is the largest number of activation
+  elements alive at once while the layer's ops run, from exact tensor liveness (a
+  residual input kept for a later add counts); ``backward_live_elements`` is the
+  largest gradient pair (input + output) among those ops.
+
+Executor model: each op's inputs and output are live; elementwise ops (BatchNorm,
+activations, adds) write into their input when nothing reads it later, as fused
+conv-BN-ReLU kernels do; with ``executor: inplace-dw`` a depthwise conv also writes over
+its input. Frozen BatchNorm folds into the conv before it: its bias is offered as that
+conv's bias (``bias_param``), as in Lin et al. 2022.
+
+A module called several times (shared weights) is one layer: its activation and MAC
+costs are summed over the calls and it sits in the order at its first call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from math import prod
+from typing import Any
+
+import torch
+from torch import nn
+
+from budgetplan.devices import DeviceProfile, load_device
+from budgetplan.trace import Op, Trace, trace_model
+
+_LAYER_FUNCS = {"conv1d", "conv2d", "conv3d", "linear"}
+_VIEW = {
+    "view", "reshape", "flatten", "unflatten", "transpose", "permute", "contiguous",
+    "getitem", "squeeze", "unsqueeze", "chunk", "split", "narrow", "select", "expand",
+    "t", "view_as", "reshape_as", "detach", "unbind", "movedim", "swapaxes", "as_strided",
+}  # fmt: skip
+_MASK = {
+    "relu", "relu6", "hardtanh", "leaky_relu", "threshold", "hardsigmoid", "clamp",
+    "clip", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+    "feature_alpha_dropout",
+}  # fmt: skip
+_SAVES_OUTPUT = {"sigmoid", "tanh", "softmax", "log_softmax", "exp"}
+_SAVES_INPUT = {
+    "hardswish", "silu", "gelu", "elu", "selu", "celu", "mish", "softplus", "log",
+    "layer_norm", "group_norm", "instance_norm", "max_pool1d", "max_pool2d", "max_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "sqrt", "pow",
+}  # fmt: skip
+_PRODUCT = {"mul", "div", "matmul", "bmm", "mm", "einsum", "baddbmm", "addmm"}
+_FREE = {
+    "add", "sub", "neg", "cat", "concat", "stack", "batch_norm", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "mean", "sum", "interpolate", "upsample", "pad", "clone", "to", "float", "zeros_like",
+    "ones_like", "flip", "roll",
+}  # fmt: skip
+_IN_PLACE_ABLE = _MASK | _SAVES_OUTPUT | _SAVES_INPUT | {"add", "sub", "mul", "div", "neg", "batch_norm"}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Costs of one plannable layer; element and MAC counts are per sample."""
+
+    name: str
+    kind: str  # "conv", "depthwise", "grouped" or "linear"
+    index: int
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    groups: int
+    weight_shape: tuple[int, ...]
+    input_hw: tuple[int, ...]
+    output_hw: tuple[int, ...]
+    calls: int
+    forward_macs: int
+    weight_elements_per_channel: int
+    activation_elements_per_channel: int
+    weight_grad_macs_per_channel: int
+    bias_elements: int
+    bias_param: str | None
+    mask_elements: int
+    path_activation_elements: int
+    input_grad_macs: int
+    forward_live_elements: int
+    backward_live_elements: int
+
+    @property
+    def weight_elements(self) -> int:
+        """All weight elements of the layer."""
+        return self.in_channels * self.weight_elements_per_channel
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["macs"] = self.forward_macs
+        for key in ("kernel_size", "weight_shape", "input_hw", "output_hw"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerCost:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("kernel_size", "weight_shape", "input_hw", "output_hw"):
+            fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class UncostedModule:
+    """A module left out of planning (stays frozen), and why."""
+
+    name: str
+    type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Per-layer costs of a model for one input size, in forward order."""
+
+    model: str
+    input_shape: tuple[int, ...]  # one sample, e.g. (3, 128, 128)
+    executor: str
+    layers: tuple[LayerCost, ...]
+    other_param_elements: int = 0  # parameters outside the plannable layers and their biases
+    uncosted: tuple[UncostedModule, ...] = ()
+    unknown_ops: tuple[str, ...] = ()  # ops assumed to save nothing for backward
+
+    @property
+    def forward_macs(self) -> int:
+        return sum(layer.forward_macs for layer in self.layers)
+
+    def model_bytes(self, device: DeviceProfile) -> int:
+        """Bytes of all parameters stored at the device's bit widths (BatchNorm folded)."""
+        weights = sum(layer.weight_elements for layer in self.layers) + self.other_param_elements
+        biases = sum(layer.bias_elements for layer in self.layers)
+        return (weights * device.bits.weight + biases * device.bits.bias + 7) // 8
+
+    def fingerprint(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Layer names and weight shapes: what a plan must match."""
+        return [(layer.name, layer.weight_shape) for layer in self.layers]
+
+    def layer(self, name: str) -> LayerCost:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+
+def _liveness(trace: Trace, inplace_ops: set[int]) -> list[int]:
+    """Activation elements alive at each op, from storage-level liveness.
+
+    View ops alias their input; ops in ``inplace_ops`` may write over an input that
+    nothing reads later; everything else allocates. The model's outputs live to the end.
+    """
+    n = len(trace.ops)
+    last_use: dict[int, int] = {}
+    for op in trace.ops:
+        for t in op.inputs:
+            last_use[t] = op.index
+    for t in trace.output_ids:
+        last_use[t] = n
+    storage_of: dict[int, int] = {}
+    size: list[int] = []
+    birth: list[int] = []
+    death: list[int] = []
+
+    def join(t: int, s: int) -> None:
+        storage_of[t] = s
+        size[s] = max(size[s], trace.elements(t))
+        death[s] = max(death[s], last_use.get(t, birth[s]))
+
+    def allocate(t: int, born: int) -> None:
+        size.append(0)
+        birth.append(born)
+        death.append(born)
+        join(t, len(size) - 1)
+
+    for t in trace.input_ids:
+        allocate(t, 0)
+    for op in trace.ops:
+        for t in op.inputs:
+            if t not in storage_of:
+                allocate(t, op.index)
+        for out in op.outputs:
+            if out in storage_of:  # in-place op: same tensor object
+                join(out, storage_of[out])
+                continue
+            if op.func in _VIEW and op.inputs:
+                join(out, storage_of[op.inputs[0]])
+                continue
+            dying = [storage_of[t] for t in op.inputs if death[storage_of[t]] <= op.index]
+            if op.index in inplace_ops and dying:
+                # written over a dying input: the op needs the larger of the two, and
+                # from the next op on only the output's own size is held
+                size[dying[0]] = max(size[dying[0]], trace.elements(out))
+                allocate(out, op.index + 1)
+            else:
+                allocate(out, op.index)
+    delta = [0] * (n + 2)
+    for s in range(len(size)):
+        delta[birth[s]] += size[s]
+        delta[min(death[s], n) + 1] -= size[s]
+    live, running = [], 0
+    for i in range(n):
+        running += delta[i]
+        live.append(running)
+    return live
+
+
+def _is_layer_call(op: Op, trace: Trace) -> bool:
+    return op.func in _LAYER_FUNCS and op.module in trace.plannable and bool(op.inputs)
+
+
+def _path_elements(op: Op, trace: Trace) -> tuple[int, int]:
+    """(mask elements, activation elements) an op keeps for its backward."""
+    if op.func in _MASK:
+        return sum(trace.elements(t) for t in op.outputs), 0
+    if op.func in _SAVES_OUTPUT:
+        return 0, sum(trace.elements(t) for t in op.outputs)
+    if op.func in _SAVES_INPUT:
+        return 0, trace.elements(op.inputs[0]) if op.inputs else 0
+    if op.func in _PRODUCT and not op.scalar_operand:
+        return 0, sum(trace.elements(t) for t in op.inputs)
+    return 0, 0
+
+
+def costs_from_trace(trace: Trace, model_name: str, executor: str = "layer") -> CostTable:
+    """Turn a recorded forward pass into a per-layer cost table (pure; no torch)."""
+    calls: dict[str, list[Op]] = {}
+    segment_of: list[str | None] = []
+    current: str | None = None
+    for op in trace.ops:
+        if _is_layer_call(op, trace):
+            current = op.module
+            calls.setdefault(current, []).append(op)
+        segment_of.append(current)
+    order = list(calls)
+    if order:  # ops before the first layer run with it
+        segment_of = [s if s is not None else order[0] for s in segment_of]
+
+    inplace_ops = {op.index for op in trace.ops if op.func in _IN_PLACE_ABLE}
+    if executor == "inplace-dw":
+        for name in order:
+            info = trace.plannable[name]
+            if info.type != "Linear" and info.groups == info.in_channels > 1:
+                inplace_ops |= {op.index for op in calls[name]}
+    live = _liveness(trace, inplace_ops)
+
+    seg_live: dict[str, int] = dict.fromkeys(order, 0)
+    seg_grad: dict[str, int] = dict.fromkeys(order, 0)
+    seg_mask: dict[str, int] = dict.fromkeys(order, 0)
+    seg_path: dict[str, int] = dict.fromkeys(order, 0)
+    known = _LAYER_FUNCS | _VIEW | _MASK | _SAVES_OUTPUT | _SAVES_INPUT | _PRODUCT | _FREE
+    unknown: set[str] = set()
+    for op, seg in zip(trace.ops, segment_of, strict=True):
+        if seg is None:
+            continue
+        seg_live[seg] = max(seg_live[seg], live[op.index])
+        if op.func not in _VIEW:
+            pair = sum(trace.elements(t) for t in op.inputs + op.outputs)
+            seg_grad[seg] = max(seg_grad[seg], pair)
+        if _is_layer_call(op, trace):
+            continue
+        mask, path = _path_elements(op, trace)
+        seg_mask[seg] += mask
+        seg_path[seg] += path
+        if op.func not in known:
+            unknown.add(op.func)
+
+    layers = [
+        _layer_cost(i, trace, calls[name], seg_live[name], seg_grad[name], seg_mask[name], seg_path[name])
+        for i, name in enumerate(order)
+    ]
+    uncosted, other = _uncovered(trace, layers)
+    first = trace.shapes[trace.input_ids[0]] if trace.input_ids else ()
+    return CostTable(
+        model=model_name,
+        input_shape=tuple(first[1:]),
+        executor=executor,
+        layers=tuple(layers),
+        other_param_elements=other,
+        uncosted=tuple(uncosted),
+        unknown_ops=tuple(sorted(unknown)),
+    )
+
+
+def _layer_cost(
+    index: int, trace: Trace, ops: list[Op], live: int, grad: int, mask: int, path: int
+) -> LayerCost:
+    info = trace.plannable[ops[0].module]
+    in_shape = trace.shapes[ops[0].inputs[0]]
+    out_shape = trace.shapes[ops[0].outputs[0]]
+    if info.type == "Linear":
+        kind, in_hw, out_hw = "linear", (), ()
+        per_call_positions = [max(1, prod(trace.shapes[op.inputs[0]][1:-1])) for op in ops]
+        in_positions = out_positions = per_call_positions
+        k, per_ch_weight = 1, info.out_channels
+    else:
+        if info.groups == 1:
+            kind = "conv"
+        elif info.groups == info.in_channels:
+            kind = "depthwise"
+        else:
+            kind = "grouped"
+        in_hw, out_hw = tuple(in_shape[2:]), tuple(out_shape[2:])
+        in_positions = [prod(trace.shapes[op.inputs[0]][2:]) for op in ops]
+        out_positions = [prod(trace.shapes[op.outputs[0]][2:]) for op in ops]
+        k = prod(info.kernel_size)
+        per_ch_weight = info.out_channels // info.groups * k
+    forward_macs = sum(info.out_channels * (info.in_channels // info.groups) * k * p for p in out_positions)
+    bias_param = f"{info.name}.bias" if info.has_bias else _folded_bias(trace, ops)
+    return LayerCost(
+        name=info.name,
+        kind=kind,
+        index=index,
+        in_channels=info.in_channels,
+        out_channels=info.out_channels,
+        kernel_size=info.kernel_size,
+        groups=info.groups,
+        weight_shape=info.weight_shape,
+        input_hw=in_hw,
+        output_hw=out_hw,
+        calls=len(ops),
+        forward_macs=forward_macs,
+        weight_elements_per_channel=per_ch_weight,
+        activation_elements_per_channel=sum(in_positions),
+        weight_grad_macs_per_channel=per_ch_weight * sum(out_positions),
+        bias_elements=info.out_channels if bias_param else 0,
+        bias_param=bias_param,
+        mask_elements=mask,
+        path_activation_elements=path,
+        input_grad_macs=forward_macs,
+        forward_live_elements=live,
+        backward_live_elements=grad,
+    )
+
+
+def _folded_bias(trace: Trace, ops: list[Op]) -> str | None:
+    """The bias of a BatchNorm that reads this layer's output directly, if any."""
+    out = ops[0].outputs[0]
+    for op in trace.ops[ops[0].index + 1 :]:
+        if op.func == "batch_norm" and op.inputs and op.inputs[0] == out:
+            return f"{op.module}.bias" if trace.norms.get(op.module) else None
+        if out in op.inputs:
+            return None
+    return None
+
+
+def _uncovered(trace: Trace, layers: list[LayerCost]) -> tuple[list[UncostedModule], int]:
+    """Modules left out of planning, and parameter elements outside the layers."""
+    costed = {layer.name for layer in layers}
+    uncosted = [
+        UncostedModule(name, info.type, "never runs a conv or linear op in the forward pass")
+        for name, info in trace.plannable.items()
+        if name not in costed
+    ]
+    covered = {f"{layer.name}.weight" for layer in layers}
+    covered |= {layer.bias_param for layer in layers if layer.bias_param}
+    folded_norms = {p.rsplit(".", 1)[0] for p in covered if p.rsplit(".", 1)[0] in trace.norms}
+    other = 0
+    reported = {u.name for u in uncosted}
+    for param, (module, mtype, numel) in trace.parameters.items():
+        if param in covered or module in folded_norms:
+            continue
+        other += numel
+        if module in trace.norms or module in reported or module in costed:
+            continue
+        reported.add(module)
+        uncosted.append(
+            UncostedModule(module, mtype, "holds parameters the cost model does not plan; kept frozen")
+        )
+    return uncosted, other
+
+
+def layer_costs(
+    model: nn.Module,
+    example_input: torch.Tensor | Sequence[torch.Tensor],
+    device: str | DeviceProfile | None = None,
+    model_name: str | None = None,
+) -> CostTable:
+    """Trace ``model`` on ``example_input`` into a per-layer ``CostTable``.
+
+    ``device`` (a name, a path or a profile) sets the executor model of the working
+    buffers; without one, each op's input and output are live (``layer``).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+    ...                     nn.Linear(8 * 4 * 4, 10))
+    >>> table = layer_costs(net, torch.zeros(1, 3, 4, 4))
+    >>> [(layer.name, layer.kind, layer.forward_macs) for layer in table.layers]
+    [('0', 'conv', 3456), ('3', 'linear', 1280)]
+    >>> table.layers[0].activation_elements_per_channel, table.layers[0].mask_elements
+    (16, 128)
+    """
+    executor = load_device(device).executor if device is not None else "layer"
+    trace = trace_model(model, example_input)
+    return costs_from_trace(trace, model_name or type(model).__name__, executor)

@@ -1,0 +1,135 @@
+"""What a set of per-layer decisions costs on a device, over the training step.
+
+This is the memory model of DESIGN.md §4 evaluated directly, step by step in time:
+saved tensors accumulate during forward and are released during backward, so the peak is
+the largest of, for each layer ``l`` in forward order,
+
+* forward at ``l``:  ``base + resident + live_fwd(l) + Σ_{l' ≤ l} saved(l')``
+* backward at ``l``: ``base + resident + y(l)·live_bwd(l) + Σ_{l' ≤ l} saved(l')``
+
+``saved(l)`` is the selected input channels of ``l`` plus, when the gradient reaches
+``l`` (``y(l)``), the masks and activations of the ops that follow it. The copy of the
+selected channels is taken while the layer's input is still live, so the forward sum
+includes layer ``l``'s own saved tensors. ``resident`` is the updated weights and biases
+(with their gradients and optimizer state), held for the whole run; ``base`` is the
+frozen model itself when the device keeps weights in RAM (``frozen_weights: sram``).
+
+The planner (``budgetplan.planner``) states the same model as linear constraints; this
+module is the reference it is tested against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from budgetplan.costs import CostTable, LayerCost
+from budgetplan.devices import DeviceProfile
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What one layer trains: ``channels`` input channels of its weight, and its bias."""
+
+    channels: int = 0
+    bias: bool = False
+
+    @property
+    def updates(self) -> bool:
+        return self.channels > 0 or self.bias
+
+
+@dataclass(frozen=True)
+class LayerBytes:
+    """A layer's memory coefficients on one device, for one batch size, in bytes."""
+
+    saved_per_channel: float  # selected input channel kept for the weight gradient
+    weight_per_channel: float  # updated weight copy + gradient + optimizer state
+    bias: float  # updated bias + gradient + optimizer state (0 if the layer has none)
+    path: float  # masks and activations kept when the gradient reaches the layer
+    live_forward: float
+    live_backward: float
+
+
+def layer_bytes(layer: LayerCost, device: DeviceProfile, batch_size: int) -> LayerBytes:
+    """Bytes per unit of decision for ``layer`` on ``device``."""
+    bits = device.bits
+    copy = device.frozen_weights == "flash"  # weights in flash are copied to SRAM to update
+    per_weight = ((bits.weight if copy else 0) + bits.gradient + bits.optimizer) / 8
+    per_bias = ((bits.bias if copy else 0) + bits.gradient + bits.optimizer) / 8
+    act = batch_size * bits.activation / 8
+    return LayerBytes(
+        saved_per_channel=layer.activation_elements_per_channel * act,
+        weight_per_channel=layer.weight_elements_per_channel * per_weight,
+        bias=layer.bias_elements * per_bias,
+        path=batch_size * (layer.mask_elements * bits.mask + layer.path_activation_elements * bits.activation) / 8,
+        live_forward=layer.forward_live_elements * act,
+        live_backward=layer.backward_live_elements * act,
+    )
+
+
+def base_bytes(costs: CostTable, device: DeviceProfile) -> int:
+    """Memory the frozen model takes in the training budget (0 when it stays in flash)."""
+    return costs.model_bytes(device) if device.frozen_weights == "sram" else 0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted memory (bytes) and compute of one training step."""
+
+    peak_bytes: float
+    peak_at: str  # e.g. "backward at features.16.conv.0"
+    base_bytes: float
+    resident_bytes: float
+    saved_bytes: float
+    training_memory_bytes: float  # resident + saved: the published accounting
+    forward_macs: int
+    backward_macs: int
+    step_seconds: float
+
+    @property
+    def step_macs(self) -> int:
+        return self.forward_macs + self.backward_macs
+
+
+def backward_macs(costs: CostTable, choices: Mapping[str, Choice], batch_size: int) -> list[int]:
+    """Backward MACs spent at each layer: weight gradient of the selection, plus the
+    input gradient when an earlier layer is on the path."""
+    picked = [choices.get(layer.name, Choice()) for layer in costs.layers]
+    first = next((i for i, c in enumerate(picked) if c.updates), len(picked))
+    return [
+        batch_size * (c.channels * layer.weight_grad_macs_per_channel + (layer.input_grad_macs if i > first else 0))
+        for i, (layer, c) in enumerate(zip(costs.layers, picked, strict=True))
+    ]
+
+
+def predict(
+    costs: CostTable, device: DeviceProfile, choices: Mapping[str, Choice], batch_size: int = 1
+) -> Prediction:
+    """Evaluate the memory over time and the compute of one step for ``choices``."""
+    terms = [layer_bytes(layer, device, batch_size) for layer in costs.layers]
+    picked = [choices.get(layer.name, Choice()) for layer in costs.layers]
+    first = next((i for i, c in enumerate(picked) if c.updates), len(picked))
+    resident = sum(t.weight_per_channel * c.channels + (t.bias if c.bias else 0) for t, c in zip(terms, picked))
+    base = base_bytes(costs, device)
+    peak, peak_at, saved = 0.0, "", 0.0
+    for i, (layer, t, c) in enumerate(zip(costs.layers, terms, picked, strict=True)):
+        on_path = i >= first
+        saved += t.saved_per_channel * c.channels + (t.path if on_path else 0)
+        for phase, buffer in (("forward", t.live_forward), ("backward", t.live_backward if on_path else 0)):
+            total = base + resident + buffer + saved
+            if total > peak:
+                peak, peak_at = total, f"{phase} at {layer.name}"
+    fwd = costs.forward_macs * batch_size
+    bwd = sum(backward_macs(costs, choices, batch_size))
+    return Prediction(
+        peak_bytes=peak,
+        peak_at=peak_at,
+        base_bytes=base,
+        resident_bytes=resident,
+        saved_bytes=saved,
+        training_memory_bytes=resident + saved,
+        forward_macs=fwd,
+        backward_macs=bwd,
+        step_seconds=(fwd + bwd) / device.macs_per_second,
+    )

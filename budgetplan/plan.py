@@ -1,0 +1,240 @@
+"""``Plan``: what to train per layer, what it is predicted to cost, and the plan file.
+
+A plan file is YAML and self-contained: it embeds the device profile, the options the
+planner ran with, and a fingerprint of the model (every plannable layer's name and
+weight shape), so that training can check it is applied to the model it was made for.
+
+>>> import tempfile, torch, torchvision
+>>> from budgetplan import solve, Plan
+>>> model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)
+>>> plan = solve(model, torch.zeros(1, 3, 128, 128), "cortex-m7")
+>>> plan.status, plan.predicted.peak_bytes <= plan.budget_bytes
+('optimal', True)
+>>> path = tempfile.mkdtemp() + "/plan.yaml"
+>>> plan.save(path)
+>>> Plan.load(path).channels() == plan.channels()
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from budgetplan.costs import CostTable
+from budgetplan.devices import DeviceProfile
+from budgetplan.errors import BudgetPlanError, PlanError
+from budgetplan.memory import Prediction
+
+SCHEMA_VERSION = 1
+UPDATES = ("none", "bias", "weight")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer's decision and its predicted costs (bytes for the plan's batch size).
+
+    ``update`` is ``weight`` when input channels are trained (``bias`` then says whether
+    the bias is too), ``bias`` for a bias-only update, ``none`` for a frozen layer.
+    ``macs`` is the backward MACs spent at the layer per step.
+    """
+
+    name: str
+    kind: str
+    weight_shape: tuple[int, ...]
+    update: str
+    channels: int
+    total_channels: int
+    bias: bool
+    bias_param: str | None
+    activation_bytes: float
+    weight_bytes: float
+    bias_bytes: float
+    path_bytes: float
+    macs: int
+    importance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["weight_shape"] = list(self.weight_shape)
+        return data
+
+
+@dataclass
+class Plan:
+    """A solved plan. ``save``/``load`` read and write the YAML plan file."""
+
+    device: DeviceProfile
+    model: str
+    input_shape: tuple[int, ...]
+    batch_size: int
+    budget_bytes: int
+    layers: list[LayerPlan]
+    predicted: Prediction
+    status: str
+    solver: str
+    objective: float
+    solve_seconds: float
+    importance_source: str
+    training_memory_cap: int | None = None
+    max_step_latency: float | None = None
+    optimality_gap: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def accounting(self) -> str:
+        """Which memory accounting the plan was held to, in words."""
+        text = (
+            "physical: peak memory over the step (working buffers, saved tensors, updated "
+            "weights and biases"
+            + (", frozen model" if self.device.frozen_weights == "sram" else "")
+            + ") within the budget"
+        )
+        if self.training_memory_cap is not None:
+            text += "; and training memory (updated weights + saved tensors, the published accounting) within the cap"
+        return text
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the layer names and weight shapes."""
+        return _fingerprint_hash([(layer.name, layer.weight_shape) for layer in self.layers])
+
+    def channels(self) -> dict[str, int]:
+        """Input channels trained per updated layer (weights)."""
+        return {layer.name: layer.channels for layer in self.layers if layer.channels > 0}
+
+    def updated(self) -> list[LayerPlan]:
+        return [layer for layer in self.layers if layer.update != "none"]
+
+    def check_matches(self, costs: CostTable) -> None:
+        """Fail with ``PlanError`` naming every layer where ``costs``' model differs."""
+        mine = {layer.name: layer.weight_shape for layer in self.layers}
+        theirs = dict(costs.fingerprint())
+        problems = []
+        for name, shape in mine.items():
+            if name not in theirs:
+                problems.append(f"{name} (in the plan, not in the model)")
+            elif tuple(theirs[name]) != tuple(shape):
+                problems.append(f"{name} (plan weight {list(shape)}, model {list(theirs[name])})")
+        problems += [f"{n} (in the model, not in the plan)" for n in theirs if n not in mine]
+        if problems:
+            shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+            raise PlanError(f"the plan for {self.model} does not match this model: {shown}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "device": self.device.name,
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "batch_size": self.batch_size,
+            "budget_bytes": self.budget_bytes,
+            "training_memory_cap": self.training_memory_cap,
+            "max_step_latency": self.max_step_latency,
+            "accounting": self.accounting,
+            "predicted_bytes": self.predicted.peak_bytes,
+            "predicted": dataclasses.asdict(self.predicted),
+            "status": self.status,
+            "solver": self.solver,
+            "optimality_gap": self.optimality_gap,
+            "objective": self.objective,
+            "solve_seconds": self.solve_seconds,
+            "importance_source": self.importance_source,
+            "options": self.options,
+            "fingerprint": self.fingerprint,
+            "device_profile": self.device.to_dict(),
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<memory>") -> Plan:
+        if not isinstance(data, dict):
+            raise PlanError(f"{source}: not a plan file (expected a mapping)")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise PlanError(
+                f"{source}: field 'schema_version': {version!r}, but this budgetplan reads version "
+                f"{SCHEMA_VERSION}; solve the plan again with this version"
+            )
+        try:
+            device = DeviceProfile.from_dict(data["device_profile"], source=f"{source} (device_profile)")
+            layers = []
+            for raw in data["layers"]:
+                raw = dict(raw)
+                raw["weight_shape"] = tuple(raw["weight_shape"])
+                if raw["update"] not in UPDATES:
+                    raise PlanError(f"{source}: layer {raw['name']}: update {raw['update']!r} not in {UPDATES}")
+                layers.append(LayerPlan(**raw))
+            plan = cls(
+                device=device,
+                model=data["model"],
+                input_shape=tuple(data["input_shape"]),
+                batch_size=int(data["batch_size"]),
+                budget_bytes=int(data["budget_bytes"]),
+                layers=layers,
+                predicted=Prediction(**data["predicted"]),
+                status=data["status"],
+                solver=data["solver"],
+                objective=float(data["objective"]),
+                solve_seconds=float(data["solve_seconds"]),
+                importance_source=data["importance_source"],
+                training_memory_cap=data.get("training_memory_cap"),
+                max_step_latency=data.get("max_step_latency"),
+                optimality_gap=float(data.get("optimality_gap", 0.0)),
+                options=dict(data.get("options") or {}),
+            )
+        except KeyError as err:
+            raise PlanError(f"{source}: field {err.args[0]!r} is missing") from None
+        except (TypeError, ValueError) as err:
+            raise PlanError(f"{source}: malformed plan: {err}") from None
+        if data.get("fingerprint") not in (None, plan.fingerprint):
+            raise PlanError(f"{source}: field 'fingerprint' does not match its layers; the file was edited")
+        return plan
+
+    def save(self, path: str | Path) -> None:
+        """Write the plan as YAML, atomically: the file is either the old one or the new one."""
+        write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        """Read a plan file, checking its schema version."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise PlanError(f"{path}: cannot read plan file ({err.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise PlanError(f"{path}: not valid YAML: {err}") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def _fingerprint_hash(items: list[tuple[str, tuple[int, ...]]]) -> str:
+    text = ";".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in items)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step (temporary file, fsync, rename)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise BudgetPlanError(f"{path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
