@@ -378,7 +378,7 @@ def _uncovered(trace: Trace, layers: list[LayerCost]) -> tuple[list[UncostedModu
             continue
         reported.add(module)
         uncosted.append(
-            UncostedModule(module, mtype, "holds parameters the cost model does not plan; kept frozen")
+            UncostedModule(module or param, mtype, "holds parameters the cost model does not plan; kept frozen")
         )
     return uncosted, other
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,16 +173,16 @@ class _Program:
 
         # x[l,c]: layer l updates c input channels; b[l]: bias update; y[l]: on the backward path
         self.x = {
-            (i, c): pulp.LpVariable(f"x_{i}_{c}", cat="Binary")
+            (i, c): prob.add_variable(f"x_{i}_{c}", cat="Binary")
             for i, layer in enumerate(layers)
             for c in self.options_of[layer.name]
         }
         self.b = {
-            i: pulp.LpVariable(f"b_{i}", cat="Binary")
+            i: prob.add_variable(f"b_{i}", cat="Binary")
             for i, layer in enumerate(layers)
             if layer.name in allowed and layer.bias_elements > 0
         }
-        y = [pulp.LpVariable(f"y_{i}", cat="Binary") for i in range(len(layers))]
+        y = [prob.add_variable(f"y_{i}", cat="Binary") for i in range(len(layers))]
         weight_on = [pulp.lpSum(self.x[i, c] for c in self.options_of[layer.name]) for i, layer in enumerate(layers)]
 
         for i, layer in enumerate(layers):
@@ -202,7 +203,7 @@ class _Program:
         # a plan trains something
         prob += pulp.lpSum(weight_on) + pulp.lpSum(self.b.values()) >= 1, "trains_something"
         if options.max_layers is not None:
-            a = [pulp.LpVariable(f"a_{i}", cat="Binary") for i in range(len(layers))]
+            a = [prob.add_variable(f"a_{i}", cat="Binary") for i in range(len(layers))]
             for i in range(len(layers)):
                 prob += a[i] >= weight_on[i], f"updated_weight_{i}"
                 if i in self.b:
@@ -220,7 +221,7 @@ class _Program:
             for i, layer in enumerate(layers)
         ]
         base = base_bytes(costs, device)
-        peak = pulp.LpVariable("peak", lowBound=0) if goal == "peak" else None
+        peak = prob.add_variable("peak", lowBound=0) if goal == "peak" else None
         limit = peak if peak is not None else budget
         for i in range(len(layers)):
             held = pulp.lpSum(saved[: i + 1])
@@ -295,7 +296,9 @@ def _backend(solver: str, time_limit: float) -> tuple[pulp.LpSolver, str]:
             return highs, "HiGHS"
         if solver == "highs":
             raise BudgetPlanError("the HiGHS solver is not available: pip install highspy")
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=OPTIMALITY_GAP), "CBC"
+    with warnings.catch_warnings():  # the CBC bundled with PuLP 3 announces its move in PuLP 4
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=OPTIMALITY_GAP), "CBC"
 
 
 def solve_choices(

@@ -1,0 +1,53 @@
+"""budgetplan: hardware-aware budget planning for sparse on-device fine-tuning.
+
+>>> import budgetplan
+>>> budgetplan.load_device("cortex-m7").budget
+262144
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from budgetplan.devices import DeviceProfile, load_device
+from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
+
+if TYPE_CHECKING:
+    from budgetplan.costs import CostTable, LayerCost, layer_costs
+    from budgetplan.plan import Plan
+    from budgetplan.planner import PlannerOptions, solve
+
+__version__ = "0.1.0"
+
+# torch-dependent names load on first use, so `budgetplan devices` starts fast
+_LAZY = {
+    "CostTable": "budgetplan.costs",
+    "LayerCost": "budgetplan.costs",
+    "layer_costs": "budgetplan.costs",
+    "Plan": "budgetplan.plan",
+    "PlannerOptions": "budgetplan.planner",
+    "solve": "budgetplan.planner",
+}
+
+__all__ = [
+    "BudgetPlanError",
+    "CostTable",
+    "DeviceProfile",
+    "InfeasibleError",
+    "LayerCost",
+    "ModelError",
+    "Plan",
+    "PlanError",
+    "PlannerOptions",
+    "ProfileError",
+    "layer_costs",
+    "load_device",
+    "solve",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'budgetplan' has no attribute {name!r}")

@@ -1,0 +1,207 @@
+"""The ``budgetplan`` command: solve, devices, profile, show.
+
+User mistakes (unknown device, bad profile, infeasible budget, ...) print one line on
+stderr and exit with status 2; torch is imported only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from budgetplan.devices import load_device, shipped_devices
+from budgetplan.errors import BudgetPlanError
+from budgetplan.units import parse_bytes, parse_seconds
+
+FORMATS = ("table", "yaml", "json")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_seconds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        values = []
+        for part in text.split(","):
+            num, _, den = part.strip().partition("/")
+            values.append(float(num) / float(den) if den else float(num))
+        return tuple(values)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected fractions such as 1/16,1/4,1/2,1") from None
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="mobilenet_v2", help="torchvision model name or package.module:factory")
+    group.add_argument("--input-size", default="128", help="128, 96x128 or 3x128x128 (default 128)")
+    group.add_argument("--num-classes", type=int, default=10, help="classes of the new head (default 10)")
+    group.add_argument("--width-mult", type=float, help="width of mobilenet_v2 (default 0.35 for it)")
+
+
+def _format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="budgetplan",
+        description="Plan sparse on-device fine-tuning that fits a device's memory budget.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    solve = sub.add_parser("solve", help="choose the layers and channels to train on a device")
+    solve.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
+    _model_arguments(solve)
+    plan = solve.add_argument_group("planning")
+    plan.add_argument("--budget", type=_size, help="memory budget, e.g. 256KB (default: the device's)")
+    plan.add_argument("--training-memory", type=_size, help="also cap the published accounting, e.g. 100KB")
+    plan.add_argument("--batch-size", type=int, default=1, help="samples per step (default 1)")
+    plan.add_argument("--epochs", type=int, default=10, help="epochs E of the coverage utility (default 10)")
+    plan.add_argument("--utility", choices=("coverage", "linear"), default="coverage")
+    plan.add_argument("--ratios", type=_ratios, help="channel ratio grid (default 1/16,1/8,1/4,1/2,3/4,1)")
+    plan.add_argument("--max-layers", type=int, help="update at most this many layers")
+    plan.add_argument("--require", action="append", help="layer pattern trained in full (default: the classifier)")
+    plan.add_argument("--no-require", action="store_true", help="do not force the classifier to train")
+    plan.add_argument("--include", action="append", default=[], help="only layers matching this pattern")
+    plan.add_argument("--exclude", action="append", default=[], help="never layers matching this pattern")
+    plan.add_argument("--max-step-latency", type=_seconds, help="compute limit per step, e.g. 2s")
+    plan.add_argument("--importance", help="importance YAML file (default: the documented prior)")
+    plan.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
+    plan.add_argument("--solver", choices=("auto", "highs", "cbc"), default="auto")
+    solve.add_argument("--out", help="write the plan to this YAML file (atomically)")
+    solve.add_argument("--all-layers", action="store_true", help="list frozen layers too")
+    _format_argument(solve)
+
+    devices = sub.add_parser("devices", help="list the device profiles")
+    _format_argument(devices)
+
+    profile = sub.add_parser("profile", help="print a model's per-layer cost table")
+    profile.add_argument("--device", help="device whose executor model sets the working buffers")
+    profile.add_argument("--list-models", action="store_true", help="list the torchvision model names")
+    _model_arguments(profile)
+    _format_argument(profile)
+
+    show = sub.add_parser("show", help="print a saved plan")
+    show.add_argument("plan", help="plan YAML file")
+    show.add_argument("--all-layers", action="store_true", help="list frozen layers too")
+    _format_argument(show)
+    return parser
+
+
+def _emit(data: Any, fmt: str, text: str) -> None:
+    if fmt == "json":
+        print(json.dumps(data, indent=2))
+    elif fmt == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    else:
+        print(text)
+
+
+def _traced(args: argparse.Namespace, device: Any) -> Any:
+    import torch
+
+    from budgetplan.costs import layer_costs
+    from budgetplan.models import build_model, parse_input_size
+
+    if args.num_classes < 1:
+        raise BudgetPlanError(f"--num-classes must be at least 1, got {args.num_classes}")
+    shape = parse_input_size(args.input_size)
+    model, name = build_model(args.model, args.num_classes, args.width_mult)
+    return layer_costs(model, torch.zeros(1, *shape), device, model_name=name)
+
+
+def _cmd_solve(args: argparse.Namespace) -> None:
+    from budgetplan.importance import load_importance
+    from budgetplan.plan import Plan
+    from budgetplan.planner import DEFAULT_RATIOS, PlannerOptions, plan_from_costs
+
+    device = load_device(args.device)
+    costs = _traced(args, device)
+    importance = load_importance(args.importance, costs) if args.importance else None
+    require = () if args.no_require else (tuple(args.require) if args.require else None)
+    options = PlannerOptions(
+        budget=args.budget,
+        training_memory=args.training_memory,
+        ratios=args.ratios or DEFAULT_RATIOS,
+        epochs=args.epochs,
+        utility=args.utility,
+        max_layers=args.max_layers,
+        require=require,
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        batch_size=args.batch_size,
+        max_step_latency=args.max_step_latency,
+        time_limit=args.time_limit,
+        solver=args.solver,
+    )
+    plan: Plan = plan_from_costs(costs, device, importance, options)
+    if args.out:
+        plan.save(args.out)
+    from budgetplan.render import render_plan
+
+    text = render_plan(plan, args.all_layers)
+    if args.out:
+        text += f"\nplan written to {args.out}"
+    _emit(plan.to_dict(), args.format, text)
+
+
+def _cmd_devices(args: argparse.Namespace) -> None:
+    from budgetplan.render import render_devices
+
+    devices = shipped_devices()
+    data = [{**d.to_dict(), "sram_bytes": d.sram, "flash_bytes": d.flash, "budget_bytes": d.budget} for d in devices]
+    _emit(data, args.format, render_devices(devices))
+
+
+def _cmd_profile(args: argparse.Namespace) -> None:
+    if args.list_models:
+        import torchvision
+
+        print("\n".join(torchvision.models.list_models(module=torchvision.models)))
+        return
+    from budgetplan.render import render_costs
+
+    device = load_device(args.device) if args.device else None
+    costs = _traced(args, device)
+    _emit([layer.to_dict() for layer in costs.layers], args.format, render_costs(costs))
+
+
+def _cmd_show(args: argparse.Namespace) -> None:
+    from budgetplan.plan import Plan
+    from budgetplan.render import render_plan
+
+    plan = Plan.load(args.plan)
+    _emit(plan.to_dict(), args.format, render_plan(plan, args.all_layers))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"solve": _cmd_solve, "devices": _cmd_devices, "profile": _cmd_profile, "show": _cmd_show}
+    try:
+        commands[args.command](args)
+    except BudgetPlanError as err:
+        print(f"budgetplan: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Text tables for people: plans, cost tables and device lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from budgetplan.costs import CostTable
+from budgetplan.devices import DeviceProfile
+from budgetplan.plan import Plan
+from budgetplan.units import format_bytes, format_count
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
+    """Align ``rows`` under ``headers``; ``right`` marks right-aligned columns."""
+    right = right or [False] * len(headers)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def render_plan(plan: Plan, all_layers: bool = False) -> str:
+    """The plan as a person reads it: updated layers, then totals against the budget."""
+    shown = plan.layers if all_layers else plan.updated()
+    rows = [
+        [
+            layer.name,
+            layer.kind,
+            layer.update + ("+bias" if layer.update == "weight" and layer.bias else ""),
+            f"{layer.channels}/{layer.total_channels}",
+            format_bytes(layer.activation_bytes),
+            format_bytes(layer.weight_bytes + layer.bias_bytes),
+            format_bytes(layer.path_bytes),
+            format_count(layer.macs),
+        ]
+        for layer in shown
+    ]
+    headers = ["layer", "kind", "update", "channels", "saved act", "weights", "masks", "bwd MACs"]
+    out = [
+        f"{plan.model}, input {'x'.join(map(str, plan.input_shape))}, batch {plan.batch_size}, "
+        f"on {plan.device.name}",
+        "",
+        table(headers, rows, [False, False, False, True, True, True, True, True]),
+    ]
+    frozen = len(plan.layers) - len(plan.updated())
+    out.append(f"{len(plan.updated())} of {len(plan.layers)} layers updated, {frozen} frozen.")
+    out.append("")
+    p, dev = plan.predicted, plan.device
+    share = 100 * p.peak_bytes / plan.budget_bytes
+    out.append(
+        f"memory    peak {format_bytes(p.peak_bytes)} of {format_bytes(plan.budget_bytes)} budget "
+        f"({share:.1f}%; {p.peak_at})"
+    )
+    out.append(
+        f"          training memory {format_bytes(p.training_memory_bytes)} (updated weights "
+        f"{format_bytes(p.resident_bytes)} + saved tensors {format_bytes(p.saved_bytes)})"
+        + (f", cap {format_bytes(plan.training_memory_cap)}" if plan.training_memory_cap else "")
+    )
+    where = "in RAM" if dev.frozen_weights == "sram" else "in flash"
+    out.append(f"          frozen model {where}; device: {format_bytes(dev.sram)} SRAM, {format_bytes(dev.flash)} flash")
+    latency = f", limit {plan.max_step_latency:g} s" if plan.max_step_latency else ""
+    out.append(
+        f"compute   {format_count(p.forward_macs)} forward + {format_count(p.backward_macs)} backward MACs "
+        f"per step: {p.step_seconds:.3g} s at {format_count(dev.macs_per_second)} MAC/s{latency}"
+    )
+    out.append(
+        f"solver    {plan.solver} {plan.status} (gap {plan.optimality_gap:g}) in {plan.solve_seconds:.2f} s; "
+        f"objective {plan.objective:.4f}"
+    )
+    out.append(f"importance {plan.importance_source}")
+    out.append(f"accounting {plan.accounting}")
+    return "\n".join(out)
+
+
+def render_costs(costs: CostTable) -> str:
+    rows = [
+        [
+            layer.name,
+            layer.kind,
+            f"{layer.in_channels}->{layer.out_channels}",
+            "x".join(map(str, layer.kernel_size)) or "-",
+            str(layer.groups),
+            "x".join(map(str, layer.input_hw)) or "-",
+            format_count(layer.forward_macs),
+            str(layer.weight_elements_per_channel),
+            str(layer.activation_elements_per_channel),
+            format_count(layer.mask_elements + layer.path_activation_elements),
+            format_count(layer.forward_live_elements),
+        ]
+        for layer in costs.layers
+    ]
+    headers = ["layer", "kind", "channels", "kernel", "groups", "input", "MACs", "w/ch", "act/ch", "path", "live"]
+    text = [
+        f"{costs.model}, input {'x'.join(map(str, costs.input_shape))}, executor {costs.executor}; "
+        "element counts per sample (w/ch, act/ch: per input channel)",
+        "",
+        table(headers, rows, [False, False, True, True, True, True, True, True, True, True, True]),
+        f"{len(costs.layers)} layers, {format_count(costs.forward_macs)} forward MACs.",
+    ]
+    for item in costs.uncosted:
+        text.append(f"not planned: {item.name} ({item.type}): {item.reason}")
+    if costs.unknown_ops:
+        text.append(f"ops assumed to save nothing for backward: {', '.join(costs.unknown_ops)}")
+    return "\n".join(text)
+
+
+def render_devices(devices: Sequence[DeviceProfile]) -> str:
+    rows = [
+        [
+            d.name,
+            ", ".join(d.aliases),
+            format_bytes(d.sram),
+            format_bytes(d.flash),
+            format_bytes(d.budget),
+            f"{d.clock_hz / 1e6:g} MHz",
+            f"{format_count(d.macs_per_second)}",
+            f"w{d.bits.weight}/a{d.bits.activation}/g{d.bits.gradient}",
+        ]
+        for d in devices
+    ]
+    headers = ["device", "aliases", "SRAM", "flash", "budget", "clock", "MAC/s", "bits"]
+    return table(headers, rows, [False, False, True, True, True, True, True, False])
