@@ -295,14 +295,14 @@ def costs_from_trace(trace: Trace, model_name: str, executor: str = "layer") -> 
     )
 
 
-def _layer_cost(
-    index: int, trace: Trace, ops: list[Op], live: int, grad: int, mask: int, path: int
-) -> LayerCost:
+def _layer_cost(index: int, trace: Trace, ops: list[Op], live: int, grad: int, mask: int, path: int) -> LayerCost:
     info = trace.plannable[ops[0].module]
     in_shape = trace.shapes[ops[0].inputs[0]]
     out_shape = trace.shapes[ops[0].outputs[0]]
+    in_hw: tuple[int, ...] = ()
+    out_hw: tuple[int, ...] = ()
     if info.type == "Linear":
-        kind, in_hw, out_hw = "linear", (), ()
+        kind = "linear"
         per_call_positions = [max(1, prod(trace.shapes[op.inputs[0]][1:-1])) for op in ops]
         in_positions = out_positions = per_call_positions
         k, per_ch_weight = 1, info.out_channels

@@ -111,8 +111,7 @@ class _Validator:
     def profile(self, data: Any) -> DeviceProfile:
         if not isinstance(data, dict):
             raise ProfileError(
-                f"{self.source}: expected a mapping of fields ({', '.join(_REQUIRED)}), "
-                f"got {type(data).__name__}"
+                f"{self.source}: expected a mapping of fields ({', '.join(_REQUIRED)}), got {type(data).__name__}"
             )
         unknown = sorted(set(data) - set(_TOP_FIELDS))
         if unknown:
@@ -261,6 +260,5 @@ def load_device(device: str | Path | DeviceProfile) -> DeviceProfile:
     close = difflib.get_close_matches(text, names + [a for p in known for a in p.aliases], n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise ProfileError(
-        f"unknown device '{text}'.{hint} Known devices: {', '.join(names)}; "
-        "or give the path of a profile YAML file."
+        f"unknown device '{text}'.{hint} Known devices: {', '.join(names)}; or give the path of a profile YAML file."
     )

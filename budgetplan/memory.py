@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from budgetplan.costs import CostTable, LayerCost
-from budgetplan.devices import DeviceProfile
+if TYPE_CHECKING:
+    from budgetplan.costs import CostTable, LayerCost
+    from budgetplan.devices import DeviceProfile
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,14 @@ def backward_macs(costs: CostTable, choices: Mapping[str, Choice], batch_size: i
     ]
 
 
-def predict(
-    costs: CostTable, device: DeviceProfile, choices: Mapping[str, Choice], batch_size: int = 1
-) -> Prediction:
+def predict(costs: CostTable, device: DeviceProfile, choices: Mapping[str, Choice], batch_size: int = 1) -> Prediction:
     """Evaluate the memory over time and the compute of one step for ``choices``."""
     terms = [layer_bytes(layer, device, batch_size) for layer in costs.layers]
     picked = [choices.get(layer.name, Choice()) for layer in costs.layers]
     first = next((i for i, c in enumerate(picked) if c.updates), len(picked))
-    resident = sum(t.weight_per_channel * c.channels + (t.bias if c.bias else 0) for t, c in zip(terms, picked))
+    resident = sum(
+        t.weight_per_channel * c.channels + (t.bias if c.bias else 0) for t, c in zip(terms, picked, strict=True)
+    )
     base = base_bytes(costs, device)
     peak, peak_at, saved = 0.0, "", 0.0
     for i, (layer, t, c) in enumerate(zip(costs.layers, terms, picked, strict=True)):

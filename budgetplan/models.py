@@ -85,8 +85,8 @@ def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         params = inspect.signature(factory).parameters
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    except (TypeError, ValueError):
-        params, accepts_any = {}, False
+    except (TypeError, ValueError):  # builtins without a signature
+        params, accepts_any = inspect.Signature().parameters, False
     if "width_mult" in kwargs and "width_mult" not in params and not accepts_any:
         raise ModelError(f"--width-mult given, but {spec} takes no width_mult argument")
     usable = {k: v for k, v in kwargs.items() if k in params or accepts_any}

@@ -24,14 +24,16 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from budgetplan.costs import CostTable
 from budgetplan.devices import DeviceProfile
-from budgetplan.errors import BudgetPlanError, PlanError
+from budgetplan.errors import BudgetPlanError, PlanError, ProfileError
 from budgetplan.memory import Prediction
+
+if TYPE_CHECKING:
+    from budgetplan.costs import CostTable
 
 SCHEMA_VERSION = 1
 UPDATES = ("none", "bias", "weight")
@@ -166,6 +168,11 @@ class Plan:
             )
         try:
             device = DeviceProfile.from_dict(data["device_profile"], source=f"{source} (device_profile)")
+        except ProfileError as err:
+            raise PlanError(str(err)) from None
+        except KeyError:
+            raise PlanError(f"{source}: field 'device_profile' is missing") from None
+        try:
             layers = []
             for raw in data["layers"]:
                 raw = dict(raw)

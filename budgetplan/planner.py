@@ -185,7 +185,7 @@ class _Program:
         y = [prob.add_variable(f"y_{i}", cat="Binary") for i in range(len(layers))]
         weight_on = [pulp.lpSum(self.x[i, c] for c in self.options_of[layer.name]) for i, layer in enumerate(layers)]
 
-        for i, layer in enumerate(layers):
+        for i in range(len(layers)):
             # at most one channel count per layer
             prob += weight_on[i] <= 1, f"one_choice_{i}"
             # the gradient reaches every layer after the earliest updated one
@@ -301,9 +301,7 @@ def _backend(solver: str, time_limit: float) -> tuple[pulp.LpSolver, str]:
         return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=OPTIMALITY_GAP), "CBC"
 
 
-def solve_choices(
-    costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions
-) -> Solution:
+def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions) -> Solution:
     """Solve the ILP; raise ``InfeasibleError`` saying what budget would work."""
     options.check()
     if not costs.layers:
@@ -317,8 +315,7 @@ def solve_choices(
         return Solution(program.choices(), status, program.value(), solver, elapsed, required)
     if status == "no solution":
         raise BudgetPlanError(
-            f"no plan found within the time limit of {options.time_limit:g} s ({solver}); "
-            "raise --time-limit"
+            f"no plan found within the time limit of {options.time_limit:g} s ({solver}); raise --time-limit"
         )
     raise _infeasible(costs, device, importance, options, allowed, required)
 
@@ -361,8 +358,7 @@ def _infeasible(
     if smallest is not None:
         arg = budget_argument(smallest)
         return InfeasibleError(
-            f"{what}: the smallest budget at which a plan is feasible is {format_bytes(smallest)} "
-            f"(--budget {arg})",
+            f"{what}: the smallest budget at which a plan is feasible is {format_bytes(smallest)} (--budget {arg})",
             smallest_budget=math.ceil(smallest),
         )
     # the budget is not the only obstacle: find which other limit is
@@ -371,7 +367,9 @@ def _infeasible(
     if options.training_memory is not None:
         tm = _minimum("training_memory", costs, device, importance, unlimited, allowed, required)
         if tm is not None and tm > options.training_memory:
-            hints.append(f"the smallest training memory is {format_bytes(tm)} (--training-memory {budget_argument(tm)})")
+            hints.append(
+                f"the smallest training memory is {format_bytes(tm)} (--training-memory {budget_argument(tm)})"
+            )
     latency = options.max_step_latency if options.max_step_latency is not None else device.max_step_latency
     if latency is not None:
         macs = _minimum("compute", costs, device, importance, unlimited, allowed, required)

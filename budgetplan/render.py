@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from budgetplan.costs import CostTable
-from budgetplan.devices import DeviceProfile
-from budgetplan.plan import Plan
 from budgetplan.units import format_bytes, format_count
+
+if TYPE_CHECKING:
+    from budgetplan.costs import CostTable
+    from budgetplan.devices import DeviceProfile
+    from budgetplan.plan import Plan
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
@@ -40,8 +43,7 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
     ]
     headers = ["layer", "kind", "update", "channels", "saved act", "weights", "masks", "bwd MACs"]
     out = [
-        f"{plan.model}, input {'x'.join(map(str, plan.input_shape))}, batch {plan.batch_size}, "
-        f"on {plan.device.name}",
+        f"{plan.model}, input {'x'.join(map(str, plan.input_shape))}, batch {plan.batch_size}, on {plan.device.name}",
         "",
         table(headers, rows, [False, False, False, True, True, True, True, True]),
     ]
@@ -60,7 +62,9 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
         + (f", cap {format_bytes(plan.training_memory_cap)}" if plan.training_memory_cap else "")
     )
     where = "in RAM" if dev.frozen_weights == "sram" else "in flash"
-    out.append(f"          frozen model {where}; device: {format_bytes(dev.sram)} SRAM, {format_bytes(dev.flash)} flash")
+    out.append(
+        f"          frozen model {where}; device: {format_bytes(dev.sram)} SRAM, {format_bytes(dev.flash)} flash"
+    )
     latency = f", limit {plan.max_step_latency:g} s" if plan.max_step_latency else ""
     out.append(
         f"compute   {format_count(p.forward_macs)} forward + {format_count(p.backward_macs)} backward MACs "

@@ -198,11 +198,7 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.T
         model.train(was_training)
 
     plannable = {n: _module_info(n, m) for n, m in model.named_modules() if isinstance(m, PLANNABLE_TYPES)}
-    norms = {
-        n: getattr(m, "bias", None) is not None
-        for n, m in model.named_modules()
-        if isinstance(m, NORM_TYPES)
-    }
+    norms = {n: getattr(m, "bias", None) is not None for n, m in model.named_modules() if isinstance(m, NORM_TYPES)}
     owners = {}
     for mod_name, module in model.named_modules():
         for p_name, p in module.named_parameters(recurse=False):

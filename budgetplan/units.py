@@ -54,7 +54,7 @@ def parse_bytes(value: str | int | float) -> int:
     number, unit = _split(value, SIZE_EXAMPLES)
     if unit not in _BINARY:
         raise ValueError(f"unknown unit {unit!r} in {value!r}; expected {SIZE_EXAMPLES}")
-    return int(math.ceil(number * _BINARY[unit] - 1e-9))
+    return math.ceil(number * _BINARY[unit] - 1e-9)
 
 
 def parse_rate(value: str | int | float, unit_suffix: str = "hz") -> float:

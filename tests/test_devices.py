@@ -68,8 +68,11 @@ def test_user_profile_file_loads(tmp_path):
         ({"flash": "1 parsec"}, "flash", "unknown unit"),
         ({"sram": [320]}, "sram", "expected"),
         ({"bits": {"weight": 8}}, "bits.activation", "missing"),
-        ({"bits": {"weight": "8", "activation": 8, "gradient": 0, "bias": 32, "optimizer": 0, "mask": 1}},
-         "bits.weight", "expected one of"),
+        (
+            {"bits": {"weight": "8", "activation": 8, "gradient": 0, "bias": 32, "optimizer": 0, "mask": 1}},
+            "bits.weight",
+            "expected one of",
+        ),
         ({"budget": "400KB"}, "budget", "exceeds sram - reserved"),
         ({"executor": "magic"}, "executor", "not one of"),
         ({"sarm": "1KB"}, "sarm", "unknown field"),

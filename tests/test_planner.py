@@ -39,7 +39,7 @@ def brute_force(costs, device, importance, options):
             continue
         if options.max_layers is not None and sum(c.updates for c in combo) > options.max_layers:
             continue
-        choices = {layer.name: c for layer, c in zip(costs.layers, combo) if c.updates}
+        choices = {layer.name: c for layer, c in zip(costs.layers, combo, strict=True) if c.updates}
         p = predict(costs, device, choices, options.batch_size)
         if options.training_memory is not None and p.training_memory_bytes > options.training_memory + TOL:
             continue
@@ -51,7 +51,7 @@ def brute_force(costs, device, importance, options):
         value = sum(
             importance.weight[layer.name] * utility(c.channels / layer.in_channels, options.utility, options.epochs)
             + (importance.bias[layer.name] if c.bias else 0.0)
-            for layer, c in zip(costs.layers, combo)
+            for layer, c in zip(costs.layers, combo, strict=True)
         )
         if best is None or value > best:
             best, best_choices = value, choices
@@ -162,14 +162,13 @@ def test_include_exclude_and_max_layers(default_costs_by_executor):
 
     costs = default_costs_by_executor["inplace-dw"]
     device = load_device("stm32h743")
-    plan = plan_from_costs(
-        costs, device, options=PlannerOptions(exclude=("*conv.1.0",), max_layers=4)
-    )
+    plan = plan_from_costs(costs, device, options=PlannerOptions(exclude=("*conv.1.0",), max_layers=4))
     updated = [layer.name for layer in plan.updated()]
     assert len(updated) <= 4 and "classifier.1" in updated
     assert not any(name.endswith("conv.1.0") for name in updated)
     only = plan_from_costs(costs, device, options=PlannerOptions(include=("features.17.*",), require=()))
-    assert {layer.name for layer in only.updated()} <= {l.name for l in costs.layers if l.name.startswith("features.17.")}
+    block = {layer.name for layer in costs.layers if layer.name.startswith("features.17.")}
+    assert {layer.name for layer in only.updated()} <= block
     with pytest.raises(BudgetPlanError, match="matches no layer"):
         plan_from_costs(costs, device, options=PlannerOptions(include=("decoder.*",)))
     with pytest.raises(BudgetPlanError, match="required but excluded"):

@@ -18,9 +18,12 @@ def test_profile_solves_or_says_what_would(device, default_costs_by_executor):
     terms = layer_bytes(head, device, 1)
     # a lower bound on any plan, from the cost table alone: the largest forward buffer
     # while the new head's weights and bias are held
-    floor = base_bytes(costs, device) + max(
-        layer_bytes(layer, device, 1).live_forward for layer in costs.layers
-    ) + terms.weight_per_channel * head.in_channels + terms.bias
+    floor = (
+        base_bytes(costs, device)
+        + max(layer_bytes(layer, device, 1).live_forward for layer in costs.layers)
+        + terms.weight_per_channel * head.in_channels
+        + terms.bias
+    )
     if device.name in TOO_SMALL:
         assert floor > device.budget
         with pytest.raises(InfeasibleError) as err:

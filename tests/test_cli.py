@@ -1,0 +1,144 @@
+"""The command line end to end, in fresh processes, as a user runs it."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from budgetplan.devices import profiles_dir
+
+from .conftest import run_cli
+
+
+def _clean_failure(result, *words):
+    """Exit status 2, one line on stderr that says what to change, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("budgetplan: error:"), result.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def test_solve_default_table():
+    result = run_cli("solve", "--device", "cortex-m7")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("mobilenet_v2(width_mult=0.35, num_classes=10), input 3x128x128, batch 1, on cortex-m7")
+    assert "classifier.1" in out and "1280/1280" in out
+    assert "of 256.0 KB budget" in out
+    assert "HiGHS optimal" in out
+
+
+def test_solve_json_and_plan_file(tmp_path):
+    out = tmp_path / "plan.yaml"
+    result = run_cli("solve", "--device", "stm32f746", "--budget", "300KB", "--out", str(out), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in ("device", "budget_bytes", "predicted_bytes", "status", "solve_seconds", "objective", "layers"):
+        assert key in data
+    assert data["device"] == "cortex-m7" and data["budget_bytes"] == 300 * 1024
+    assert data["predicted_bytes"] <= data["budget_bytes"] and data["status"] == "optimal"
+    for layer in data["layers"]:
+        for key in ("name", "update", "channels", "total_channels", "activation_bytes", "weight_bytes", "macs"):
+            assert key in layer
+        assert layer["update"] in ("none", "bias", "weight")
+        assert 0 <= layer["channels"] <= layer["total_channels"]
+    assert yaml.safe_load(out.read_text())["layers"] == data["layers"]
+    shown = run_cli("show", str(out), "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == data
+    table = run_cli("show", str(out))
+    assert "of 300.0 KB budget" in table.stdout
+
+
+def test_failed_solve_leaves_the_old_plan(tmp_path):
+    out = tmp_path / "plan.yaml"
+    out.write_text("the user's old plan\n")
+    result = run_cli("solve", "--device", "cortex-m7", "--budget", "10KB", "--out", str(out))
+    line = _clean_failure(result, "smallest budget", "--budget 237KB")
+    assert "10.0 KB" in line
+    assert out.read_text() == "the user's old plan\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.yaml"]
+
+
+def test_devices():
+    result = run_cli("devices", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    names = {d["name"] for d in data}
+    assert names == {p.stem for p in profiles_dir().glob("*.yaml")}
+    m7 = next(d for d in data if d["name"] == "cortex-m7")
+    assert (m7["sram_bytes"], m7["flash_bytes"], m7["budget_bytes"]) == (327680, 1048576, 262144)
+    assert "stm32f746" in m7["aliases"]
+    table = run_cli("devices").stdout
+    assert all(name in table for name in names)
+
+
+def test_profile_json():
+    result = run_cli("profile", "--model", "resnet18", "--input-size", "64", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    layers = json.loads(result.stdout)
+    assert len(layers) == 21
+    keys = (
+        "name", "kind", "in_channels", "out_channels", "kernel_size", "groups", "input_hw", "output_hw",
+        "macs", "weight_elements_per_channel", "activation_elements_per_channel",
+    )  # fmt: skip
+    for layer in layers:
+        assert all(key in layer for key in keys)
+    first = layers[0]
+    assert (first["name"], first["kernel_size"], first["input_hw"], first["output_hw"]) == (
+        "conv1", [7, 7], [64, 64], [32, 32],
+    )  # fmt: skip
+    assert first["macs"] == 64 * 3 * 49 * 32 * 32
+
+
+def test_user_profile_path(tmp_path):
+    data = yaml.safe_load((profiles_dir() / "cortex-m7.yaml").read_text())
+    data.update(name="my-board", aliases=[], sram="512KB", budget="400KB")
+    path = tmp_path / "my_board.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run_cli("solve", "--device", str(path), "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["budget_bytes"] == 400 * 1024
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["solve", "--device", "cortex-m99"], ["unknown device 'cortex-m99'", "cortex-m7", "rp2040"]),
+        (["solve", "--model", "mobilenet_v9"], ["unknown model 'mobilenet_v9'"]),
+        (["solve", "--model", "resnet18", "--width-mult", "0.5"], ["--width-mult"]),
+        (["solve", "--input-size", "1x128x128"], ["rejects an input of shape 1x1x128x128"]),
+        (["solve", "--model", "nowhere.models:build"], ["cannot import nowhere.models"]),
+        (["show", "missing-plan.yaml"], ["missing-plan.yaml", "cannot read"]),
+    ],
+)
+def test_user_errors(args, words):
+    _clean_failure(run_cli(*args), *words)
+
+
+def test_bad_profile_file(tmp_path):
+    path = tmp_path / "board.yaml"
+    data = yaml.safe_load((profiles_dir() / "cortex-m7.yaml").read_text())
+    data["flash"] = "1 furlong"
+    path.write_text(yaml.safe_dump(data))
+    _clean_failure(run_cli("solve", "--device", str(path)), str(path), "field 'flash'")
+
+
+def test_bad_flag_value():
+    result = run_cli("solve", "--budget", "lots")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--budget" in result.stderr
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "budgetplan"
+    assert script.exists()
+    import subprocess
+
+    result = subprocess.run([str(script), "devices"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "cortex-m7" in result.stdout
