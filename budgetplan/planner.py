@@ -26,7 +26,7 @@ from budgetplan.costs import CostTable, LayerCost, layer_costs
 from budgetplan.devices import DeviceProfile, load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError
 from budgetplan.importance import Importance, load_importance, prior_importance
-from budgetplan.memory import Choice, backward_macs, base_bytes, layer_bytes, predict
+from budgetplan.memory import Choice, LayerBytes, backward_macs, base_bytes, layer_bytes, predict
 from budgetplan.plan import LayerPlan, Plan
 from budgetplan.units import format_bytes, parse_bytes, parse_seconds
 
@@ -223,12 +223,17 @@ class _Program:
         base = base_bytes(costs, device)
         peak = prob.add_variable("peak", lowBound=0) if goal == "peak" else None
         limit = peak if peak is not None else budget
+        # S[i]: everything saved by layers 0..i (saved tensors only accumulate in forward)
+        held = [prob.add_variable(f"S_{i}", lowBound=0) for i in range(len(layers))]
         for i in range(len(layers)):
-            held = pulp.lpSum(saved[: i + 1])
+            prob += held[i] == (held[i - 1] if i else 0) + saved[i], f"saved_so_far_{i}"
+        forward, backward = _binding_points(terms)
+        for i in forward:
             # forward at layer i: its working buffer plus everything saved so far
-            prob += base + resident + terms[i].live_forward + held <= limit, f"forward_{i}"
+            prob += base + resident + terms[i].live_forward + held[i] <= limit, f"forward_{i}"
+        for i in backward:
             # backward at layer i: its gradient buffer (when on the path) plus what is still saved
-            prob += base + resident + terms[i].live_backward * y[i] + held <= limit, f"backward_{i}"
+            prob += base + resident + terms[i].live_backward * y[i] + held[i] <= limit, f"backward_{i}"
 
         # published accounting: updated weights + saved tensors, no working buffers
         training_memory = resident + pulp.lpSum(saved)
@@ -289,6 +294,29 @@ class _Program:
         return float(pulp.value(self.prob.objective) or 0.0)
 
 
+def _binding_points(terms: list[LayerBytes]) -> tuple[list[int], list[int]]:
+    """Layers whose forward or backward memory constraint is not implied by a later one.
+
+    Saved tensors only accumulate along the order, so the constraint at layer ``i`` with
+    buffer ``m`` is implied by any constraint at ``j >= i`` whose buffer is at least ``m``
+    (a backward buffer counts only when the gradient reaches the layer, and ``y`` is
+    monotone, so a later backward buffer also implies it). Dropping implied rows leaves
+    the feasible set unchanged and the program much smaller.
+    """
+    forward: list[int] = []
+    backward: list[int] = []
+    later_forward = later_any = -1.0
+    for i in reversed(range(len(terms))):
+        fwd, bwd = terms[i].live_forward, terms[i].live_backward
+        if bwd > max(later_any, fwd):
+            backward.append(i)
+        if fwd > later_forward:
+            forward.append(i)
+        later_forward = max(later_forward, fwd)
+        later_any = max(later_any, fwd, bwd)
+    return sorted(forward), sorted(backward)
+
+
 def _backend(solver: str, time_limit: float) -> tuple[pulp.LpSolver, str]:
     if solver in ("auto", "highs"):
         highs = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=OPTIMALITY_GAP)
@@ -310,14 +338,69 @@ def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importanc
     allowed, required = _allowed_and_required(costs, options)
     program = _Program(costs, device, importance, options, allowed, required)
     status, solver = program.solve(options.solver, options.time_limit)
-    elapsed = time.perf_counter() - start
     if status in ("optimal", "feasible"):
-        return Solution(program.choices(), status, program.value(), solver, elapsed, required)
+        choices = _fill(costs, device, importance, options, program)
+        value = objective(costs, importance, options, choices)
+        return Solution(choices, status, value, solver, time.perf_counter() - start, required)
     if status == "no solution":
         raise BudgetPlanError(
             f"no plan found within the time limit of {options.time_limit:g} s ({solver}); raise --time-limit"
         )
     raise _infeasible(costs, device, importance, options, allowed, required)
+
+
+def objective(costs: CostTable, importance: Importance, options: PlannerOptions, choices: dict[str, Choice]) -> float:
+    """The planner's objective for a set of choices."""
+    total = 0.0
+    for layer in costs.layers:
+        choice = choices.get(layer.name, Choice())
+        if choice.channels:
+            fraction = choice.channels / layer.in_channels
+            total += importance.weight.get(layer.name, 0.0) * utility(fraction, options.utility, options.epochs)
+        if choice.bias:
+            total += importance.bias.get(layer.name, 0.0)
+    return total
+
+
+def _fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]) -> bool:
+    p = predict(costs, device, choices, options.batch_size)
+    budget = options.budget if options.budget is not None else device.budget
+    latency = options.max_step_latency if options.max_step_latency is not None else device.max_step_latency
+    return (
+        p.peak_bytes <= budget
+        and (options.training_memory is None or p.training_memory_bytes <= options.training_memory)
+        and (latency is None or p.step_seconds <= latency)
+    )
+
+
+def _fill(
+    costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions, program: _Program
+) -> dict[str, Choice]:
+    """Spend memory the solution left unused on the layers it updates.
+
+    Options whose objective values differ by less than the optimality gap (with E=10,
+    ``u(3/4)`` is within 1e-6 of ``u(1)``) may leave memory unused; raising a channel
+    count or switching a bias on never lowers the objective, so do it wherever every
+    limit still holds, most important layers first.
+    """
+    choices = program.choices()
+    order = sorted(choices, key=lambda n: -(importance.weight.get(n, 0.0) + importance.bias.get(n, 0.0)))
+    for name in order:
+        layer = costs.layer(name)
+        current = choices[name]
+        candidates = [Choice(c, b) for c in reversed(program.options_of[name]) for b in (True, False)]
+        for candidate in candidates:
+            if candidate.bias and not layer.bias_elements:
+                continue
+            if candidate.channels < current.channels or (current.bias and not candidate.bias):
+                continue
+            if candidate == current:
+                break
+            trial = {**choices, name: candidate}
+            if _fits(costs, device, options, trial):
+                choices = trial
+                break
+    return choices
 
 
 def _minimum(

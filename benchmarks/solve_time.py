@@ -1,0 +1,69 @@
+"""Planner speed: solve time and proven optimality, both solvers, three budgets each.
+
+Run: python benchmarks/solve_time.py [--repeats 3]
+
+Times are wall-clock seconds for building the PuLP model, solving it and polishing the
+solution (``Solution.solve_seconds``), the median of the repeats; tracing the model is
+timed separately. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from budgetplan.costs import layer_costs
+from budgetplan.devices import load_device
+from budgetplan.errors import InfeasibleError
+from budgetplan.models import build_model
+from budgetplan.planner import PlannerOptions, plan_from_costs
+from budgetplan.units import format_bytes, parse_bytes
+
+CASES = [
+    # (model, width, input size, device, budgets)
+    ("mobilenet_v2", 0.35, 128, "cortex-m7", ("240KB", "256KB", "384KB")),
+    ("resnet50", None, 224, "raspberry-pi-4", ("110MB", "160MB", "300MB")),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print()
+    print("| model | device | budget | solver | status | solve s (median) | trace s | layers updated | peak |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, width, size, device_name, budgets in CASES:
+        device = load_device(device_name)
+        model, description = build_model(name, 10, width)
+        start = time.perf_counter()
+        costs = layer_costs(model, torch.zeros(1, 3, size, size), device, model_name=description)
+        trace_s = time.perf_counter() - start
+        label = f"{description} @{size}"
+        for budget in budgets:
+            for solver in ("highs", "cbc"):
+                options = PlannerOptions(budget=parse_bytes(budget), solver=solver)
+                times, plan = [], None
+                try:
+                    for _ in range(args.repeats):
+                        plan = plan_from_costs(costs, device, options=options)
+                        times.append(plan.solve_seconds)
+                except InfeasibleError as err:
+                    print(f"| {label} | {device_name} | {budget} | {solver} | infeasible: {err} | | | | |")
+                    continue
+                assert plan is not None
+                print(
+                    f"| {label} | {device_name} | {budget} | {plan.solver} | {plan.status} | "
+                    f"{statistics.median(times):.2f} | {trace_s:.2f} | "
+                    f"{len(plan.updated())}/{len(plan.layers)} | {format_bytes(plan.predicted.peak_bytes)} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
