@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from budgetplan.errors import ProfileError
+from budgetplan.files import read_yaml
 from budgetplan.units import SIZE_EXAMPLES, parse_bytes, parse_rate, parse_seconds
 
 EXECUTORS = ("layer", "inplace-dw")
@@ -223,15 +222,7 @@ def profiles_dir() -> Path:
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
     """Read and validate one profile file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ProfileError(f"{path}: cannot read device profile ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ProfileError(f"{path}: not valid YAML: {err}") from None
+    data = read_yaml(path, "device profile", ProfileError)
     return DeviceProfile.from_dict(data, source=str(path))
 
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from budgetplan.costs import CostTable
 from budgetplan.errors import BudgetPlanError
+from budgetplan.files import read_yaml
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
 
@@ -65,12 +64,7 @@ def _score(value: Any, where: str) -> float:
 def load_importance(path: str | Path, costs: CostTable) -> Importance:
     """Read an importance file and check that it names exactly the model's layers."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise BudgetPlanError(f"{path}: cannot read importance file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise BudgetPlanError(f"{path}: not valid YAML: {err}") from None
+    data = read_yaml(path, "importance file")
     if not isinstance(data, dict) or not isinstance(data.get("layers"), dict):
         raise BudgetPlanError(f"{path}: field 'layers': expected a mapping of layer name to score")
     weight: dict[str, float] = {}

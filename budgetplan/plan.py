@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from budgetplan.devices import DeviceProfile
-from budgetplan.errors import BudgetPlanError, PlanError, ProfileError
+from budgetplan.errors import PlanError, ProfileError
+from budgetplan.files import read_yaml, write_atomic
 from budgetplan.memory import Prediction
 
 if TYPE_CHECKING:
@@ -213,35 +212,9 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         """Read a plan file, checking its schema version."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise PlanError(f"{path}: cannot read plan file ({err.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise PlanError(f"{path}: not valid YAML: {err}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, "plan file", PlanError), source=str(path))
 
 
 def _fingerprint_hash(items: list[tuple[str, tuple[int, ...]]]) -> str:
     text = ";".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in items)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step (temporary file, fsync, rename)."""
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise BudgetPlanError(f"{path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,6 +11,7 @@ second; HiGHS (``highspy``) is used when installed, CBC otherwise, always with a
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import time
@@ -62,6 +63,14 @@ class PlannerOptions:
     max_step_latency: float | None = None
     time_limit: float = 10.0
     solver: str = "auto"
+
+    def budget_on(self, device: DeviceProfile) -> int:
+        """The budget in force: this option, else the device's."""
+        return self.budget if self.budget is not None else device.budget
+
+    def latency_on(self, device: DeviceProfile) -> float | None:
+        """The step latency limit in force: this option, else the device's (or none)."""
+        return self.max_step_latency if self.max_step_latency is not None else device.max_step_latency
 
     def check(self) -> None:
         if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
@@ -158,8 +167,8 @@ class _Program:
         goal: str = "importance",
     ) -> None:
         self.costs = costs
-        budget = options.budget if options.budget is not None else device.budget
-        latency = options.max_step_latency if options.max_step_latency is not None else device.max_step_latency
+        budget = options.budget_on(device)
+        latency = options.latency_on(device)
         sense = pulp.LpMaximize if goal == "importance" else pulp.LpMinimize
         prob = pulp.LpProblem("budgetplan", sense)
         batch = options.batch_size
@@ -251,13 +260,8 @@ class _Program:
 
         if goal == "importance":
             prob += pulp.lpSum(
-                [
-                    importance.weight.get(layers[i].name, 0.0)
-                    * utility(c / layers[i].in_channels, options.utility, options.epochs)
-                    * v
-                    for (i, c), v in self.x.items()
-                ]
-                + [importance.bias.get(layers[i].name, 0.0) * v for i, v in self.b.items()]
+                [_value(layers[i], Choice(c), importance, options) * v for (i, c), v in self.x.items()]
+                + [_value(layers[i], Choice(bias=True), importance, options) * v for i, v in self.b.items()]
             )
         elif goal == "peak":
             assert peak is not None
@@ -349,23 +353,24 @@ def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importanc
     raise _infeasible(costs, device, importance, options, allowed, required)
 
 
+def _value(layer: LayerCost, choice: Choice, importance: Importance, options: PlannerOptions) -> float:
+    """One layer's term of the objective: ``w[l]·u(c/C_in)`` plus ``w_b[l]`` for the bias."""
+    value = importance.bias.get(layer.name, 0.0) if choice.bias else 0.0
+    if choice.channels:
+        fraction = choice.channels / layer.in_channels
+        value += importance.weight.get(layer.name, 0.0) * utility(fraction, options.utility, options.epochs)
+    return value
+
+
 def objective(costs: CostTable, importance: Importance, options: PlannerOptions, choices: dict[str, Choice]) -> float:
     """The planner's objective for a set of choices."""
-    total = 0.0
-    for layer in costs.layers:
-        choice = choices.get(layer.name, Choice())
-        if choice.channels:
-            fraction = choice.channels / layer.in_channels
-            total += importance.weight.get(layer.name, 0.0) * utility(fraction, options.utility, options.epochs)
-        if choice.bias:
-            total += importance.bias.get(layer.name, 0.0)
-    return total
+    return sum(_value(layer, choices.get(layer.name, Choice()), importance, options) for layer in costs.layers)
 
 
 def _fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]) -> bool:
     p = predict(costs, device, choices, options.batch_size)
-    budget = options.budget if options.budget is not None else device.budget
-    latency = options.max_step_latency if options.max_step_latency is not None else device.max_step_latency
+    budget = options.budget_on(device)
+    latency = options.latency_on(device)
     return (
         p.peak_bytes <= budget
         and (options.training_memory is None or p.training_memory_bytes <= options.training_memory)
@@ -432,7 +437,7 @@ def _infeasible(
     allowed: set[str],
     required: tuple[str, ...],
 ) -> InfeasibleError:
-    budget = options.budget if options.budget is not None else device.budget
+    budget = options.budget_on(device)
     args = (costs, device, importance, options, allowed, required)
     what = f"no plan for {costs.model} fits a budget of {format_bytes(budget)} on {device.name}"
     if required:
@@ -446,14 +451,14 @@ def _infeasible(
         )
     # the budget is not the only obstacle: find which other limit is
     hints = []
-    unlimited = PlannerOptions(**{**options.__dict__, "budget": device.sram * 1024})
+    unlimited = dataclasses.replace(options, budget=device.sram * 1024)
     if options.training_memory is not None:
         tm = _minimum("training_memory", costs, device, importance, unlimited, allowed, required)
         if tm is not None and tm > options.training_memory:
             hints.append(
                 f"the smallest training memory is {format_bytes(tm)} (--training-memory {budget_argument(tm)})"
             )
-    latency = options.max_step_latency if options.max_step_latency is not None else device.max_step_latency
+    latency = options.latency_on(device)
     if latency is not None:
         macs = _minimum("compute", costs, device, importance, unlimited, allowed, required)
         if macs is not None:
@@ -512,7 +517,7 @@ def plan_from_costs(
         model=costs.model,
         input_shape=costs.input_shape,
         batch_size=batch,
-        budget_bytes=options.budget if options.budget is not None else device.budget,
+        budget_bytes=options.budget_on(device),
         layers=layers,
         predicted=predict(costs, device, solution.choices, batch),
         status=solution.status,
@@ -521,7 +526,7 @@ def plan_from_costs(
         solve_seconds=solution.solve_seconds,
         importance_source=importance.source,
         training_memory_cap=options.training_memory,
-        max_step_latency=options.max_step_latency if options.max_step_latency is not None else device.max_step_latency,
+        max_step_latency=options.latency_on(device),
         optimality_gap=OPTIMALITY_GAP,
         options={
             "ratios": list(options.ratios),

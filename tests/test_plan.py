@@ -5,8 +5,8 @@ import torch
 import yaml
 
 from budgetplan import Plan, PlanError, layer_costs, solve
+from budgetplan.files import write_atomic
 from budgetplan.models import build_model
-from budgetplan.plan import write_atomic
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("budgetplan.plan.os.replace", crash)
+    monkeypatch.setattr("budgetplan.files.os.replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_atomic(path, "new plan\n")
     assert path.read_text() == "old plan\n"
