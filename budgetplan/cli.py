@@ -151,6 +151,9 @@ def _cmd_solve(args: argparse.Namespace) -> None:
         solver=args.solver,
     )
     plan: Plan = plan_from_costs(costs, device, importance, options)
+    if plan.exceeds_device:
+        free = device.sram - device.reserved
+        print(f"budgetplan: warning: --budget is above {device.name}'s free SRAM ({free} bytes)", file=sys.stderr)
     if args.out:
         plan.save(args.out)
     from budgetplan.render import render_plan

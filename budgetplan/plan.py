@@ -108,6 +108,11 @@ class Plan:
         """A short hash of the layer names and weight shapes."""
         return _fingerprint_hash([(layer.name, layer.weight_shape) for layer in self.layers])
 
+    @property
+    def exceeds_device(self) -> bool:
+        """Whether the budget is more than the device's free SRAM (``sram - reserved``)."""
+        return self.budget_bytes > self.device.sram - self.device.reserved
+
     def channels(self) -> dict[str, int]:
         """Input channels trained per updated layer (weights)."""
         return {layer.name: layer.channels for layer in self.layers if layer.channels > 0}

@@ -61,6 +61,9 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
         f"{format_bytes(p.resident_bytes)} + saved tensors {format_bytes(p.saved_bytes)})"
         + (f", cap {format_bytes(plan.training_memory_cap)}" if plan.training_memory_cap else "")
     )
+    if plan.exceeds_device:
+        free = format_bytes(dev.sram - dev.reserved)
+        out.append(f"          note: the budget exceeds {dev.name}'s free SRAM ({free}); this plan will not run on it")
     where = "in RAM" if dev.frozen_weights == "sram" else "in flash"
     out.append(
         f"          frozen model {where}; device: {format_bytes(dev.sram)} SRAM, {format_bytes(dev.flash)} flash"

@@ -65,6 +65,14 @@ def test_failed_solve_leaves_the_old_plan(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.yaml"]
 
 
+def test_budget_beyond_the_device_is_flagged():
+    result = run_cli("solve", "--budget", "1MB")
+    assert result.returncode == 0, result.stderr
+    assert "warning: --budget is above cortex-m7's free SRAM (262144 bytes)" in result.stderr
+    assert "this plan will not run on it" in result.stdout
+    assert "will not run" not in run_cli("solve", "--budget", "250KB").stdout
+
+
 def test_devices():
     result = run_cli("devices", "--format", "json")
     assert result.returncode == 0, result.stderr
