@@ -14,6 +14,8 @@ from budgetplan.devices import DeviceProfile, load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
 
 if TYPE_CHECKING:
+    from budgetplan.callback import BudgetPlanCallback
+    from budgetplan.sparse.meter import SavedTensorMeter
     from budgetplan.costs import CostTable, LayerCost, layer_costs
     from budgetplan.plan import Plan
     from budgetplan.planner import PlannerOptions, solve
@@ -22,6 +24,8 @@ __version__ = "0.1.0"
 
 # torch-dependent names load on first use, so `budgetplan devices` starts fast
 _LAZY = {
+    "BudgetPlanCallback": "budgetplan.callback",
+    "SavedTensorMeter": "budgetplan.sparse.meter",
     "CostTable": "budgetplan.costs",
     "LayerCost": "budgetplan.costs",
     "layer_costs": "budgetplan.costs",
@@ -31,6 +35,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BudgetPlanCallback",
     "BudgetPlanError",
     "CostTable",
     "DeviceProfile",
@@ -41,6 +46,7 @@ __all__ = [
     "PlanError",
     "PlannerOptions",
     "ProfileError",
+    "SavedTensorMeter",
     "layer_costs",
     "load_device",
     "solve",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,8 +123,15 @@ class Plan:
 
     def check_matches(self, costs: CostTable) -> None:
         """Fail with ``PlanError`` naming every layer where ``costs``' model differs."""
+        problems = self.mismatches(costs.fingerprint())
+        if problems:
+            shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+            raise PlanError(f"the plan for {self.model} does not match this model: {shown}")
+
+    def mismatches(self, fingerprint: Iterable[tuple[str, tuple[int, ...]]]) -> list[str]:
+        """Layers where a model (its layer names and weight shapes) differs from the plan."""
         mine = {layer.name: layer.weight_shape for layer in self.layers}
-        theirs = dict(costs.fingerprint())
+        theirs = dict(fingerprint)
         problems = []
         for name, shape in mine.items():
             if name not in theirs:
@@ -131,9 +139,7 @@ class Plan:
             elif tuple(theirs[name]) != tuple(shape):
                 problems.append(f"{name} (plan weight {list(shape)}, model {list(theirs[name])})")
         problems += [f"{n} (in the model, not in the plan)" for n in theirs if n not in mine]
-        if problems:
-            shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
-            raise PlanError(f"the plan for {self.model} does not match this model: {shown}")
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return {

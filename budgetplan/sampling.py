@@ -29,26 +29,6 @@ def draw_seed(seed: int, epoch: int, step: int, layer: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def channel_norms(tensor: Tensor, in_channels: int, groups: int) -> Tensor:
-    """L2 norm of the weight (or gradient) entries of each input channel.
-
-    >>> w = torch.ones(4, 3, 3, 3)  # ordinary conv, 3 input channels
-    >>> channel_norms(w, 3, 1)
-    tensor([6., 6., 6.])
-    """
-    t = tensor.detach().float()
-    if t.dim() == 2:  # Linear: [out, in]
-        return t.norm(dim=0)
-    per_group_in = t.shape[1]
-    squares = t.pow(2).sum(dim=tuple(range(2, t.dim())))  # [C_out, C_in / g]
-    if groups == 1:
-        return squares.sum(0).sqrt()
-    per_group_out = t.shape[0] // groups
-    # [g, C_out/g, C_in/g] -> per input channel of each group
-    by_group = squares.reshape(groups, per_group_out, per_group_in).sum(1)
-    return by_group.reshape(in_channels).sqrt()
-
-
 def draw_channels(
     sampler: str,
     total: int,

@@ -33,7 +33,9 @@ from budgetplan.sparse.functions import (
 _EMPTY = torch.empty(0, dtype=torch.long)
 
 
-def _bind(args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...], defaults: tuple[Any, ...]) -> list[Any]:
+def _bind(
+    args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...], defaults: tuple[Any, ...]
+) -> list[Any]:
     values = list(args) + [None] * (len(names) - len(args))
     offset = len(names) - len(defaults)
     for i, name in enumerate(names):
