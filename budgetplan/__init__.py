@@ -15,10 +15,10 @@ from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, Plan
 
 if TYPE_CHECKING:
     from budgetplan.callback import BudgetPlanCallback
-    from budgetplan.sparse.meter import SavedTensorMeter
     from budgetplan.costs import CostTable, LayerCost, layer_costs
     from budgetplan.plan import Plan
     from budgetplan.planner import PlannerOptions, solve
+    from budgetplan.sparse.meter import SavedTensorMeter
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,8 @@ resumed run draws the same channels.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -37,6 +38,15 @@ from budgetplan.sparse.meter import SavedTensorMeter
 
 RESAMPLE = ("epoch", "step", "never")
 _PLANNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """A layer whose weight trains some input channels."""
+
+    plan: LayerPlan
+    weight: nn.Parameter
+    groups: int
 
 
 class BudgetPlanCallback(Callback):
@@ -106,7 +116,7 @@ class BudgetPlanCallback(Callback):
         self._plan_source = plan
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
         self.selection: dict[str, Tensor] = {}
-        self._layers: dict[str, tuple[LayerPlan, nn.Module]] = {}
+        self._layers: dict[str, _Trained] = {}
         self._norms: list[nn.Module] = []
         self._guard = SelectionGuard()
         self._lean: LeanAutograd | None = None
@@ -132,8 +142,9 @@ class BudgetPlanCallback(Callback):
         for layer in plan.layers:
             if layer.channels:
                 module = modules[prefix + layer.name]
-                module.weight.requires_grad_(True)
-                self._layers[prefix + layer.name] = (layer, module)
+                weight = cast(nn.Parameter, module.weight)
+                weight.requires_grad_(True)
+                self._layers[prefix + layer.name] = _Trained(layer, weight, int(getattr(module, "groups", 1)))
             if layer.bias and layer.bias_param:
                 params[prefix + layer.bias_param].requires_grad_(True)
         self._norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -218,11 +229,11 @@ class BudgetPlanCallback(Callback):
     ) -> None:
         if self.sampler != "gradient":
             return
-        for name, (layer, module) in self._layers.items():
-            grad = module.weight.grad
+        for name, trained in self._layers.items():
+            grad = trained.weight.grad
             if grad is not None and name in self._scores:
                 idx = self.selection[name].cpu()
-                norms = channel_norms(grad, layer.total_channels, getattr(module, "groups", 1)).cpu()
+                norms = channel_norms(grad, trained.plan.total_channels, trained.groups).cpu()
                 self._scores[name][idx] += norms[idx]
 
     def on_train_batch_end(
@@ -265,10 +276,9 @@ class BudgetPlanCallback(Callback):
     # --- channel draws -------------------------------------------------------------------
 
     def _draw(self, epoch: int, step: int) -> None:
-        for position, (name, (layer, module)) in enumerate(self._layers.items()):
-            weight = module.weight
-            total, count = layer.total_channels, layer.channels
-            groups = getattr(module, "groups", 1)
+        for position, (name, trained) in enumerate(self._layers.items()):
+            weight, groups = trained.weight, trained.groups
+            total, count = trained.plan.total_channels, trained.plan.channels
             if name not in self._seen:
                 self._seen[name] = torch.zeros(total, dtype=torch.bool)
                 self._scores[name] = torch.zeros(total)
@@ -279,9 +289,9 @@ class BudgetPlanCallback(Callback):
                 scores = channel_norms(weight, total, groups).cpu()
             elif self.sampler == "gradient":
                 scores = self._scores[name].clone()
-                trained = scores > 0
-                if trained.any():
-                    scores[~trained] = scores[trained].max()  # channels not tried lately are favoured
+                tried = scores > 0
+                if tried.any():
+                    scores[~tried] = scores[tried].max()  # channels not tried lately are favoured
                 self._scores[name].zero_()
             idx = draw_channels(self.sampler, total, count, draw_seed(self.seed, epoch, step, position), scores)
             self._seen[name][idx] = True
@@ -295,10 +305,8 @@ class BudgetPlanCallback(Callback):
         """Fraction of the planned layers' weights trained under the current selection."""
         if not self._layers:
             return 0.0
-        total = sum(module.weight.numel() for _, module in self._layers.values())
-        trained = sum(
-            layer.channels * module.weight.numel() // layer.total_channels for layer, module in self._layers.values()
-        )
+        total = sum(t.weight.numel() for t in self._layers.values())
+        trained = sum(t.plan.channels * t.weight.numel() // t.plan.total_channels for t in self._layers.values())
         return trained / total
 
     def coverage(self) -> float:
@@ -332,17 +340,17 @@ class BudgetPlanCallback(Callback):
         assert state is not None
         self._restored = None
         self._drawn_at = tuple(state["drawn_at"]) if state["drawn_at"] is not None else None  # type: ignore[assignment]
-        for name, (layer, module) in self._layers.items():
+        for name, trained in self._layers.items():
             if name not in state["selection"]:
                 continue
-            weight = module.weight
+            weight = trained.weight
             idx = torch.tensor(state["selection"][name], dtype=torch.long, device=weight.device)
             self.selection[name] = idx
-            self._seen[name] = torch.zeros(layer.total_channels, dtype=torch.bool)
+            self._seen[name] = torch.zeros(trained.plan.total_channels, dtype=torch.bool)
             self._seen[name][state["seen"][name]] = True
             self._scores[name] = torch.tensor(state["scores"][name])
-            if layer.channels < layer.total_channels:
-                self._guard.masks[weight] = weight_mask(weight.shape, idx, getattr(module, "groups", 1))
+            if trained.plan.channels < trained.plan.total_channels:
+                self._guard.masks[weight] = weight_mask(weight.shape, idx, trained.groups)
 
 
 def _locate(plan: Plan, pl_module: nn.Module) -> str:

@@ -203,7 +203,9 @@ def test_default_plan_saves_what_it_predicts(planned_default):
         model(x).sum().backward()
     costs = layer_costs(model, x[:1], plan.device)
     first = min(layer.index for layer in costs.layers if plan.layers[layer.index].update != "none")
-    predicted = sum(p.channels * c.activation_elements_per_channel for p, c in zip(plan.layers, costs.layers))
+    predicted = sum(
+        p.channels * c.activation_elements_per_channel for p, c in zip(plan.layers, costs.layers, strict=True)
+    )
     predicted += sum(c.mask_elements + c.path_activation_elements for c in costs.layers if c.index >= first)
     per_sample = lean.elements / batch
     assert per_sample <= predicted
