@@ -52,10 +52,10 @@ class SelectionGuard:
         self.masks[param] = mask
 
     def _before(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        # with a closure (Lightning's automatic optimization) gradients do not exist yet
         for param in self.masks:
-            if param.grad is not None:
-                states = {k: v.clone() for k, v in _element_state(optimizer, param).items()}
-                self._copies[param] = (param.detach().clone(), states)
+            states = {k: v.clone() for k, v in _element_state(optimizer, param).items()}
+            self._copies[param] = (param.detach().clone(), states)
 
     @torch.no_grad()
     def _after(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
