@@ -188,7 +188,9 @@ def test_mismatched_plan_fails_before_the_first_step(tmp_path):
     solve(model, torch.zeros(1, 3, 32, 32), "raspberry-pi-4", model_name=name).save(path)
     original = path.read_bytes()
     module = TinyModule()
-    with pytest.raises(PlanError, match=r"does not match TinyModule: .*features\.0\.0 \(in the plan, not in the model\)"):
+    with pytest.raises(
+        PlanError, match=r"does not match TinyModule: .*features\.0\.0 \(in the plan, not in the model\)"
+    ):
         trainer(1, [BudgetPlanCallback(plan=str(path))]).fit(module, data())
     assert module.steps == 0
     assert path.read_bytes() == original

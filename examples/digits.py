@@ -1,0 +1,78 @@
+"""A LightningModule and a DataModule for fine-tuning image classifiers on digits.
+
+Shared by ``finetune_digits.py`` and the LightningCLI recipe ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassAccuracy
+
+from budgetplan.datasets import DigitsRGB
+from budgetplan.models import build_model
+from budgetplan.pretrained import imagenet_mobilenet_v2
+
+
+class ImageClassifier(pl.LightningModule):
+    """A torchvision classifier; ``pretrained`` loads ImageNet MobileNetV2 (width 1.0)."""
+
+    def __init__(
+        self,
+        arch: str = "mobilenet_v2",
+        width_mult: float | None = None,
+        pretrained: bool = False,
+        num_classes: int = 10,
+        image_size: int = 128,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if pretrained:
+            self.net = imagenet_mobilenet_v2(num_classes)
+        else:
+            self.net, _ = build_model(arch, num_classes, width_mult)
+        self.example_input_array = torch.zeros(1, 3, image_size, image_size)
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_accuracy(self(x), y)
+        self.log("val_acc", self.val_accuracy, prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams
+        return torch.optim.SGD(trainable, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+
+class DigitsData(pl.LightningDataModule):
+    """scikit-learn digits as RGB images (80% train, 20% validation)."""
+
+    def __init__(self, image_size: int = 128, batch_size: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
+
+    def setup(self, stage: str) -> None:
+        self.train_set = DigitsRGB("train", self.image_size, self.seed)
+        self.val_set = DigitsRGB("val", self.image_size, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=128)

@@ -1,0 +1,57 @@
+"""Fit TinyModule with BudgetPlanCallback under DDP on 2 CPU processes (run by test_ddp.py).
+
+Each rank writes what it trained with to OUT/rank{N}.pt.
+"""
+
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lightning_helpers import TinyModule, data  # noqa: E402
+
+from budgetplan import BudgetPlanCallback  # noqa: E402
+
+
+class Record(Callback):
+    def __init__(self, budget: BudgetPlanCallback) -> None:
+        self.budget = budget
+        self.selections: list[dict[str, list[int]]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.selections.append({k: v.tolist() for k, v in self.budget.selection.items()})
+
+
+def main(out: Path) -> None:
+    pl.seed_everything(0)
+    budget = BudgetPlanCallback(device="cortex-m7", budget="3KB", resample="step", sampler="gradient")
+    record = Record(budget)
+    trainer = pl.Trainer(
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=2,
+        callbacks=[budget, record],
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    module = TinyModule()
+    trainer.fit(module, data(64))
+    torch.save(
+        {
+            "plan": budget.plan.to_dict(),
+            "selections": record.selections,
+            "state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "trainable": sorted(n for n, p in module.named_parameters() if p.requires_grad),
+        },
+        out / f"rank{trainer.global_rank}.pt",
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

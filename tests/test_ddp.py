@@ -1,0 +1,20 @@
+"""DDP on two CPU processes: every rank trains the same channels and ends with the same weights."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def test_two_ranks_train_the_same_selection(tmp_path):
+    script = Path(__file__).resolve().parent / "ddp_fit.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["plan"] == ranks[1]["plan"]
+    assert ranks[0]["selections"] == ranks[1]["selections"]
+    assert len({str(s) for s in ranks[0]["selections"]}) > 1  # the channels did change
+    assert ranks[0]["trainable"] == ranks[1]["trainable"]
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
