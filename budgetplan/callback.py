@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from budgetplan.errors import BudgetPlanError, PlanError
+from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
 from budgetplan.importance import Importance
 from budgetplan.plan import LayerPlan, Plan
 from budgetplan.sampling import SAMPLERS, draw_channels, draw_seed
@@ -37,6 +37,9 @@ from budgetplan.sparse.lean import LeanAutograd
 from budgetplan.sparse.meter import SavedTensorMeter
 
 RESAMPLE = ("epoch", "step", "never")
+_ERRORS: dict[str, type[BudgetPlanError]] = {
+    e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
+}
 _PLANNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -160,24 +163,30 @@ class BudgetPlanCallback(Callback):
         if self._plan_source is not None:
             return Plan.load(self._plan_source)
         data: dict[str, Any] | None = None
+        failure: BudgetPlanError | None = None
         if trainer.is_global_zero:
             from budgetplan.planner import solve
 
-            example = self._example(trainer, pl_module)
             options = dict(self.solve_options)
             if self.budget is not None:
                 options["budget"] = self.budget
-            plan = solve(
-                pl_module,
-                example,
-                self.device or "cortex-m7",
-                importance=self.importance,
-                model_name=type(pl_module).__name__,
-                **options,
-            )
-            data = plan.to_dict()
+            try:
+                plan = solve(
+                    pl_module,
+                    self._example(trainer, pl_module),
+                    self.device or "cortex-m7",
+                    importance=self.importance,
+                    model_name=type(pl_module).__name__,
+                    **options,
+                )
+                data = plan.to_dict()
+            except BudgetPlanError as err:  # every rank must hear of it, or the others wait forever
+                failure, data = err, {"error": str(err), "kind": type(err).__name__}
         # every rank trains with rank 0's plan
         data = trainer.strategy.broadcast(data, src=0)
+        assert data is not None
+        if "error" in data:
+            raise failure or _ERRORS.get(data["kind"], BudgetPlanError)(data["error"])
         return Plan.from_dict(data, source="the solved plan")
 
     def _example(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:

@@ -35,7 +35,7 @@ class DigitsRGB(Dataset[tuple[Tensor, Tensor]]):
         for label in range(10):
             members = (labels == label).nonzero().squeeze(1)
             members = members[torch.randperm(members.numel(), generator=generator)]
-            cut = int(round(0.8 * members.numel()))
+            cut = round(0.8 * members.numel())
             keep.append(members[:cut] if split == "train" else members[cut:])
         index = torch.cat(keep).sort().values
         self.images, self.labels, self.size = images[index], labels[index], size

@@ -9,7 +9,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits import DigitsData, ImageClassifier  # noqa: E402
+from digits import DigitsData, ImageClassifier
 
 
 def main() -> None:

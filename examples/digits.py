@@ -26,7 +26,7 @@ class ImageClassifier(pl.LightningModule):
         pretrained: bool = False,
         num_classes: int = 10,
         image_size: int = 128,
-        lr: float = 0.05,
+        lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
     ) -> None:

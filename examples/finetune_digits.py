@@ -22,11 +22,11 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits import DigitsData, ImageClassifier  # noqa: E402
+from digits import DigitsData, ImageClassifier
 
-from budgetplan import BudgetPlanCallback, SavedTensorMeter  # noqa: E402
-from budgetplan.render import render_plan  # noqa: E402
-from budgetplan.units import format_bytes  # noqa: E402
+from budgetplan import BudgetPlanCallback, SavedTensorMeter
+from budgetplan.render import render_plan
+from budgetplan.units import format_bytes
 
 PROFILE = Path(__file__).resolve().parent / "stm32f746-disco-study.yaml"
 
@@ -52,11 +52,12 @@ def main() -> None:
     parser.add_argument("--training-memory", default="256KB")
     parser.add_argument("--limit-batches", type=float, default=1.0, help="fraction (or count) of batches per epoch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.005, help="SGD learning rate (momentum 0.9)")
     args = parser.parse_args()
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
 
     pl.seed_everything(args.seed)
-    model = ImageClassifier(pretrained=True, image_size=args.image_size, lr=0.05)
+    model = ImageClassifier(pretrained=True, image_size=args.image_size, lr=args.lr)
     data = DigitsData(args.image_size, args.batch_size, args.seed)
     callback = BudgetPlanCallback(device=str(PROFILE), training_memory=args.training_memory, seed=args.seed)
     trainer = pl.Trainer(

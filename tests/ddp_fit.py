@@ -11,9 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lightning_helpers import TinyModule, data  # noqa: E402
+from lightning_helpers import TinyModule, data
 
-from budgetplan import BudgetPlanCallback  # noqa: E402
+from budgetplan import BudgetPlanCallback
 
 
 class Record(Callback):
@@ -25,9 +25,9 @@ class Record(Callback):
         self.selections.append({k: v.tolist() for k, v in self.budget.selection.items()})
 
 
-def main(out: Path) -> None:
+def main(out: Path, budget_size: str = "3KB") -> None:
     pl.seed_everything(0)
-    budget = BudgetPlanCallback(device="cortex-m7", budget="3KB", resample="step", sampler="gradient")
+    budget = BudgetPlanCallback(device="cortex-m7", budget=budget_size, resample="step", sampler="gradient")
     record = Record(budget)
     trainer = pl.Trainer(
         strategy="ddp",
@@ -41,7 +41,11 @@ def main(out: Path) -> None:
         enable_model_summary=False,
     )
     module = TinyModule()
-    trainer.fit(module, data(64))
+    try:
+        trainer.fit(module, data(64))
+    except Exception as err:  # each rank reports the error it raised
+        (out / f"rank{trainer.global_rank}.error").write_text(f"{type(err).__name__}: {err}")
+        raise
     torch.save(
         {
             "plan": budget.plan.to_dict(),
@@ -54,4 +58,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:])

@@ -18,3 +18,14 @@ def test_two_ranks_train_the_same_selection(tmp_path):
     assert ranks[0]["trainable"] == ranks[1]["trainable"]
     for name, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][name]), name
+
+
+def test_an_infeasible_budget_stops_every_rank(tmp_path):
+    script = Path(__file__).resolve().parent / "ddp_fit.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "100B"], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode != 0
+    for rank in (0, 1):
+        error = (tmp_path / f"rank{rank}.error").read_text()
+        assert error.startswith("InfeasibleError: no plan for TinyModule fits a budget of 100 B")
