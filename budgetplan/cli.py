@@ -1,4 +1,4 @@
-"""The ``budgetplan`` command: solve, devices, profile, show.
+"""The ``budgetplan`` command: solve, devices, validate, profile, sweep, show, compare, export.
 
 User mistakes (unknown device, bad profile, infeasible budget, ...) print one line on
 stderr and exit with status 2; torch is imported only by the commands that need it.
@@ -89,7 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
     _format_argument(solve)
 
     devices = sub.add_parser("devices", help="list the device profiles")
+    devices.add_argument("--show", metavar="DEVICE", help="print one profile in full (name, alias or path)")
     _format_argument(devices)
+
+    validate = sub.add_parser("validate", help="check a device profile file")
+    validate.add_argument("profile", help="profile YAML file (may use extends:)")
+    _format_argument(validate)
+
+    sweep = sub.add_parser("sweep", help="solve at a range of budgets; table and plot")
+    sweep.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
+    sweep.add_argument("--budgets", required=True, help="LOW:HIGH:N (log-spaced) or a list, e.g. 64KB:1MB:8")
+    _model_arguments(sweep)
+    sweep.add_argument("--batch-size", type=int, default=1, help="samples per step (default 1)")
+    sweep.add_argument("--importance", help="importance YAML file (default: the documented prior)")
+    sweep.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per budget (default 10)")
+    sweep.add_argument("--plot", help="write a PNG of objective and trained fraction against budget")
+    sweep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _format_argument(sweep)
+
+    compare = sub.add_parser("compare", help="what differs between two plans")
+    compare.add_argument("first", help="plan YAML file")
+    compare.add_argument("second", help="plan YAML file")
+    _format_argument(compare)
+
+    export = sub.add_parser("export", help="write a plan for an on-device training runtime")
+    export.add_argument("plan", help="plan YAML file")
+    export.add_argument("--format", choices=("c-header", "json"), default="c-header")
+    export.add_argument("--out", help="file to write (default: standard output)")
 
     profile = sub.add_parser("profile", help="print a model's per-layer cost table")
     profile.add_argument("--device", help="device whose executor model sets the working buffers")
@@ -100,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a saved plan")
     show.add_argument("plan", help="plan YAML file")
     show.add_argument("--all-layers", action="store_true", help="list frozen layers too")
+    show.add_argument("--plot", help="write a PNG: channels per layer, memory by kind against the budget")
     _format_argument(show)
     return parser
 
@@ -167,6 +194,10 @@ def _cmd_solve(args: argparse.Namespace) -> None:
 def _cmd_devices(args: argparse.Namespace) -> None:
     from budgetplan.render import render_devices
 
+    if args.show:
+        profile = load_device(args.show)
+        _emit(profile.to_dict(), "json" if args.format == "json" else "yaml", "")
+        return
     devices = shipped_devices()
     data = [{**d.to_dict(), "sram_bytes": d.sram, "flash_bytes": d.flash, "budget_bytes": d.budget} for d in devices]
     _emit(data, args.format, render_devices(devices))
@@ -190,12 +221,94 @@ def _cmd_show(args: argparse.Namespace) -> None:
     from budgetplan.render import render_plan
 
     plan = Plan.load(args.plan)
-    _emit(plan.to_dict(), args.format, render_plan(plan, args.all_layers))
+    text = render_plan(plan, args.all_layers)
+    if args.plot:
+        from budgetplan.plots import plot_plan
+
+        plot_plan(plan, args.plot)
+        text += f"\nplot written to {args.plot}"
+    _emit(plan.to_dict(), args.format, text)
+
+
+def _cmd_validate(args: argparse.Namespace) -> None:
+    from budgetplan.devices import load_profile_file
+    from budgetplan.units import format_bytes
+
+    profile = load_profile_file(args.profile)
+    text = (
+        f"{args.profile}: valid profile '{profile.name}': {format_bytes(profile.sram)} SRAM, "
+        f"{format_bytes(profile.flash)} flash, budget {format_bytes(profile.budget)}"
+    )
+    _emit({"valid": True, "profile": profile.to_dict()}, args.format, text)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from budgetplan.importance import load_importance
+    from budgetplan.planner import PlannerOptions
+    from budgetplan.render import render_sweep
+    from budgetplan.sweep import parse_budgets, sweep
+
+    budgets = parse_budgets(args.budgets)
+    device = load_device(args.device)
+    costs = _traced(args, device)
+    importance = load_importance(args.importance, costs) if args.importance else None
+    options = PlannerOptions(batch_size=args.batch_size, time_limit=args.time_limit)
+
+    def progress(i: int, n: int, budget: int) -> None:
+        if not args.quiet:
+            print(f"budgetplan: solving {i + 1}/{n} at {budget} bytes", file=sys.stderr, flush=True)
+
+    rows = sweep(costs, device, budgets, importance, options, progress)
+    text = render_sweep(rows, f"{costs.model} on {device.name}")
+    if args.plot:
+        from budgetplan.plots import plot_sweep
+
+        plot_sweep(rows, args.plot, f"{costs.model} on {device.name}")
+        text += f"\nplot written to {args.plot}"
+    data = {"device": device.name, "model": costs.model, "rows": [dataclasses.asdict(r) for r in rows]}
+    _emit(data, args.format, text)
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from budgetplan.plan import Plan
+    from budgetplan.render import table
+
+    first, second = Plan.load(args.first), Plan.load(args.second)
+    rows = first.differences(second)
+    data = [{"what": what, "first": a, "second": b} for what, a, b in rows]
+    text = table(["", args.first, args.second], rows) if rows else "the two plans are the same"
+    _emit(data, args.format, text)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from budgetplan.export import c_header, plan_table
+    from budgetplan.files import write_atomic
+    from budgetplan.plan import Plan
+
+    plan = Plan.load(args.plan)
+    text = c_header(plan) if args.format == "c-header" else json.dumps(plan_table(plan), indent=2) + "\n"
+    if args.out:
+        write_atomic(Path(args.out), text)
+    else:
+        print(text, end="")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"solve": _cmd_solve, "devices": _cmd_devices, "profile": _cmd_profile, "show": _cmd_show}
+    commands = {
+        "solve": _cmd_solve,
+        "devices": _cmd_devices,
+        "validate": _cmd_validate,
+        "profile": _cmd_profile,
+        "sweep": _cmd_sweep,
+        "show": _cmd_show,
+        "compare": _cmd_compare,
+        "export": _cmd_export,
+    }
     try:
         commands[args.command](args)
     except BudgetPlanError as err:

@@ -221,9 +221,40 @@ def profiles_dir() -> Path:
 
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
-    """Read and validate one profile file."""
+    """Read and validate one profile file, resolving ``extends:``.
+
+    A file with ``extends: cortex-m7`` (a shipped name or alias, or a path relative to the
+    file) starts from that profile and overrides the fields it gives; ``bits`` and
+    ``compute`` merge key by key. ``name`` defaults to the file name, ``aliases`` to none.
+    """
+    return DeviceProfile.from_dict(_resolved(Path(path), ()), source=str(path))
+
+
+def _resolved(path: Path, chain: tuple[Path, ...]) -> Any:
     data = read_yaml(path, "device profile", ProfileError)
-    return DeviceProfile.from_dict(data, source=str(path))
+    if not isinstance(data, dict) or "extends" not in data:
+        return data
+    parent = data.pop("extends")
+    if not isinstance(parent, str) or not parent:
+        raise ProfileError(f"{path}: field 'extends': expected a device name or a profile path, got {parent!r}")
+    if path.resolve() in chain:
+        raise ProfileError(f"{path}: field 'extends': profiles extend each other in a loop")
+    relative = path.parent / parent
+    if Path(parent).suffix in (".yaml", ".yml") or relative.is_file():
+        base = DeviceProfile.from_dict(_resolved(relative, (*chain, path.resolve())), source=str(relative))
+    else:
+        try:
+            base = load_device(parent)
+        except ProfileError as err:
+            raise ProfileError(f"{path}: field 'extends': {err}") from None
+    merged = base.to_dict()
+    merged.update(name=path.stem, aliases=[])
+    for key, value in data.items():
+        if key in ("bits", "compute") and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def shipped_devices() -> list[DeviceProfile]:

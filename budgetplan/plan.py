@@ -45,7 +45,8 @@ class LayerPlan:
 
     ``update`` is ``weight`` when input channels are trained (``bias`` then says whether
     the bias is too), ``bias`` for a bias-only update, ``none`` for a frozen layer.
-    ``macs`` is the backward MACs spent at the layer per step.
+    ``macs`` is the backward MACs spent at the layer per step; the buffer sizes are the
+    layer's working buffers (forward, and backward when the gradient reaches it).
     """
 
     name: str
@@ -62,6 +63,8 @@ class LayerPlan:
     path_bytes: float
     macs: int
     importance: float
+    forward_buffer_bytes: float = 0.0
+    backward_buffer_bytes: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -120,6 +123,48 @@ class Plan:
 
     def updated(self) -> list[LayerPlan]:
         return [layer for layer in self.layers if layer.update != "none"]
+
+    def trained_fraction(self) -> float:
+        """Fraction of the model's plannable weights trained at any one time."""
+        total = trained = 0.0
+        for layer in self.layers:
+            elements = 1
+            for size in layer.weight_shape:
+                elements *= size
+            total += elements
+            trained += elements * layer.channels / layer.total_channels
+        return trained / total if total else 0.0
+
+    def differences(self, other: Plan) -> list[tuple[str, str, str]]:
+        """What differs between two plans, as (what, this plan, the other) rows."""
+        rows: list[tuple[str, str, str]] = []
+        for label, mine, theirs in (
+            ("model", self.model, other.model),
+            ("device", self.device.name, other.device.name),
+            ("budget", self.budget_bytes, other.budget_bytes),
+            ("training memory cap", self.training_memory_cap, other.training_memory_cap),
+            ("batch size", self.batch_size, other.batch_size),
+            ("predicted peak", round(self.predicted.peak_bytes), round(other.predicted.peak_bytes)),
+            (
+                "training memory",
+                round(self.predicted.training_memory_bytes),
+                round(other.predicted.training_memory_bytes),
+            ),
+            ("objective", f"{self.objective:.4f}", f"{other.objective:.4f}"),
+            ("importance", self.importance_source, other.importance_source),
+            ("status", self.status, other.status),
+        ):
+            if mine != theirs:
+                rows.append((label, str(mine), str(theirs)))
+        theirs_by_name = {layer.name: layer for layer in other.layers}
+        for layer in self.layers:
+            peer = theirs_by_name.pop(layer.name, None)
+            if peer is None:
+                rows.append((layer.name, _decision(layer), "(no such layer)"))
+            elif (layer.channels, layer.bias) != (peer.channels, peer.bias):
+                rows.append((layer.name, _decision(layer), _decision(peer)))
+        rows += [(name, "(no such layer)", _decision(layer)) for name, layer in theirs_by_name.items()]
+        return rows
 
     def check_matches(self, costs: CostTable) -> None:
         """Fail with ``PlanError`` naming every layer where ``costs``' model differs."""
@@ -224,6 +269,13 @@ class Plan:
     def load(cls, path: str | Path) -> Plan:
         """Read a plan file, checking its schema version."""
         return cls.from_dict(read_yaml(path, "plan file", PlanError), source=str(path))
+
+
+def _decision(layer: LayerPlan) -> str:
+    if layer.update == "none":
+        return "frozen"
+    text = f"{layer.channels}/{layer.total_channels}" if layer.channels else "bias only"
+    return text + (" +bias" if layer.channels and layer.bias else "")
 
 
 def _fingerprint_hash(items: list[tuple[str, tuple[int, ...]]]) -> str:

@@ -510,6 +510,8 @@ def plan_from_costs(
                 path_bytes=terms.path if layer.index >= first else 0.0,
                 macs=spent,
                 importance=importance.weight.get(layer.name, 0.0) + importance.bias.get(layer.name, 0.0),
+                forward_buffer_bytes=terms.live_forward,
+                backward_buffer_bytes=terms.live_backward if layer.index >= first else 0.0,
             )
         )
     return Plan(

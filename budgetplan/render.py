@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from budgetplan.costs import CostTable
     from budgetplan.devices import DeviceProfile
     from budgetplan.plan import Plan
+    from budgetplan.sweep import SweepRow
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
@@ -111,6 +112,27 @@ def render_costs(costs: CostTable) -> str:
         text.append(f"not planned: {item.name} ({item.type}): {item.reason}")
     if costs.unknown_ops:
         text.append(f"ops assumed to save nothing for backward: {', '.join(costs.unknown_ops)}")
+    return "\n".join(text)
+
+
+def render_sweep(rows: Sequence[SweepRow], title: str) -> str:
+    body = [
+        [
+            format_bytes(r.budget_bytes),
+            format_bytes(r.predicted_bytes) if r.predicted_bytes is not None else "-",
+            f"{r.objective:.4f}" if r.objective is not None else "-",
+            str(r.updated_layers) if r.updated_layers is not None else "-",
+            f"{100 * r.trained_fraction:.1f}%" if r.trained_fraction is not None else "-",
+            f"{r.solve_seconds:.2f} s" if r.solve_seconds is not None else "-",
+            r.status or "infeasible",
+        ]
+        for r in rows
+    ]
+    headers = ["budget", "predicted", "objective", "layers", "weights trained", "solve", "status"]
+    text = [title, "", table(headers, body, [True, True, True, True, True, True, False])]
+    infeasible = [r for r in rows if not r.feasible]
+    if infeasible:
+        text.append(f"infeasible budgets: {infeasible[0].note}")
     return "\n".join(text)
 
 

@@ -1,0 +1,85 @@
+"""Plans for on-device training runtimes: a C header, or JSON for anything else.
+
+>>> import torch, torchvision
+>>> from budgetplan import solve
+>>> plan = solve(torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10),
+...              torch.zeros(1, 3, 128, 128), "cortex-m7")
+>>> header = c_header(plan)
+>>> "#define BUDGETPLAN_BUDGET_BYTES 262144u" in header
+True
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from budgetplan.plan import Plan
+
+EXPORT_FORMATS = ("c-header", "json")
+
+
+def plan_table(plan: Plan) -> dict[str, Any]:
+    """The decisions a runtime needs: per layer in forward order, the channel count and
+    bias flag, with the budget and the predicted peak."""
+    return {
+        "model": plan.model,
+        "device": plan.device.name,
+        "budget_bytes": plan.budget_bytes,
+        "predicted_bytes": round(plan.predicted.peak_bytes),
+        "batch_size": plan.batch_size,
+        "fingerprint": plan.fingerprint,
+        "layers": [
+            {
+                "index": index,
+                "name": layer.name,
+                "channels": layer.channels,
+                "total_channels": layer.total_channels,
+                "bias": layer.bias,
+            }
+            for index, layer in enumerate(plan.layers)
+        ],
+    }
+
+
+def _comment(text: str) -> str:
+    return re.sub(r"\*/", "* /", text)
+
+
+def c_header(plan: Plan, guard: str = "BUDGETPLAN_PLAN_H") -> str:
+    """A C99 header: budget macros and one ``budgetplan_layer_t`` per layer."""
+    table = plan_table(plan)
+    updated = sum(1 for layer in plan.layers if layer.update != "none")
+    lines = [
+        f"/* budgetplan plan for {_comment(plan.model)} on {_comment(plan.device.name)}.",
+        f" * Budget {plan.budget_bytes} bytes, predicted peak {table['predicted_bytes']} bytes,",
+        f" * batch {plan.batch_size}; solver {plan.solver} {plan.status}; fingerprint {plan.fingerprint}.",
+        " * Layers are in forward order; channels = input channels whose weights are trained",
+        " * (a fresh subset each epoch when resampling), 0 = weights frozen. */",
+        f"#ifndef {guard}",
+        f"#define {guard}",
+        "",
+        "#include <stdint.h>",
+        "",
+        f"#define BUDGETPLAN_BUDGET_BYTES {plan.budget_bytes}u",
+        f"#define BUDGETPLAN_PREDICTED_BYTES {table['predicted_bytes']}u",
+        f"#define BUDGETPLAN_BATCH_SIZE {plan.batch_size}u",
+        f"#define BUDGETPLAN_NUM_LAYERS {len(plan.layers)}u",
+        f"#define BUDGETPLAN_NUM_UPDATED {updated}u",
+        "",
+        "typedef struct {",
+        "    uint32_t layer_index;    /* position in forward order */",
+        "    uint32_t channels;       /* input channels trained, 0 if the weights are frozen */",
+        "    uint32_t total_channels; /* input channels of the layer */",
+        "    uint8_t bias;            /* 1 if the bias is trained */",
+        "} budgetplan_layer_t;",
+        "",
+        "static const budgetplan_layer_t budgetplan_layers[BUDGETPLAN_NUM_LAYERS] = {",
+    ]
+    for row in table["layers"]:
+        lines.append(
+            f"    {{{row['index']}u, {row['channels']}u, {row['total_channels']}u, {int(row['bias'])}u}},"
+            f" /* {_comment(row['name'])} */"
+        )
+    lines += ["};", "", f"#endif /* {guard} */", ""]
+    return "\n".join(lines)

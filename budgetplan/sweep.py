@@ -1,0 +1,87 @@
+"""Plans across a range of budgets: how much training each budget buys.
+
+>>> parse_budgets("64KB:1MB:5")
+[65536, 131072, 262144, 524288, 1048576]
+>>> parse_budgets("200KB,256KB")
+[204800, 262144]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from budgetplan.costs import CostTable
+from budgetplan.devices import DeviceProfile
+from budgetplan.errors import BudgetPlanError, InfeasibleError
+from budgetplan.importance import Importance
+from budgetplan.planner import PlannerOptions, plan_from_costs
+from budgetplan.units import parse_bytes
+
+
+def parse_budgets(text: str) -> list[int]:
+    """``LOW:HIGH:N`` (N log-spaced budgets, both ends included) or ``A,B,C``."""
+    try:
+        if ":" in text:
+            low_text, high_text, count_text = text.split(":")
+            low, high, count = parse_bytes(low_text), parse_bytes(high_text), int(count_text)
+            if count < 2 or not 0 < low < high:
+                raise ValueError("expected LOW < HIGH and at least 2 budgets")
+            ratio = (high / low) ** (1 / (count - 1))
+            return [round(low * ratio**i) for i in range(count)]
+        budgets = [parse_bytes(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise BudgetPlanError(f"--budgets {text!r}: {err}; write 64KB:1MB:8 or 128KB,256KB,512KB") from None
+    if not budgets or any(b <= 0 for b in budgets):
+        raise BudgetPlanError(f"--budgets {text!r}: write 64KB:1MB:8 or 128KB,256KB,512KB")
+    return budgets
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One budget's plan, or why there is none."""
+
+    budget_bytes: int
+    feasible: bool
+    predicted_bytes: float | None = None
+    objective: float | None = None
+    updated_layers: int | None = None
+    trained_fraction: float | None = None
+    solve_seconds: float | None = None
+    status: str | None = None
+    note: str = ""
+
+
+def sweep(
+    costs: CostTable,
+    device: DeviceProfile,
+    budgets: list[int],
+    importance: Importance | None = None,
+    options: PlannerOptions | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> list[SweepRow]:
+    """Solve at each budget; ``progress(i, n, budget)`` is called before each solve."""
+    options = options or PlannerOptions()
+    rows = []
+    for i, budget in enumerate(budgets):
+        if progress is not None:
+            progress(i, len(budgets), budget)
+        try:
+            plan = plan_from_costs(costs, device, importance, dataclasses.replace(options, budget=budget))
+        except InfeasibleError as err:
+            rows.append(SweepRow(budget, False, note=str(err).split(": ", 1)[-1]))
+            continue
+        rows.append(
+            SweepRow(
+                budget_bytes=budget,
+                feasible=True,
+                predicted_bytes=plan.predicted.peak_bytes,
+                objective=plan.objective,
+                updated_layers=len(plan.updated()),
+                trained_fraction=plan.trained_fraction(),
+                solve_seconds=plan.solve_seconds,
+                status=plan.status,
+            )
+        )
+    return rows
