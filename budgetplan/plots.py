@@ -59,8 +59,8 @@ def plot_plan(plan: Plan, path: str | Path) -> None:
     top.bar(x, [1.0] * len(names), color="#e5e5e5", label="frozen")
     fractions = [layer.channels / layer.total_channels for layer in plan.layers]
     top.bar(x, fractions, color="#2b6cb0", label="input channels trained")
-    top.scatter([i for i, layer in enumerate(plan.layers) if layer.bias], [1.03] * sum(l.bias for l in plan.layers),
-                marker="v", color="#c05621", s=14, label="bias trained")  # fmt: skip
+    biased = [i for i, layer in enumerate(plan.layers) if layer.bias]
+    top.scatter(biased, [1.03] * len(biased), marker="v", color="#c05621", s=14, label="bias trained")
     top.set_xticks(list(x), names, rotation=90, fontsize=6)
     top.set_ylim(0, 1.08)
     top.set_ylabel("fraction of channels")
