@@ -34,12 +34,16 @@ CASES = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", default="mobilenet_v2,resnet50", help="which of the cases to run")
     args = parser.parse_args()
+    wanted = args.models.split(",")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print()
     print("| model | device | budget | solver | status | solve s (median) | trace s | layers updated | peak |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, width, size, device_name, budgets in CASES:
+        if name not in wanted:
+            continue
         device = load_device(device_name)
         model, description = build_model(name, 10, width)
         start = time.perf_counter()

