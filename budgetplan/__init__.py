@@ -16,6 +16,7 @@ from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, Plan
 if TYPE_CHECKING:
     from budgetplan.callback import BudgetPlanCallback
     from budgetplan.costs import CostTable, LayerCost, layer_costs
+    from budgetplan.measure import measure_importance
     from budgetplan.plan import Plan
     from budgetplan.planner import PlannerOptions, solve
     from budgetplan.sparse.meter import SavedTensorMeter
@@ -30,6 +31,7 @@ _LAZY = {
     "LayerCost": "budgetplan.costs",
     "layer_costs": "budgetplan.costs",
     "Plan": "budgetplan.plan",
+    "measure_importance": "budgetplan.measure",
     "PlannerOptions": "budgetplan.planner",
     "solve": "budgetplan.planner",
 }
@@ -49,6 +51,7 @@ __all__ = [
     "SavedTensorMeter",
     "layer_costs",
     "load_device",
+    "measure_importance",
     "solve",
 ]
 

@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     _format_argument(sweep)
 
+    importance = sub.add_parser("importance", help="measure layer importance by fine-tuning on data")
+    _model_arguments(importance)
+    importance.add_argument("--pretrained", action="store_true", help="ImageNet weights (mobilenet_v2, width 1.0)")
+    importance.add_argument("--data", default="digits", help="'digits' (offline) or an ImageFolder directory")
+    importance.add_argument("--steps", type=int, default=100, help="optimizer steps of dense fine-tuning")
+    importance.add_argument("--batch-size", type=int, default=32)
+    importance.add_argument("--lr", type=float, default=0.005)
+    importance.add_argument("--out", required=True, help="importance YAML to write")
+
     compare = sub.add_parser("compare", help="what differs between two plans")
     compare.add_argument("first", help="plan YAML file")
     compare.add_argument("second", help="plan YAML file")
@@ -271,6 +280,54 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     _emit(data, args.format, text)
 
 
+def _cmd_importance(args: argparse.Namespace) -> None:
+    import torch
+
+    from budgetplan.measure import measure_importance
+    from budgetplan.models import build_model, parse_input_size
+    from budgetplan.render import table
+
+    shape = parse_input_size(args.input_size)
+    if args.pretrained:
+        if args.model != "mobilenet_v2" or args.width_mult not in (None, 1.0):
+            raise BudgetPlanError("--pretrained: the offline ImageNet weights are for mobilenet_v2 at width 1.0")
+        from budgetplan.pretrained import imagenet_mobilenet_v2
+
+        model, name = imagenet_mobilenet_v2(args.num_classes), "mobilenet_v2 (ImageNet)"
+    else:
+        model, name = build_model(args.model, args.num_classes, args.width_mult)
+    loader = torch.utils.data.DataLoader(_dataset(args.data, shape), batch_size=args.batch_size, shuffle=True)
+    measured = measure_importance(model, loader, args.steps, torch.zeros(1, *shape), args.lr, f"{args.data}")
+    measured.save(args.out)
+    rows = [[n, f"{100 * s:.2f}%", f"{100 * c:.1f}%"] for n, s, c in measured.ranking()[:15]]
+    text = "\n".join(
+        [
+            f"{name}: {measured.steps} steps on {args.data}; the {len(measured.top_layers())} most important "
+            f"layers hold 97% (of {len(measured.ranking())})",
+            "",
+            table(["layer", "share", "cumulative"], rows, [False, True, True]),
+            f"importance written to {args.out}",
+        ]
+    )
+    print(text)
+
+
+def _dataset(data: str, shape: tuple[int, ...]) -> Any:
+    if data == "digits":
+        from budgetplan.datasets import DigitsRGB
+
+        return DigitsRGB("train", shape[-1])
+    from pathlib import Path
+
+    import torchvision
+    from torchvision import transforms
+
+    if not Path(data).is_dir():
+        raise BudgetPlanError(f"--data {data!r}: give 'digits' or a directory of class folders (ImageFolder)")
+    prepare = transforms.Compose([transforms.Resize(shape[-2:]), transforms.ToTensor()])
+    return torchvision.datasets.ImageFolder(data, transform=prepare)
+
+
 def _cmd_compare(args: argparse.Namespace) -> None:
     from budgetplan.plan import Plan
     from budgetplan.render import table
@@ -306,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": _cmd_profile,
         "sweep": _cmd_sweep,
         "show": _cmd_show,
+        "importance": _cmd_importance,
         "compare": _cmd_compare,
         "export": _cmd_export,
     }

@@ -80,6 +80,13 @@ def load_importance(path: str | Path, costs: CostTable) -> Importance:
         else:
             weight[name] = _score(value, where)
     names = {layer.name for layer in costs.layers}
+    if set(weight) != names:
+        # measured on the bare network, applied to a module that holds it (e.g. "net.")
+        for prefix in {n[: -len(f)] for n in names for f in list(weight)[:1] if n.endswith("." + f)}:
+            if {prefix + f for f in weight} == names:
+                weight = {prefix + k: v for k, v in weight.items()}
+                bias = {prefix + k: v for k, v in bias.items()}
+                break
     missing = [n for n in names if n not in weight]
     extra = [n for n in weight if n not in names]
     if missing or extra:

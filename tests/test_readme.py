@@ -25,6 +25,7 @@ SETUP = (
 PYTHON = {
     "python benchmarks/solve_time.py": ["--repeats", "1", "--models", "mobilenet_v2"],
     "python benchmarks/memory_and_speed.py": ["--steps", "3", "--batch-size", "2"],
+    "python benchmarks/accuracy.py": ["--epochs", "1", "--seeds", "0", "--limit-batches", "2"],
     "python examples/finetune_digits.py": "tests/test_examples.py::test_finetune_digits_example",
     "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
 }

@@ -1,0 +1,107 @@
+"""Measured importance: TraDy's reweighted gradient norm, against a hand computation."""
+
+import copy
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from budgetplan import load_device, measure_importance
+from budgetplan.costs import layer_costs
+from budgetplan.importance import load_importance
+from budgetplan.planner import plan_from_costs
+
+from .conftest import run_cli
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )  # fmt: skip
+
+
+def test_one_step_equals_a_hand_computation():
+    net = small_net()
+    x, y = torch.randn(6, 3, 5, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=6)
+    measured = measure_importance(net, loader, steps=1)
+
+    hand = copy.deepcopy(net)
+    nn.functional.cross_entropy(hand(x), y).backward()
+    expected_weight = {
+        # sum over input channels of ||dL/dW[:, c]|| / (C_W + C_A)
+        "0": sum(hand[0].weight.grad[:, c].norm().item() for c in range(3)) / (4 * 9 + 25),
+        "2": sum(hand[2].weight.grad[c].norm().item() for c in range(4)) / (9 + 25),
+        "6": sum(hand[6].weight.grad[:, c].norm().item() for c in range(4)) / (3 + 1),
+    }
+    expected_bias = {
+        "0": hand[0].bias.grad.norm().item() / 4,
+        "2": hand[2].bias.grad.norm().item() / 4,
+        "6": hand[6].bias.grad.norm().item() / 3,
+    }
+    total = sum(expected_weight.values()) + sum(expected_bias.values())
+    for name in expected_weight:
+        assert measured.importance.weight[name] == pytest.approx(expected_weight[name] / total, rel=1e-5)
+        assert measured.importance.bias[name] == pytest.approx(expected_bias[name] / total, rel=1e-5)
+    # the user's model is not changed by the measurement
+    fresh = small_net().state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), fresh, strict=True))
+
+
+def test_ranking_and_top_layers():
+    net = small_net()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(12, 3, 5, 5), torch.randint(0, 3, (12,))), batch_size=4
+    )
+    measured = measure_importance(net, loader, steps=3)
+    ranking = measured.ranking()
+    assert [share for _, share, _ in ranking] == sorted((s for _, s, _ in ranking), reverse=True)
+    assert ranking[-1][2] == pytest.approx(1.0)
+    top = measured.top_layers()
+    held = sum(share for name, share, _ in ranking if name in top)
+    assert held >= 0.97 and (len(top) == 1 or held - ranking[len(top) - 1][1] < 0.97)
+    assert measured.steps == 3
+
+
+def test_file_round_trip_and_plan(tmp_path):
+    net = small_net()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(8, 3, 5, 5), torch.randint(0, 3, (8,))), batch_size=4
+    )
+    measured = measure_importance(net, loader, steps=2, data_name="random test data")
+    path = tmp_path / "importance.yaml"
+    measured.save(path)
+    data = yaml.safe_load(path.read_text())
+    assert data["steps"] == 2 and data["top_layers_97"] == measured.top_layers()
+    costs = layer_costs(net, torch.zeros(1, 3, 5, 5))
+    loaded = load_importance(path, costs)
+    assert loaded.weight == pytest.approx(measured.importance.weight)
+    plan = plan_from_costs(costs, load_device("raspberry-pi-4"), loaded)
+    assert plan.importance_source.startswith(f"file: {path} (measured: reweighted gradient norm, 2 steps")
+    # a file measured on the bare network applies to a module that holds it
+    holder = nn.Sequential()
+    holder.add_module("net", net)
+    assert set(load_importance(path, layer_costs(holder, torch.zeros(1, 3, 5, 5))).weight) == {
+        "net.0", "net.2", "net.6",
+    }  # fmt: skip
+
+
+def test_importance_command(tmp_path):
+    out = tmp_path / "importance.yaml"
+    result = run_cli(
+        "importance", "--model", "mobilenet_v3_small", "--input-size", "32", "--steps", "2", "--batch-size", "8",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "most important layers hold 97%" in result.stdout
+    solved = run_cli("solve", "--model", "mobilenet_v3_small", "--input-size", "32", "--device", "stm32h743",
+                     "--importance", str(out), "--format", "json")  # fmt: skip
+    assert solved.returncode == 0, solved.stderr[-2000:]
+    import json
+
+    assert json.loads(solved.stdout)["importance_source"].startswith(f"file: {out} (measured")
+    bad = run_cli("importance", "--data", str(tmp_path / "nowhere"), "--out", str(out))
+    assert bad.returncode == 2 and "ImageFolder" in bad.stderr
