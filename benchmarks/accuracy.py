@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
-from digits import DigitsData, ImageClassifier  # noqa: E402
+from digits import DigitsData, ImageClassifier, quiet_trainer  # noqa: E402
 
 from budgetplan import BudgetPlanCallback, SavedTensorMeter  # noqa: E402
 from budgetplan.units import format_bytes  # noqa: E402
@@ -62,16 +62,7 @@ def run(options: dict[str, Any] | None, seed: int, epochs: int, limit: float) ->
     if options is not None:
         budget = BudgetPlanCallback(device=PROFILE, training_memory="256KB", seed=seed, **options)
         callbacks = [budget]
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        limit_train_batches=limit,
-        limit_val_batches=limit,
-    )
+    trainer = quiet_trainer(epochs, callbacks, limit)
     trainer.fit(model, DigitsData(128, 32, seed))
     accuracy = float(trainer.callback_metrics["val_acc"])
     if budget is not None and budget.plan is not None:

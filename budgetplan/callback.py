@@ -124,6 +124,7 @@ class BudgetPlanCallback(Callback):
         self._guard = SelectionGuard()
         self._lean: LeanAutograd | None = None
         self._meter: SavedTensorMeter | None = None
+        self._open = False  # the lean forward and the meter are active
         self._drawn_at: tuple[int, int] | None = None
         self._seen: dict[str, Tensor] = {}
         self._scores: dict[str, Tensor] = {}
@@ -154,6 +155,7 @@ class BudgetPlanCallback(Callback):
         self._keep_norms_frozen()
         self.plan = plan
         self._lean = LeanAutograd(pl_module, self.selection)
+        self._meter = SavedTensorMeter(pl_module)
         if self._restored is not None:
             self._apply_restored()
 
@@ -225,9 +227,10 @@ class BudgetPlanCallback(Callback):
         self._keep_norms_frozen()
         if self.resample == "step" and self._drawn_at != (trainer.current_epoch, trainer.global_step):
             self._draw(trainer.current_epoch, trainer.global_step)
-        self._meter = SavedTensorMeter(pl_module).__enter__()
-        assert self._lean is not None
+        assert self._lean is not None and self._meter is not None
+        self._meter.__enter__()
         self._lean.__enter__()
+        self._open = True
         self._batch_size = _batch_size(batch)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
@@ -276,11 +279,11 @@ class BudgetPlanCallback(Callback):
         self._guard.detach()
 
     def _close_forward(self) -> None:
-        if self._lean is not None and self._meter is not None:
+        if self._open and self._lean is not None and self._meter is not None:
             self._lean.__exit__(None, None, None)
             self._meter.__exit__(None, None, None)
             self.saved_bytes_per_sample = self._meter.bytes / max(1, self._batch_size)
-            self._meter = None
+            self._open = False
 
     # --- channel draws -------------------------------------------------------------------
 

@@ -59,6 +59,20 @@ class ImageClassifier(pl.LightningModule):
         return torch.optim.SGD(trainable, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
 
+def quiet_trainer(epochs: int, callbacks: list[pl.Callback], limit: float | int = 1.0) -> pl.Trainer:
+    """A CPU trainer that prints results only: no logger, checkpoints or progress bar."""
+    return pl.Trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        limit_train_batches=limit,
+        limit_val_batches=limit,
+    )
+
+
 class DigitsData(pl.LightningDataModule):
     """scikit-learn digits as RGB images (80% train, 20% validation)."""
 

@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits import DigitsData, ImageClassifier
+from digits import DigitsData, ImageClassifier, quiet_trainer
 
 from budgetplan import BudgetPlanCallback, SavedTensorMeter
 from budgetplan.render import render_plan
@@ -60,16 +60,7 @@ def main() -> None:
     model = ImageClassifier(pretrained=True, image_size=args.image_size, lr=args.lr)
     data = DigitsData(args.image_size, args.batch_size, args.seed)
     callback = BudgetPlanCallback(device=str(PROFILE), training_memory=args.training_memory, seed=args.seed)
-    trainer = pl.Trainer(
-        max_epochs=args.epochs,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        limit_train_batches=limit,
-        limit_val_batches=limit,
-    )
+    trainer = quiet_trainer(args.epochs, [callback], limit)
     start = time.perf_counter()
     trainer.fit(model, data)
     seconds = time.perf_counter() - start

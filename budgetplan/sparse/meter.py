@@ -15,7 +15,8 @@ class SavedTensorMeter:
     Parameters and buffers of ``model`` (and any ``nn.Parameter``) are not counted: they
     exist anyway. A storage saved several times, or by several ops, is counted once, at
     its full size. ``elements`` counts stored elements whatever their type (a bool mask
-    element is one element, one byte).
+    element is one element, one byte). The counts start from zero each time the context
+    opens, so one meter can measure step after step.
 
     >>> import torch
     >>> from torch import nn
@@ -52,6 +53,8 @@ class SavedTensorMeter:
         return tensor
 
     def __enter__(self) -> SavedTensorMeter:
+        self._seen.clear()
+        self.bytes = self.elements = self.tensors = 0
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
         self._hooks.__enter__()
         return self
