@@ -10,7 +10,8 @@ Hooks, in the order a fit meets them:
   (per epoch, per step, or once) and open the memory-lean forward;
 * ``on_before_backward``: close it, record what autograd saved;
 * ``on_before_optimizer_step``: note gradient norms for the ``gradient`` sampler;
-* ``on_train_batch_end``: log memory and coverage.
+* ``on_train_batch_end``: log the measured saved bytes;
+* ``on_train_epoch_end``: log predicted memory, trained fraction and coverage.
 
 What must survive a restart (the selection, what each channel has seen) is in
 ``state_dict``; draws depend only on ``(seed, epoch, step)``, so every rank and every
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
 from budgetplan.importance import Importance
-from budgetplan.plan import LayerPlan, Plan
+from budgetplan.plan import LayerPlan, Plan, list_problems
 from budgetplan.sampling import SAMPLERS, draw_channels, draw_seed
 from budgetplan.sparse.channels import channel_norms, weight_mask
 from budgetplan.sparse.exact import SelectionGuard
@@ -252,14 +253,6 @@ class BudgetPlanCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._close_forward()
-        assert self.plan is not None
-        metrics = {
-            "budgetplan/predicted_bytes": float(self.plan.predicted.peak_bytes),
-            "budgetplan/budget_bytes": float(self.plan.budget_bytes),
-            "budgetplan/trained_fraction": self.trained_fraction(),
-            "budgetplan/coverage": self.coverage(),
-        }
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True, batch_size=self._batch_size)
         if self.saved_bytes_per_sample is not None:
             pl_module.log(
                 "budgetplan/saved_bytes_per_sample",
@@ -269,6 +262,16 @@ class BudgetPlanCallback(Callback):
                 prog_bar=True,
                 batch_size=self._batch_size,
             )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.plan is not None
+        metrics = {
+            "budgetplan/predicted_bytes": float(self.plan.predicted.peak_bytes),
+            "budgetplan/budget_bytes": float(self.plan.budget_bytes),
+            "budgetplan/trained_fraction": self.trained_fraction(),
+            "budgetplan/coverage": self.coverage(),
+        }
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._close_forward()
@@ -362,7 +365,7 @@ class BudgetPlanCallback(Callback):
             self._seen[name][state["seen"][name]] = True
             self._scores[name] = torch.tensor(state["scores"][name])
             if trained.plan.channels < trained.plan.total_channels:
-                self._guard.masks[weight] = weight_mask(weight.shape, idx, trained.groups)
+                self._guard.set_mask(weight, weight_mask(weight.shape, idx, trained.groups), reset=False)
 
 
 def _locate(plan: Plan, pl_module: nn.Module) -> str:
@@ -387,8 +390,7 @@ def _locate(plan: Plan, pl_module: nn.Module) -> str:
         if best is None or len(problems) < len(best):
             best = problems
     assert best is not None
-    shown = "; ".join(best[:8]) + (f"; and {len(best) - 8} more" if len(best) > 8 else "")
-    raise PlanError(f"the plan for {plan.model} does not match {type(pl_module).__name__}: {shown}")
+    raise PlanError(f"the plan for {plan.model} does not match {type(pl_module).__name__}: {list_problems(best)}")
 
 
 def _first_tensor(batch: Any) -> Tensor | None:

@@ -170,8 +170,7 @@ class Plan:
         """Fail with ``PlanError`` naming every layer where ``costs``' model differs."""
         problems = self.mismatches(costs.fingerprint())
         if problems:
-            shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
-            raise PlanError(f"the plan for {self.model} does not match this model: {shown}")
+            raise PlanError(f"the plan for {self.model} does not match this model: {list_problems(problems)}")
 
     def mismatches(self, fingerprint: Iterable[tuple[str, tuple[int, ...]]]) -> list[str]:
         """Layers where a model (its layer names and weight shapes) differs from the plan."""
@@ -269,6 +268,12 @@ class Plan:
     def load(cls, path: str | Path) -> Plan:
         """Read a plan file, checking its schema version."""
         return cls.from_dict(read_yaml(path, "plan file", PlanError), source=str(path))
+
+
+def list_problems(problems: list[str], shown: int = 8) -> str:
+    """The first ``shown`` problems, and how many more there are."""
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
 
 
 def _decision(layer: LayerPlan) -> str:

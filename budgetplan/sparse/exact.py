@@ -42,11 +42,12 @@ class SelectionGuard:
             handle.remove()
         self._handles, self._optimizers = [], []
 
-    def set_mask(self, param: nn.Parameter, mask: Tensor) -> None:
-        """Guard ``param`` with a new selection, resetting the state of entering entries."""
+    def set_mask(self, param: nn.Parameter, mask: Tensor, reset: bool = True) -> None:
+        """Guard ``param`` with a new selection; ``reset`` zeroes the optimizer state of
+        entries entering it (not when a checkpointed selection is put back)."""
         old = self.masks.get(param)
         entering = mask if old is None else mask & ~old
-        for optimizer in self._optimizers:
+        for optimizer in self._optimizers if reset else []:
             for value in _element_state(optimizer, param).values():
                 value.masked_fill_(entering, 0)
         self.masks[param] = mask

@@ -80,6 +80,13 @@ class LeanAutograd(TorchFunctionMode):
             self._warned.add(what)
             warnings.warn(f"budgetplan: {what} runs with stock autograd ({reason})", stacklevel=4)
 
+    def _planned(self, weight: Tensor, what: str) -> str | None:
+        """The planned layer that owns ``weight``, or None (stock autograd, said once)."""
+        name = self._layer_of.get(id(weight))
+        if name is None:
+            self.fallback(self._param_name.get(id(weight), what), "it is not a planned layer")
+        return name
+
     def _indices(self, name: str, weight: Tensor) -> Tensor | None:
         if not weight.requires_grad:
             return _EMPTY.to(weight.device)
@@ -103,9 +110,8 @@ class LeanAutograd(TorchFunctionMode):
         )
         if not _needs_graph(x, weight, bias):
             return NotImplemented
-        name = self._layer_of.get(id(weight))
+        name = self._planned(weight, "a convolution")
         if name is None:
-            self.fallback(self._param_name.get(id(weight), "a convolution"), "it is not a planned layer")
             return NotImplemented
         if isinstance(padding, str):
             self.fallback(name, f"padding='{padding}'")
@@ -121,11 +127,8 @@ class LeanAutograd(TorchFunctionMode):
         x, weight, bias = _bind(args, kwargs, ("input", "weight", "bias"), (None,))
         if not _needs_graph(x, weight, bias):
             return NotImplemented
-        name = self._layer_of.get(id(weight))
-        if name is None:
-            self.fallback(self._param_name.get(id(weight), "a linear op"), "it is not a planned layer")
-            return NotImplemented
-        idx = self._indices(name, weight)
+        name = self._planned(weight, "a linear op")
+        idx = None if name is None else self._indices(name, weight)
         return NotImplemented if idx is None else LeanLinear.apply(x, weight, bias, idx)
 
     def batch_norm(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
