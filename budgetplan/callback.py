@@ -20,6 +20,7 @@ resumed run draws the same channels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,14 +29,27 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from budgetplan.costs import CostTable, LayerCost, layer_costs
+from budgetplan.devices import DeviceProfile, load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
-from budgetplan.importance import Importance
-from budgetplan.plan import LayerPlan, Plan, list_problems
+from budgetplan.importance import Importance, resolve_importance, top_layers
+from budgetplan.memory import Choice
+from budgetplan.plan import Plan, list_problems
+from budgetplan.planner import (
+    PlannerOptions,
+    Solution,
+    check_flash,
+    objective,
+    plan_from_choices,
+    plan_from_costs,
+    planner_options,
+)
 from budgetplan.sampling import SAMPLERS, draw_channels, draw_seed
 from budgetplan.sparse.channels import channel_norms, weight_mask
 from budgetplan.sparse.exact import SelectionGuard
 from budgetplan.sparse.lean import LeanAutograd
 from budgetplan.sparse.meter import SavedTensorMeter
+from budgetplan.strategies import get_strategy, planner_overrides, trady_draw
 
 RESAMPLE = ("epoch", "step", "never")
 _ERRORS: dict[str, type[BudgetPlanError]] = {
@@ -46,11 +60,23 @@ _PLANNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 @dataclass(frozen=True)
 class _Trained:
-    """A layer whose weight trains some input channels."""
+    """A layer whose weight trains some of its ``total`` input channels."""
 
-    plan: LayerPlan
     weight: nn.Parameter
+    total: int
     groups: int
+
+
+@dataclass(frozen=True)
+class _TradyState:
+    """What TraDy draws from each epoch: the costs, limits, importance and its layers."""
+
+    costs: CostTable
+    device: DeviceProfile
+    importance: Importance
+    options: PlannerOptions
+    required: tuple[str, ...]
+    layers: dict[str, LayerCost]
 
 
 class BudgetPlanCallback(Callback):
@@ -64,10 +90,15 @@ class BudgetPlanCallback(Callback):
             ``example_input_array``, or the first training batch, in that order.
         budget: memory budget for solving, e.g. ``"256KB"`` (default: the device's).
         seed: seed of the channel draws.
-        resample: ``"epoch"`` (TraDy), ``"step"`` or ``"never"`` (a static subset).
-        sampler: ``"uniform"``, ``"gradient"`` or ``"magnitude"`` (``budgetplan.sampling``).
+        strategy: ``"budgetplan"`` (default), ``"trady"``, ``"gradient"``,
+            ``"dynamic-gradient"``, ``"sparse-update"``, ``"classifier"``, ``"bias"`` or
+            ``"full"``; sources and memory accounting in ``budgetplan.strategies``.
+        resample: ``"epoch"``, ``"step"`` or ``"never"`` (default: the strategy's).
+        sampler: ``"uniform"``, ``"gradient"``, ``"magnitude"`` or ``"largest"``
+            (``budgetplan.sampling``; default: the strategy's).
         example_input: a batch to trace the model with when solving.
-        importance: importance YAML file for solving (default: the documented prior).
+        importance: importance YAML file for solving (default: the table shipped for the
+            model, else the documented prior).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...).
 
     >>> import torch, lightning.pytorch as pl
@@ -99,16 +130,22 @@ class BudgetPlanCallback(Callback):
         plan: str | Plan | None = None,
         budget: str | int | None = None,
         seed: int = 0,
-        resample: str = "epoch",
-        sampler: str = "uniform",
+        resample: str | None = None,
+        sampler: str | None = None,
         example_input: Any = None,
         importance: str | Importance | None = None,
+        strategy: str = "budgetplan",
         **solve_options: Any,
     ) -> None:
+        self.strategy = get_strategy(strategy)
+        resample = resample or self.strategy.resample
+        sampler = sampler or self.strategy.sampler
         if resample not in RESAMPLE:
             raise BudgetPlanError(f"resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
         if sampler not in SAMPLERS:
             raise BudgetPlanError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if plan is not None and not self.strategy.planned:
+            raise BudgetPlanError(f"strategy {strategy!r} makes its own choices at fit time; leave out plan=")
         self.device = device
         self.budget = budget
         self.seed = seed
@@ -130,6 +167,8 @@ class BudgetPlanCallback(Callback):
         self._seen: dict[str, Tensor] = {}
         self._scores: dict[str, Tensor] = {}
         self._restored: dict[str, Any] | None = None
+        self._trady: _TradyState | None = None
+        self._prefix = ""  # where the plan's layers sit in the LightningModule, e.g. "net."
         self.saved_bytes_per_sample: float | None = None
 
     # --- setup: plan, check, freeze -------------------------------------------------
@@ -137,28 +176,70 @@ class BudgetPlanCallback(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        plan = self._resolve_plan(trainer, pl_module)
-        prefix = _locate(plan, pl_module)
+        self._meter = SavedTensorMeter(pl_module)
+        if self.strategy.name == "full":
+            self.plan = self._dense_plan(trainer, pl_module)
+            return  # stock training: nothing frozen, BatchNorm statistics train too
+        if self.strategy.name == "trady":
+            self._trady = self._trady_setup(trainer, pl_module)
+            plan, prefix = None, ""
+            trained = {name: costs_layer.in_channels for name, costs_layer in self._trady.layers.items()}
+            biases = [self._trady.costs.layer(n).bias_param for n in self._trady.required]
+        else:
+            plan = self._resolve_plan(trainer, pl_module)
+            prefix = _locate(plan, pl_module)
+            trained = {layer.name: layer.total_channels for layer in plan.layers if layer.channels}
+            biases = [layer.bias_param for layer in plan.layers if layer.bias]
         modules = dict(pl_module.named_modules())
         params = dict(pl_module.named_parameters())
         for param in pl_module.parameters():
             param.requires_grad_(False)
         self._layers = {}
-        for layer in plan.layers:
-            if layer.channels:
-                module = modules[prefix + layer.name]
-                weight = cast(nn.Parameter, module.weight)
-                weight.requires_grad_(True)
-                self._layers[prefix + layer.name] = _Trained(layer, weight, int(getattr(module, "groups", 1)))
-            if layer.bias and layer.bias_param:
-                params[prefix + layer.bias_param].requires_grad_(True)
+        for name, total in trained.items():
+            module = modules[prefix + name]
+            weight = cast(nn.Parameter, module.weight)
+            weight.requires_grad_(True)
+            self._layers[prefix + name] = _Trained(weight, total, int(getattr(module, "groups", 1)))
+        for bias in biases:
+            if bias:
+                params[prefix + bias].requires_grad_(True)
         self._norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._keep_norms_frozen()
-        self.plan = plan
+        self.plan, self._prefix = plan, prefix
         self._lean = LeanAutograd(pl_module, self.selection)
-        self._meter = SavedTensorMeter(pl_module)
         if self._restored is not None:
             self._apply_restored()
+
+    def _costs(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[CostTable, DeviceProfile]:
+        device = load_device(self.device or "cortex-m7")
+        costs = layer_costs(pl_module, self._example(trainer, pl_module), device, model_name=type(pl_module).__name__)
+        check_flash(costs, device)
+        return costs, device
+
+    def _planner_options(self, costs: CostTable) -> PlannerOptions:
+        options = {**self.solve_options, **planner_overrides(self.strategy.name, costs)}
+        if self.budget is not None:
+            options["budget"] = self.budget
+        return planner_options(**options)
+
+    def _trady_setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> _TradyState:
+        # every rank computes the same: tracing and the draws are deterministic
+        costs, device = self._costs(trainer, pl_module)
+        importance = resolve_importance(self.importance, costs)
+        options = self._planner_options(costs)
+        required = options.require if options.require is not None else (costs.layers[-1].name,)
+        names = [*required, *top_layers(importance)]
+        return _TradyState(costs, device, importance, options, tuple(required), {n: costs.layer(n) for n in names})
+
+    def _dense_plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Plan:
+        costs, device = self._costs(trainer, pl_module)
+        options = self._planner_options(costs)
+        choices = {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers}
+        importance = resolve_importance(self.importance, costs)
+        value = objective(costs, importance, options, choices)
+        return plan_from_choices(
+            costs, device, importance, options, Solution(choices, "unconstrained", value, "none", 0.0)
+        )
 
     def _resolve_plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Plan:
         if isinstance(self._plan_source, Plan):
@@ -168,20 +249,10 @@ class BudgetPlanCallback(Callback):
         data: dict[str, Any] | None = None
         failure: BudgetPlanError | None = None
         if trainer.is_global_zero:
-            from budgetplan.planner import solve
-
-            options = dict(self.solve_options)
-            if self.budget is not None:
-                options["budget"] = self.budget
             try:
-                plan = solve(
-                    pl_module,
-                    self._example(trainer, pl_module),
-                    self.device or "cortex-m7",
-                    importance=self.importance,
-                    model_name=type(pl_module).__name__,
-                    **options,
-                )
+                costs, device = self._costs(trainer, pl_module)
+                importance = resolve_importance(self.importance, costs)
+                plan = plan_from_costs(costs, device, importance, self._planner_options(costs))
                 data = plan.to_dict()
             except BudgetPlanError as err:  # every rank must hear of it, or the others wait forever
                 failure, data = err, {"error": str(err), "kind": type(err).__name__}
@@ -208,6 +279,8 @@ class BudgetPlanCallback(Callback):
         return tensor[:1]
 
     def _keep_norms_frozen(self) -> None:
+        if self.strategy.name == "full":
+            return
         # the planner never trains BatchNorm statistics: they stay in eval mode all fit long
         for norm in self._norms:
             norm.eval()
@@ -215,10 +288,13 @@ class BudgetPlanCallback(Callback):
     # --- fit ---------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._guard.attach(list(trainer.optimizers))
+        if self._lean is not None:
+            self._guard.attach(list(trainer.optimizers))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._keep_norms_frozen()
+        if self._lean is None:
+            return
         if self.resample == "epoch" or self._drawn_at is None:
             self._draw(trainer.current_epoch, 0)
 
@@ -226,11 +302,15 @@ class BudgetPlanCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._keep_norms_frozen()
-        if self.resample == "step" and self._drawn_at != (trainer.current_epoch, trainer.global_step):
+        if self._lean is not None and self.resample == "step" and self._drawn_at != (
+            trainer.current_epoch,
+            trainer.global_step,
+        ):
             self._draw(trainer.current_epoch, trainer.global_step)
-        assert self._lean is not None and self._meter is not None
+        assert self._meter is not None
         self._meter.__enter__()
-        self._lean.__enter__()
+        if self._lean is not None:
+            self._lean.__enter__()
         self._open = True
         self._batch_size = _batch_size(batch)
 
@@ -240,14 +320,17 @@ class BudgetPlanCallback(Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if self.sampler != "gradient":
+        if self.sampler not in ("gradient", "largest"):
             return
         for name, trained in self._layers.items():
             grad = trained.weight.grad
-            if grad is not None and name in self._scores:
+            if grad is not None and name in self._scores and name in self.selection:
                 idx = self.selection[name].cpu()
-                norms = channel_norms(grad, trained.plan.total_channels, trained.groups).cpu()
-                self._scores[name][idx] += norms[idx]
+                norms = channel_norms(grad, trained.total, trained.groups).cpu()
+                if self.sampler == "gradient":  # summed until the next draw
+                    self._scores[name][idx] += norms[idx]
+                else:  # the latest measurement of each channel
+                    self._scores[name][idx] = norms[idx]
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -282,8 +365,9 @@ class BudgetPlanCallback(Callback):
         self._guard.detach()
 
     def _close_forward(self) -> None:
-        if self._open and self._lean is not None and self._meter is not None:
-            self._lean.__exit__(None, None, None)
+        if self._open and self._meter is not None:
+            if self._lean is not None:
+                self._lean.__exit__(None, None, None)
             self._meter.__exit__(None, None, None)
             self.saved_bytes_per_sample = self._meter.bytes / max(1, self._batch_size)
             self._open = False
@@ -291,41 +375,83 @@ class BudgetPlanCallback(Callback):
     # --- channel draws -------------------------------------------------------------------
 
     def _draw(self, epoch: int, step: int) -> None:
+        drawn = self._trady_draw(epoch, step) if self._trady is not None else {}
+        assert self.plan is not None
+        counts = {self._prefix + layer.name: layer.channels for layer in self.plan.layers}
         for position, (name, trained) in enumerate(self._layers.items()):
-            weight, groups = trained.weight, trained.groups
-            total, count = trained.plan.total_channels, trained.plan.channels
+            total = trained.total
             if name not in self._seen:
                 self._seen[name] = torch.zeros(total, dtype=torch.bool)
-                self._scores[name] = torch.zeros(total)
-            scores = None
-            if self.sampler == "magnitude":
-                if name in self.selection:
+                self._scores[name] = torch.full((total,), math.inf if self.sampler == "largest" else 0.0)
+            if self._trady is not None:
+                idx = torch.tensor(drawn.get(name, []), dtype=torch.long)
+            else:
+                if self.sampler == "magnitude" and name in self.selection:
                     continue  # chosen once, kept
-                scores = channel_norms(weight, total, groups).cpu()
-            elif self.sampler == "gradient":
-                scores = self._scores[name].clone()
-                tried = scores > 0
-                if tried.any():
-                    scores[~tried] = scores[tried].max()  # channels not tried lately are favoured
-                self._scores[name].zero_()
-            idx = draw_channels(self.sampler, total, count, draw_seed(self.seed, epoch, step, position), scores)
-            self._seen[name][idx] = True
-            idx = idx.to(weight.device)
-            self.selection[name] = idx
-            if count < total:
-                self._guard.set_mask(weight, weight_mask(weight.shape, idx, groups))
+                idx = draw_channels(
+                    self.sampler,
+                    total,
+                    counts[name],
+                    draw_seed(self.seed, epoch, step, position),
+                    self._channel_scores(name, trained),
+                )
+            self._select(name, trained, idx)
         self._drawn_at = (epoch, step)
 
+    def _channel_scores(self, name: str, trained: _Trained) -> Tensor | None:
+        if self.sampler == "magnitude":
+            return channel_norms(trained.weight, trained.total, trained.groups).cpu()
+        if self.sampler == "largest":
+            return self._scores[name].clone()
+        if self.sampler == "gradient":
+            scores = self._scores[name].clone()
+            tried = scores > 0
+            if tried.any():
+                scores[~tried] = scores[tried].max()  # channels not tried lately are favoured
+            self._scores[name].zero_()
+            return scores
+        return None
+
+    def _select(self, name: str, trained: _Trained, idx: Tensor) -> None:
+        """Train input channels ``idx`` of layer ``name`` from the next forward on."""
+        weight = trained.weight
+        self._seen[name][idx] = True
+        # a layer left without channels (a TraDy draw) is frozen: no graph reaches it
+        weight.requires_grad_(idx.numel() > 0)
+        if idx.numel() == 0:
+            self.selection.pop(name, None)
+        else:
+            self.selection[name] = idx.to(weight.device)
+        if idx.numel() < trained.total:
+            self._guard.set_mask(weight, weight_mask(weight.shape, idx.to(weight.device), trained.groups))
+
+    def _trady_draw(self, epoch: int, step: int) -> dict[str, list[int]]:
+        state = self._trady
+        assert state is not None
+        choices, drawn = trady_draw(
+            state.costs, state.device, state.importance, state.options, draw_seed(self.seed, epoch, step, -1)
+        )
+        value = objective(state.costs, state.importance, state.options, choices)
+        solution = Solution(choices, "drawn", value, "trady", 0.0, state.required)
+        self.plan = plan_from_choices(state.costs, state.device, state.importance, state.options, solution)
+        return drawn
+
     def trained_fraction(self) -> float:
-        """Fraction of the planned layers' weights trained under the current selection."""
+        """Fraction of the trained layers' weights trained under the current selection."""
+        if self.strategy.name == "full":
+            return 1.0
         if not self._layers:
             return 0.0
         total = sum(t.weight.numel() for t in self._layers.values())
-        trained = sum(t.plan.channels * t.weight.numel() // t.plan.total_channels for t in self._layers.values())
+        trained = sum(
+            len(self.selection.get(n, ())) * t.weight.numel() // t.total for n, t in self._layers.items()
+        )
         return trained / total
 
     def coverage(self) -> float:
-        """Fraction of the planned layers' input channels trained at least once so far."""
+        """Fraction of the trained layers' input channels trained at least once so far."""
+        if self.strategy.name == "full":
+            return 1.0
         seen = sum(int(s.sum()) for s in self._seen.values())
         total = sum(s.numel() for s in self._seen.values())
         return seen / total if total else 0.0
@@ -335,6 +461,7 @@ class BudgetPlanCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
+            "strategy": self.strategy.name,
             "resample": self.resample,
             "sampler": self.sampler,
             "drawn_at": self._drawn_at,
@@ -355,16 +482,20 @@ class BudgetPlanCallback(Callback):
         assert state is not None
         self._restored = None
         self._drawn_at = tuple(state["drawn_at"]) if state["drawn_at"] is not None else None  # type: ignore[assignment]
+        if self._trady is not None and state["plan"] is not None:
+            self.plan = Plan.from_dict(state["plan"], source="the checkpoint")  # this epoch's draw
         for name, trained in self._layers.items():
-            if name not in state["selection"]:
+            if name not in state["seen"]:
                 continue
             weight = trained.weight
-            idx = torch.tensor(state["selection"][name], dtype=torch.long, device=weight.device)
-            self.selection[name] = idx
-            self._seen[name] = torch.zeros(trained.plan.total_channels, dtype=torch.bool)
+            idx = torch.tensor(state["selection"].get(name, []), dtype=torch.long, device=weight.device)
+            weight.requires_grad_(idx.numel() > 0)
+            if idx.numel():
+                self.selection[name] = idx
+            self._seen[name] = torch.zeros(trained.total, dtype=torch.bool)
             self._seen[name][state["seen"][name]] = True
             self._scores[name] = torch.tensor(state["scores"][name])
-            if trained.plan.channels < trained.plan.total_channels:
+            if idx.numel() < trained.total:
                 self._guard.set_mask(weight, weight_mask(weight.shape, idx, trained.groups), reset=False)
 
 

@@ -163,13 +163,13 @@ def _traced(args: argparse.Namespace, device: Any) -> Any:
 
 
 def _cmd_solve(args: argparse.Namespace) -> None:
-    from budgetplan.importance import load_importance
+    from budgetplan.importance import resolve_importance
     from budgetplan.plan import Plan
     from budgetplan.planner import DEFAULT_RATIOS, PlannerOptions, plan_from_costs
 
     device = load_device(args.device)
     costs = _traced(args, device)
-    importance = load_importance(args.importance, costs) if args.importance else None
+    importance = resolve_importance(args.importance, costs)
     require = () if args.no_require else (tuple(args.require) if args.require else None)
     options = PlannerOptions(
         budget=args.budget,
@@ -254,7 +254,7 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from budgetplan.importance import load_importance
+    from budgetplan.importance import resolve_importance
     from budgetplan.planner import PlannerOptions
     from budgetplan.render import render_sweep
     from budgetplan.sweep import parse_budgets, sweep
@@ -262,7 +262,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     budgets = parse_budgets(args.budgets)
     device = load_device(args.device)
     costs = _traced(args, device)
-    importance = load_importance(args.importance, costs) if args.importance else None
+    importance = resolve_importance(args.importance, costs)
     options = PlannerOptions(batch_size=args.batch_size, time_limit=args.time_limit)
 
     def progress(i: int, n: int, budget: int) -> None:

@@ -13,7 +13,13 @@ reweighted gradient norm) is read from a YAML file::
       features.18.0: {weight: 0.21, bias: 0.004}
       classifier.1: 0.35            # a number alone is the weight score
 
-Scores are normalised to sum to 1 over weights and biases.
+Scores are normalised to sum to 1 over weights and biases. An optional ``in_channels``
+mapping (layer → input channels, written by ``budgetplan importance``) guards against
+applying scores measured on another width of the same architecture.
+
+A plan says which importance it used: a measured file, a table shipped in
+``budgetplan/tables/`` (ImageNet MobileNetV2, measured by
+``benchmarks/shipped_importance.py``), or the prior.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from budgetplan.errors import BudgetPlanError
 from budgetplan.files import read_yaml
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
+TABLES = Path(__file__).parent / "tables"  # measured importance shipped with the package
+TOP_SHARE = 0.97  # TraDy keeps the layers that hold 97% of the cumulative importance
 
 
 @dataclass(frozen=True)
@@ -65,36 +73,104 @@ def load_importance(path: str | Path, costs: CostTable) -> Importance:
     """Read an importance file and check that it names exactly the model's layers."""
     path = Path(path)
     data = read_yaml(path, "importance file")
+    problem = _mismatch(data, costs, str(path))
+    if problem:
+        raise BudgetPlanError(f"{path}: does not match model {costs.model}: {problem}")
+    return _from_mapping(data, costs, f"file: {path}")
+
+
+def shipped_importance(costs: CostTable) -> Importance | None:
+    """The measured table shipped for this model, when one matches it layer for layer
+    (names and input channels; the classifier's class count may differ), else None."""
+    for path in sorted(TABLES.glob("*.yaml")):
+        data = read_yaml(path, "shipped importance table")
+        if not _mismatch(data, costs, str(path)):
+            return _from_mapping(data, costs, f"shipped table: {path.stem}")
+    return None
+
+
+def resolve_importance(importance: str | Path | Importance | None, costs: CostTable) -> Importance:
+    """The importance a plan uses: the one given (a file or an ``Importance``), else the
+    shipped table for this model, else the no-data prior."""
+    if isinstance(importance, Importance):
+        return importance
+    if importance is not None:
+        return load_importance(importance, costs)
+    return shipped_importance(costs) or prior_importance(costs)
+
+
+def top_layers(importance: Importance, share: float = TOP_SHARE) -> list[str]:
+    """The fewest most important layers that hold ``share`` of the total (TraDy's top-K).
+
+    >>> top_layers(Importance("demo", {"a": 0.6, "b": 0.38, "c": 0.02}))
+    ['a', 'b']
+    """
+    shares = {n: w + importance.bias.get(n, 0.0) for n, w in importance.weight.items()}
+    chosen: list[str] = []
+    cumulative = 0.0
+    for name, value in sorted(shares.items(), key=lambda kv: -kv[1]):
+        chosen.append(name)
+        cumulative += value
+        if cumulative >= share - 1e-12:
+            break
+    return chosen
+
+
+def _scores(data: Any, where: str) -> tuple[dict[str, float], dict[str, float]]:
     if not isinstance(data, dict) or not isinstance(data.get("layers"), dict):
-        raise BudgetPlanError(f"{path}: field 'layers': expected a mapping of layer name to score")
+        raise BudgetPlanError(f"{where}: field 'layers': expected a mapping of layer name to score")
     weight: dict[str, float] = {}
     bias: dict[str, float] = {}
     for name, value in data["layers"].items():
-        where = f"{path}: field 'layers.{name}'"
+        at = f"{where}: field 'layers.{name}'"
         if isinstance(value, dict):
             unknown = set(value) - {"weight", "bias"}
             if unknown or "weight" not in value:
-                raise BudgetPlanError(f"{where}: expected a number or {{weight: x, bias: y}}")
-            weight[name] = _score(value["weight"], where + ".weight")
-            bias[name] = _score(value.get("bias", 0.0), where + ".bias")
+                raise BudgetPlanError(f"{at}: expected a number or {{weight: x, bias: y}}")
+            weight[name] = _score(value["weight"], at + ".weight")
+            bias[name] = _score(value.get("bias", 0.0), at + ".bias")
         else:
-            weight[name] = _score(value, where)
+            weight[name] = _score(value, at)
+    return weight, bias
+
+
+def _prefix(names: set[str], measured: list[str]) -> str | None:
+    """The module prefix (e.g. ``"net."``) under which measured names are the model's."""
+    if set(measured) == names:
+        return ""
+    for prefix in {n[: -len(f)] for n in names for f in measured[:1] if n.endswith("." + f)}:
+        if {prefix + f for f in measured} == names:
+            return prefix
+    return None
+
+
+def _mismatch(data: Any, costs: CostTable, where: str) -> str:
+    """Why the scores in ``data`` do not fit ``costs`` ("" when they do)."""
+    weight, _ = _scores(data, where)
     names = {layer.name for layer in costs.layers}
-    if set(weight) != names:
-        # measured on the bare network, applied to a module that holds it (e.g. "net.")
-        for prefix in {n[: -len(f)] for n in names for f in list(weight)[:1] if n.endswith("." + f)}:
-            if {prefix + f for f in weight} == names:
-                weight = {prefix + k: v for k, v in weight.items()}
-                bias = {prefix + k: v for k, v in bias.items()}
-                break
-    missing = [n for n in names if n not in weight]
-    extra = [n for n in weight if n not in names]
-    if missing or extra:
+    prefix = _prefix(names, list(weight))
+    if prefix is None:
+        missing = sorted(n for n in names if n not in weight)
+        extra = sorted(f for f in weight if f not in names)
         parts = []
         if missing:
-            parts.append(f"missing layers of the model: {', '.join(sorted(missing)[:5])}")
+            parts.append(f"missing layers of the model: {', '.join(missing[:5])}")
         if extra:
-            parts.append(f"layers the model does not have: {', '.join(sorted(extra)[:5])}")
-        raise BudgetPlanError(f"{path}: does not match model {costs.model}: " + "; ".join(parts))
+            parts.append(f"layers the model does not have: {', '.join(extra[:5])}")
+        return "; ".join(parts) or "layer names differ"
+    channels = data.get("in_channels") or {}
+    wrong = [n for n, c in channels.items() if costs.layer(prefix + n).in_channels != c]
+    if wrong:
+        return f"input channels differ at {', '.join(wrong[:5])} (measured on another width or architecture)"
+    return ""
+
+
+def _from_mapping(data: dict[str, Any], costs: CostTable, where: str) -> Importance:
+    weight, bias = _scores(data, where)
+    prefix = _prefix({layer.name for layer in costs.layers}, list(weight)) or ""
     source = data.get("source", "measured")
-    return Importance(f"file: {path} ({source})", weight, bias).normalised()
+    return Importance(
+        f"{where} ({source})",
+        {prefix + k: v for k, v in weight.items()},
+        {prefix + k: v for k, v in bias.items()},
+    ).normalised()

@@ -25,10 +25,8 @@ from torch import Tensor, nn
 
 from budgetplan.costs import CostTable, layer_costs
 from budgetplan.files import write_atomic
-from budgetplan.importance import Importance
+from budgetplan.importance import TOP_SHARE, Importance, top_layers
 from budgetplan.sparse.channels import channel_norms
-
-TOP_SHARE = 0.97  # TraDy keeps the layers that hold 97% of the cumulative importance
 
 
 class ImportanceMeter(Callback):
@@ -83,15 +81,11 @@ class MeasuredImportance:
 
     def top_layers(self, share: float = TOP_SHARE) -> list[str]:
         """The fewest most important layers that hold ``share`` of the total."""
-        chosen = []
-        for name, _, cumulative in self.ranking():
-            chosen.append(name)
-            if cumulative >= share - 1e-12:
-                break
-        return chosen
+        return top_layers(self.importance, share)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, channels: bool = True) -> dict[str, Any]:
+        """The importance YAML; ``channels`` adds every input channel's score."""
+        data = {
             "source": self.importance.source,
             "measure": "reweighted gradient norm (TraDy): sum over input channels of ||dL/dW[:, c]|| / (C_W + C_A)",
             "data": self.data,
@@ -102,13 +96,16 @@ class MeasuredImportance:
             },
             "ranking": [{"layer": n, "share": s, "cumulative": c} for n, s, c in self.ranking()],
             f"top_layers_{round(TOP_SHARE * 100)}": self.top_layers(),
-            "channels": self.channels,
+            "in_channels": {name: len(scores) for name, scores in self.channels.items()},
         }
+        if channels:
+            data["channels"] = self.channels
+        return data
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, channels: bool = True) -> None:
         import yaml
 
-        write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_atomic(Path(path), yaml.safe_dump(self.to_dict(channels), sort_keys=False))
 
 
 class _Classifier(pl.LightningModule):

@@ -26,7 +26,7 @@ import pulp
 from budgetplan.costs import CostTable, LayerCost, layer_costs
 from budgetplan.devices import DeviceProfile, load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError
-from budgetplan.importance import Importance, load_importance, prior_importance
+from budgetplan.importance import Importance, prior_importance, resolve_importance
 from budgetplan.memory import Choice, LayerBytes, backward_macs, base_bytes, layer_bytes, predict
 from budgetplan.plan import LayerPlan, Plan
 from budgetplan.units import format_bytes, parse_bytes, parse_seconds
@@ -48,6 +48,7 @@ class PlannerOptions:
     (the last layer) when it is allowed. ``include``/``exclude`` are name patterns (``fnmatch``).
     ``utility`` is ``coverage`` (``1-(1-r)^E``, the expected fraction of a layer's
     channels trained at least once in ``epochs`` epochs of resampling) or ``linear`` (``r``).
+    ``bias_only`` keeps the weights of all but the required layers frozen (bias updates only).
     """
 
     budget: int | None = None
@@ -63,6 +64,7 @@ class PlannerOptions:
     max_step_latency: float | None = None
     time_limit: float = 10.0
     solver: str = "auto"
+    bias_only: bool = False
 
     def budget_on(self, device: DeviceProfile) -> int:
         """The budget in force: this option, else the device's."""
@@ -174,8 +176,9 @@ class _Program:
         batch = options.batch_size
         layers = costs.layers
         terms = [layer_bytes(layer, device, batch) for layer in layers]
+        weights = allowed if not options.bias_only else set()
         self.options_of = {
-            layer.name: channel_options(layer, options.ratios) if layer.name in allowed else [] for layer in layers
+            layer.name: channel_options(layer, options.ratios) if layer.name in weights else [] for layer in layers
         }
         for name in required:
             self.options_of[name] = [self.costs.layer(name).in_channels]
@@ -367,7 +370,8 @@ def objective(costs: CostTable, importance: Importance, options: PlannerOptions,
     return sum(_value(layer, choices.get(layer.name, Choice()), importance, options) for layer in costs.layers)
 
 
-def _fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]) -> bool:
+def fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]) -> bool:
+    """Whether ``choices`` keep every limit: budget, training-memory cap and step latency."""
     p = predict(costs, device, choices, options.batch_size)
     budget = options.budget_on(device)
     latency = options.latency_on(device)
@@ -402,7 +406,7 @@ def _fill(
             if candidate == current:
                 break
             trial = {**choices, name: candidate}
-            if _fits(costs, device, options, trial):
+            if fits(costs, device, options, trial):
                 choices = trial
                 break
     return choices
@@ -478,6 +482,13 @@ def plan_from_costs(
     """Solve the ILP for a cost table and assemble the ``Plan``."""
     options = options or PlannerOptions()
     importance = importance or prior_importance(costs)
+    check_flash(costs, device)
+    solution = solve_choices(costs, device, importance, options)
+    return plan_from_choices(costs, device, importance, options, solution)
+
+
+def check_flash(costs: CostTable, device: DeviceProfile) -> None:
+    """Raise ``InfeasibleError`` when the whole model does not fit the device's flash."""
     flash_needed = costs.model_bytes(device)
     if flash_needed > device.flash:
         raise InfeasibleError(
@@ -485,7 +496,16 @@ def plan_from_costs(
             f"but {device.name} has {format_bytes(device.flash)}: it does not fit by "
             f"{format_bytes(flash_needed - device.flash)}"
         )
-    solution = solve_choices(costs, device, importance, options)
+
+
+def plan_from_choices(
+    costs: CostTable,
+    device: DeviceProfile,
+    importance: Importance,
+    options: PlannerOptions,
+    solution: Solution,
+) -> Plan:
+    """The ``Plan`` of a set of choices (the ILP's, or a strategy's own), with its predicted memory."""
     batch = options.batch_size
     macs = backward_macs(costs, solution.choices, batch)
     first = min((layer.index for layer in costs.layers if layer.name in solution.choices), default=len(costs.layers))
@@ -543,6 +563,23 @@ def plan_from_costs(
     )
 
 
+def planner_options(**options: Any) -> PlannerOptions:
+    """``PlannerOptions`` from keyword arguments; sizes (``"256KB"``), durations (``"2s"``)
+    and lists are accepted where the fields are numbers and tuples."""
+    for key in ("budget", "training_memory"):
+        if isinstance(options.get(key), str):
+            options[key] = _parse(parse_bytes, options[key], key)
+    if isinstance(options.get("max_step_latency"), str):
+        options["max_step_latency"] = _parse(parse_seconds, options["max_step_latency"], "max_step_latency")
+    for key in ("ratios", "require", "include", "exclude"):
+        if isinstance(options.get(key), Sequence) and not isinstance(options[key], str):
+            options[key] = tuple(options[key])
+    unknown = set(options) - set(PlannerOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown planner option(s): {', '.join(sorted(unknown))}")
+    return PlannerOptions(**options)
+
+
 def solve(
     model: Any,
     example_input: Any,
@@ -555,7 +592,8 @@ def solve(
 
     ``model`` is a ``torch.nn.Module`` and ``example_input`` one batch for it (batch 1 is
     enough: costs are per sample and scaled by ``batch_size``). ``importance`` is an
-    importance YAML file (else the documented prior). Other keyword arguments are
+    importance YAML file; without one, the table shipped for this model when there is one
+    (ImageNet MobileNetV2), else the documented prior. The plan says which it used. Other keyword arguments are
     ``PlannerOptions`` fields; ``budget`` and ``training_memory`` also take sizes such as
     ``"256KB"``, ``max_step_latency`` durations such as ``"2s"``.
 
@@ -568,23 +606,9 @@ def solve(
     [1280]
     """
     profile = load_device(device)
-    for key in ("budget", "training_memory"):
-        if isinstance(options.get(key), str):
-            options[key] = _parse(parse_bytes, options[key], key)
-    if isinstance(options.get("max_step_latency"), str):
-        options["max_step_latency"] = _parse(parse_seconds, options["max_step_latency"], "max_step_latency")
-    for key in ("ratios", "require", "include", "exclude"):
-        if isinstance(options.get(key), Sequence) and not isinstance(options[key], str):
-            options[key] = tuple(options[key])
-    unknown = set(options) - set(PlannerOptions.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown planner option(s): {', '.join(sorted(unknown))}")
+    planner = planner_options(**options)
     costs = layer_costs(model, example_input, profile, model_name=model_name)
-    if importance is None or isinstance(importance, Importance):
-        weights = importance
-    else:
-        weights = load_importance(importance, costs)
-    return plan_from_costs(costs, profile, weights, PlannerOptions(**options))
+    return plan_from_costs(costs, profile, resolve_importance(importance, costs), planner)
 
 
 def _parse(reader: Any, value: str, key: str) -> Any:

@@ -10,7 +10,10 @@ same channels without talking to the others.
   since the last draw; channels not trained since then count as the largest norm seen,
   so they are favoured (MeDyate-style);
 * ``magnitude``: the channels with the largest weight norm, chosen once and kept
-  (the static sparse-update baseline of Lin et al. 2022).
+  (the static sparse-update baseline of Lin et al. 2022);
+* ``largest``: the channels with the largest score (the last measured gradient norm;
+  a channel never measured scores infinity), ties broken at random (Dynamic Gradient
+  Sparse Update, Li & Chang 2025).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hashlib
 import torch
 from torch import Tensor
 
-SAMPLERS = ("uniform", "gradient", "magnitude")
+SAMPLERS = ("uniform", "gradient", "magnitude", "largest")
 
 
 def draw_seed(seed: int, epoch: int, step: int, layer: int) -> int:
@@ -39,11 +42,13 @@ def draw_channels(
     """``count`` sorted input-channel indices out of ``total``.
 
     ``scores`` (one per channel) weight the ``gradient`` sampler and rank the
-    ``magnitude`` one; ``uniform`` ignores them.
+    ``magnitude`` and ``largest`` ones; ``uniform`` ignores them.
 
     >>> draw_channels("uniform", 10, 3, seed=7).tolist() == draw_channels("uniform", 10, 3, seed=7).tolist()
     True
     >>> draw_channels("magnitude", 4, 2, seed=0, scores=torch.tensor([0.1, 3.0, 0.2, 5.0])).tolist()
+    [1, 3]
+    >>> draw_channels("largest", 4, 2, seed=0, scores=torch.tensor([0.1, float("inf"), 0.2, 5.0])).tolist()
     [1, 3]
     """
     if sampler not in SAMPLERS:
@@ -54,6 +59,10 @@ def draw_channels(
     if sampler == "magnitude":
         assert scores is not None
         return torch.topk(scores.float(), count).indices.sort().values
+    if sampler == "largest":
+        assert scores is not None
+        order = torch.randperm(total, generator=generator)  # random order breaks ties at random
+        return order[torch.topk(scores.float()[order], count).indices].sort().values
     if sampler == "gradient" and scores is not None and float(scores.max()) > 0:
         weights = scores.float().clamp_min(1e-12)
         return torch.multinomial(weights, count, replacement=False, generator=generator).sort().values
