@@ -1,17 +1,29 @@
-"""Accuracy by training scheme at equal training memory, on real pretrained fine-tuning.
+"""Accuracy of every strategy at equal training memory, on real pretrained fine-tuning.
 
-Run: python benchmarks/accuracy.py [--epochs 3 --seeds 0,1]
+Run: python benchmarks/accuracy.py [--tasks digits,digits-on-photos --budgets 128KB,256KB,1MB
+     --seeds 0,1,2 --epochs 5 --results benchmarks/results/accuracy.jsonl]
 
-ImageNet MobileNetV2 (width 1.0) fine-tuned on scikit-learn digits (128x128 RGB), SGD
-(lr 0.005, momentum 0.9, batch 32), same epochs for every scheme. The budgeted schemes are
-held to 256 KB of training memory (the cortex-m7 budget, published accounting) on
-examples/stm32f746-disco-study.yaml. Prints mean ± std validation accuracy over seeds,
-predicted training memory and measured saved-for-backward bytes per sample.
+ImageNet MobileNetV2 (width 1.0) fine-tuned at 128x128 on two offline transfer tasks:
+scikit-learn's digits, and the same digits blended into natural photographs
+(``budgetplan.datasets.DigitsOnPhotos``). Same epochs, SGD (lr 0.005, momentum 0.9,
+batch 32) and data order for every strategy. The budgeted strategies are held to each
+budget as training memory (the published accounting: updated weights + saved tensors) on
+examples/stm32f746-disco-study.yaml; 256 KB is the cortex-m7 budget. ``classifier``,
+``bias`` and ``full`` do not depend on the budget and run once per task and seed.
+
+Two planner variants make the objective study: the ``linear`` utility instead of
+coverage, and the no-data prior instead of the shipped measured importance.
+
+Each finished run is appended to ``--results`` (JSON lines) and skipped when the script is
+run again, so an interrupted benchmark resumes. The table (mean ± std over seeds,
+predicted training memory, the largest measured saved-for-backward bytes per sample of
+any step) is printed from that file, and ``--plot`` draws accuracy against memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -25,78 +37,181 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 from digits import DigitsData, ImageClassifier, quiet_trainer  # noqa: E402
 
-from budgetplan import BudgetPlanCallback, SavedTensorMeter  # noqa: E402
-from budgetplan.units import format_bytes  # noqa: E402
+from budgetplan import BudgetPlanCallback  # noqa: E402
+from budgetplan.units import format_bytes, parse_bytes  # noqa: E402
 
 PROFILE = str(ROOT / "examples" / "stm32f746-disco-study.yaml")
-SCHEMES: dict[str, dict[str, Any] | None] = {
-    "plan, uniform channels each epoch (TraDy-style)": {},
-    "plan, gradient-weighted channels each epoch": {"sampler": "gradient"},
-    "plan, largest-magnitude channels, fixed (static)": {"sampler": "magnitude", "resample": "never"},
-    "classifier only": {"include": ("net.classifier.*",)},
-    "dense fine-tuning (no budget)": None,
+# label: (strategy, extra callback options); the last two are the objective study
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "budgetplan": ("budgetplan", {}),
+    "trady": ("trady", {}),
+    "gradient": ("gradient", {}),
+    "dynamic-gradient": ("dynamic-gradient", {}),
+    "sparse-update": ("sparse-update", {}),
+    "classifier": ("classifier", {}),
+    "bias": ("bias", {}),
+    "full": ("full", {}),
+    "budgetplan (linear utility)": ("budgetplan", {"utility": "linear"}),
+    "budgetplan (prior importance)": ("budgetplan", {"importance": "prior"}),
 }
+UNBUDGETED = ("classifier", "bias", "full")  # their choice does not change with these budgets
 
 
-class DenseMeter(Callback):
-    """Saved-for-backward bytes per sample of an unbudgeted step."""
+class StepMemory(Callback):
+    """The largest saved-for-backward bytes per sample the budget callback measured."""
 
-    def __init__(self) -> None:
-        self.saved: float | None = None
+    def __init__(self, budget: BudgetPlanCallback) -> None:
+        self.budget, self.largest = budget, 0.0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
-        self.meter = SavedTensorMeter(pl_module).__enter__()
-        self.batch = batch[0].shape[0]
-
-    def on_before_backward(self, trainer, pl_module, loss):  # type: ignore[no-untyped-def]
-        self.meter.__exit__(None, None, None)
-        self.saved = self.meter.bytes / self.batch
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+        self.largest = max(self.largest, self.budget.saved_bytes_per_sample or 0.0)
 
 
-def run(options: dict[str, Any] | None, seed: int, epochs: int, limit: float) -> tuple[float, float | None, float]:
-    pl.seed_everything(seed)
+def run(task: str, label: str, budget: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    epochs, limit = args.epochs, int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
+    strategy, options = VARIANTS[label]
+    pl.seed_everything(seed, verbose=False)
     model = ImageClassifier(pretrained=True, lr=0.005)
-    dense = DenseMeter()
-    budget = None
-    callbacks: list[Callback] = [dense]
-    if options is not None:
-        budget = BudgetPlanCallback(device=PROFILE, training_memory="256KB", seed=seed, **options)
-        callbacks = [budget]
-    trainer = quiet_trainer(epochs, callbacks, limit)
-    trainer.fit(model, DigitsData(128, 32, seed))
-    accuracy = float(trainer.callback_metrics["val_acc"])
-    if budget is not None and budget.plan is not None:
-        return accuracy, budget.plan.predicted.training_memory_bytes, budget.saved_bytes_per_sample or 0.0
-    return accuracy, None, dense.saved or 0.0
+    callback = BudgetPlanCallback(
+        device=PROFILE, training_memory=budget, seed=seed, strategy=strategy, epochs=epochs, **options
+    )
+    memory = StepMemory(callback)
+    # validated once, after the last epoch
+    trainer = quiet_trainer(
+        epochs, [callback, memory], limit, check_val_every_n_epoch=epochs, num_sanity_val_steps=0
+    )
+    start = time.perf_counter()
+    trainer.fit(model, DigitsData(128, 32, seed, task, args.train_per_class))
+    assert callback.plan is not None
+    return {
+        "task": task,
+        "variant": label,
+        "budget": budget,
+        "seed": seed,
+        "epochs": epochs,
+        "accuracy": float(trainer.callback_metrics["val_acc"]),
+        "training_memory": callback.plan.predicted.training_memory_bytes,
+        "saved_per_sample": memory.largest,
+        "trained_layers": len(callback.plan.updated()),
+        "importance": callback.plan.importance_source,
+        "seconds": time.perf_counter() - start,
+        "train_per_class": args.train_per_class,
+    }
+
+
+def key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return row["task"], row["variant"], row["budget"], row["seed"], row["epochs"], row["train_per_class"]
+
+
+def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
+    lines = [
+        "| task | strategy | budget | val accuracy (mean ± std) | training memory (predicted) "
+        "| saved for backward / sample (measured) | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for label in VARIANTS:
+            for budget in budgets if label not in UNBUDGETED else ["-"]:
+                runs = [r for r in rows if r["task"] == task and r["variant"] == label and r["budget"] in (budget,)]
+                if label in UNBUDGETED:
+                    runs = [r for r in rows if r["task"] == task and r["variant"] == label]
+                if not runs:
+                    continue
+                acc = [100 * r["accuracy"] for r in runs]
+                spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
+                lines.append(
+                    f"| {task} | {label} | {budget if label not in UNBUDGETED else 'any'} "
+                    f"| {statistics.mean(acc):.2f} ± {spread:.2f}% "
+                    f"| {format_bytes(max(r['training_memory'] for r in runs))} "
+                    f"| {format_bytes(max(r['saved_per_sample'] for r in runs))} | {len(runs)} |"
+                )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for label in VARIANTS:
+            runs = [r for r in rows if r["task"] == task and r["variant"] == label]
+            points: dict[float, list[float]] = {}
+            for r in runs:
+                points.setdefault(r["training_memory"] / 1024, []).append(100 * r["accuracy"])
+            if not points:
+                continue
+            xs = sorted(points)
+            means = [statistics.mean(points[x]) for x in xs]
+            errs = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0.0 for x in xs]
+            style = "--" if "(" in label else "-"
+            ax.errorbar(xs, means, yerr=errs, marker="o", linestyle=style, capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training memory, predicted (KB, log scale)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title(f"ImageNet MobileNetV2 -> {task}")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--tasks", default="digits,digits-on-photos")
+    parser.add_argument("--budgets", default="128KB,256KB,1MB")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated labels from VARIANTS")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--train-per-class", type=int, default=32, help="training images per class (few-shot)")
     parser.add_argument("--limit-batches", type=float, default=1.0)
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "accuracy.jsonl"))
+    parser.add_argument("--plot", help="write accuracy against memory to this PNG")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
-    print(f"ImageNet MobileNetV2 -> digits, {args.epochs} epochs, seeds {seeds}")
-    print()
-    headers = ["scheme", "val accuracy (mean ± std)", "training memory (predicted)", "saved for backward / sample"]
-    print("| " + " | ".join([*headers, "time / run"]) + " |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, options in SCHEMES.items():
-        results = []
-        start = time.perf_counter()
-        for seed in seeds:
-            results.append(run(options, seed, args.epochs, limit))
-        seconds = (time.perf_counter() - start) / len(seeds)
-        accuracies = [100 * r[0] for r in results]
-        spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-        predicted = results[0][1]
-        print(
-            f"| {name} | {statistics.mean(accuracies):.2f} ± {spread:.2f}% | "
-            f"{format_bytes(predicted) if predicted is not None else 'not budgeted'} | "
-            f"{format_bytes(results[0][2] or 0.0)} | {seconds:.0f} s |"
-        )
+    budgets = args.budgets.split(",")
+    for budget in budgets:
+        parse_bytes(budget)  # a bad size fails before hours of training
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    done = {key(r) for r in rows}
+    # one seed of everything first, so a partial run already covers every cell
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for task in args.tasks.split(","):
+            for label in variants:
+                for budget in budgets if label not in UNBUDGETED else budgets[:1]:
+                    if (task, label, budget, seed, args.epochs, args.train_per_class) in done:
+                        continue
+                    row = run(task, label, budget, seed, args)
+                    rows.append(row)
+                    with results.open("a") as out:
+                        out.write(json.dumps(row) + "\n")
+                    print(
+                        f"{task} {label} {budget} seed {seed}: {100 * row['accuracy']:.2f}% "
+                        f"in {row['seconds']:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    wanted = [
+        r
+        for r in rows
+        if r["epochs"] == args.epochs and r["train_per_class"] == args.train_per_class and r["task"] in args.tasks
+    ]
+    print(
+        f"ImageNet MobileNetV2, 128x128, {args.train_per_class} training images per class, "
+        f"{args.epochs} epochs, SGD lr 0.005, batch 32\n"
+    )
+    print(table(wanted, budgets))
+    if args.plot:
+        plot(wanted, args.plot)
+        print(f"\nplot written to {args.plot}")
 
 
 if __name__ == "__main__":

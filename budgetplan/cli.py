@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--include", action="append", default=[], help="only layers matching this pattern")
     plan.add_argument("--exclude", action="append", default=[], help="never layers matching this pattern")
     plan.add_argument("--max-step-latency", type=_seconds, help="compute limit per step, e.g. 2s")
-    plan.add_argument("--importance", help="importance YAML file (default: the documented prior)")
+    plan.add_argument(
+        "--importance",
+        help="importance YAML file, or 'prior' (default: the table shipped for the model, else the prior)",
+    )
     plan.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
     plan.add_argument("--solver", choices=("auto", "highs", "cbc"), default="auto")
     solve.add_argument("--out", help="write the plan to this YAML file (atomically)")
@@ -101,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--budgets", required=True, help="LOW:HIGH:N (log-spaced) or a list, e.g. 64KB:1MB:8")
     _model_arguments(sweep)
     sweep.add_argument("--batch-size", type=int, default=1, help="samples per step (default 1)")
-    sweep.add_argument("--importance", help="importance YAML file (default: the documented prior)")
+    sweep.add_argument(
+        "--importance",
+        help="importance YAML file, or 'prior' (default: the table shipped for the model, else the prior)",
+    )
     sweep.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per budget (default 10)")
     sweep.add_argument("--plot", help="write a PNG of objective and trained fraction against budget")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

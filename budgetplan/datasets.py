@@ -3,6 +3,11 @@
 ``DigitsRGB`` is scikit-learn's 1,797 handwritten digits (8×8, 10 classes), upscaled to
 an RGB image of any size and normalised with the ImageNet statistics, so an
 ImageNet-pretrained network can be fine-tuned on it.
+
+``DigitsOnPhotos`` is the harder variant: each digit is blended into a random crop of one
+of scikit-image's bundled photographs the way MNIST-M is made from MNIST (Ganin &
+Lempitsky, ICML 2015): ``|photo - digit|`` per colour channel, so the digit is the photo
+inverted under its strokes and the background is cluttered, coloured and varied.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # scikit-image's natural RGB photos
+
+
 class DigitsRGB(Dataset[tuple[Tensor, Tensor]]):
     """Digits as ``3×size×size`` tensors; ``split`` is ``train`` (80%) or ``val`` (20%),
-    stratified and fixed by ``seed``."""
+    stratified and fixed by ``seed``; ``per_class`` keeps the first that many images of
+    each class (a few-shot training set)."""
 
-    def __init__(self, split: str = "train", size: int = 128, seed: int = 0) -> None:
+    def __init__(self, split: str = "train", size: int = 128, seed: int = 0, per_class: int | None = None) -> None:
         try:
             from sklearn.datasets import load_digits
         except ImportError as err:
@@ -36,7 +45,8 @@ class DigitsRGB(Dataset[tuple[Tensor, Tensor]]):
             members = (labels == label).nonzero().squeeze(1)
             members = members[torch.randperm(members.numel(), generator=generator)]
             cut = round(0.8 * members.numel())
-            keep.append(members[:cut] if split == "train" else members[cut:])
+            members = members[:cut] if split == "train" else members[cut:]
+            keep.append(members[:per_class])
         index = torch.cat(keep).sort().values
         self.images, self.labels, self.size = images[index], labels[index], size
         self._mean = torch.tensor(IMAGENET_MEAN).reshape(3, 1, 1)
@@ -45,6 +55,35 @@ class DigitsRGB(Dataset[tuple[Tensor, Tensor]]):
     def __len__(self) -> int:
         return self.labels.numel()
 
+    def digit(self, i: int) -> Tensor:
+        """Digit ``i`` upscaled to ``1×size×size``, ink 1, paper 0."""
+        return F.interpolate(self.images[i][None, None], size=self.size, mode="bilinear", align_corners=False)[0]
+
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        image = F.interpolate(self.images[i][None, None], size=self.size, mode="bilinear", align_corners=False)[0]
-        return (image.expand(3, -1, -1) - self._mean) / self._std, self.labels[i]
+        return (self.digit(i).expand(3, -1, -1) - self._mean) / self._std, self.labels[i]
+
+
+class DigitsOnPhotos(DigitsRGB):
+    """Digits blended into crops of natural photographs (MNIST-M's recipe). Crop position,
+    scale and photo are fixed per image by ``seed``; ``split`` as in ``DigitsRGB``."""
+
+    def __init__(self, split: str = "train", size: int = 128, seed: int = 0, per_class: int | None = None) -> None:
+        super().__init__(split, size, seed, per_class)
+        try:
+            from skimage import data
+        except ImportError as err:
+            raise ImportError("DigitsOnPhotos needs scikit-image: pip install scikit-image") from err
+        self.photos = [torch.tensor(getattr(data, name)()).permute(2, 0, 1).float() / 255.0 for name in PHOTOS]
+        self._crop_seed = seed * 1_000_003 + (0 if split == "train" else 1)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        generator = torch.Generator().manual_seed(self._crop_seed * 100_003 + i)
+        photo = self.photos[int(torch.randint(len(self.photos), (1,), generator=generator))]
+        height, width = photo.shape[1:]
+        side = int(torch.randint(64, min(height, width) + 1, (1,), generator=generator))
+        top = int(torch.randint(height - side + 1, (1,), generator=generator))
+        left = int(torch.randint(width - side + 1, (1,), generator=generator))
+        crop = photo[:, top : top + side, left : left + side]
+        background = F.interpolate(crop[None], size=self.size, mode="bilinear", align_corners=False)[0]
+        image = (background - self.digit(i)).abs()
+        return (image - self._mean) / self._std, self.labels[i]

@@ -90,10 +90,12 @@ def shipped_importance(costs: CostTable) -> Importance | None:
 
 
 def resolve_importance(importance: str | Path | Importance | None, costs: CostTable) -> Importance:
-    """The importance a plan uses: the one given (a file or an ``Importance``), else the
-    shipped table for this model, else the no-data prior."""
+    """The importance a plan uses: the one given (a file, an ``Importance``, or ``"prior"``
+    for the no-data prior), else the shipped table for this model, else the prior."""
     if isinstance(importance, Importance):
         return importance
+    if importance == "prior":
+        return prior_importance(costs)
     if importance is not None:
         return load_importance(importance, costs)
     return shipped_importance(costs) or prior_importance(costs)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
-from budgetplan.datasets import DigitsRGB
+from budgetplan.datasets import DigitsOnPhotos, DigitsRGB
 from budgetplan.models import build_model
 from budgetplan.pretrained import imagenet_mobilenet_v2
 
@@ -59,9 +59,12 @@ class ImageClassifier(pl.LightningModule):
         return torch.optim.SGD(trainable, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
 
-def quiet_trainer(epochs: int, callbacks: list[pl.Callback], limit: float | int = 1.0) -> pl.Trainer:
-    """A CPU trainer that prints results only: no logger, checkpoints or progress bar."""
-    return pl.Trainer(
+def quiet_trainer(
+    epochs: int, callbacks: list[pl.Callback], limit: float | int = 1.0, **options: object
+) -> pl.Trainer:
+    """A CPU trainer that prints results only: no logger, checkpoints or progress bar;
+    ``options`` are further ``pl.Trainer`` arguments."""
+    return pl.Trainer(  # type: ignore[arg-type]
         max_epochs=epochs,
         callbacks=callbacks,
         logger=False,
@@ -70,19 +73,34 @@ def quiet_trainer(epochs: int, callbacks: list[pl.Callback], limit: float | int 
         enable_progress_bar=False,
         limit_train_batches=limit,
         limit_val_batches=limit,
+        **options,
     )
 
 
-class DigitsData(pl.LightningDataModule):
-    """scikit-learn digits as RGB images (80% train, 20% validation)."""
+TASKS = {"digits": DigitsRGB, "digits-on-photos": DigitsOnPhotos}
 
-    def __init__(self, image_size: int = 128, batch_size: int = 32, seed: int = 0) -> None:
+
+class DigitsData(pl.LightningDataModule):
+    """scikit-learn digits as RGB images (80% train, 20% validation); ``task`` is
+    ``digits`` (plain) or ``digits-on-photos`` (blended into natural photographs)."""
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        batch_size: int = 32,
+        seed: int = 0,
+        task: str = "digits",
+        train_per_class: int | None = None,
+    ) -> None:
         super().__init__()
-        self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        self.image_size, self.batch_size, self.seed, self.task = image_size, batch_size, seed, task
+        self.train_per_class = train_per_class
 
     def setup(self, stage: str) -> None:
-        self.train_set = DigitsRGB("train", self.image_size, self.seed)
-        self.val_set = DigitsRGB("val", self.image_size, self.seed)
+        self.train_set = TASKS[self.task]("train", self.image_size, self.seed, self.train_per_class)
+        self.val_set = TASKS[self.task]("val", self.image_size, self.seed)
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
