@@ -65,7 +65,7 @@ def test_every_step_stays_within_the_budget(strategy):
 
 def test_full_trains_everything_without_a_budget():
     budget, steps = fit("full", epochs=1)
-    lean, lean_steps = fit("budgetplan", epochs=1)
+    _, lean_steps = fit("budgetplan", epochs=1)
     assert budget.plan is not None and budget.plan.status == "unconstrained"
     assert budget.plan.predicted.training_memory_bytes > CAP
     assert min(s for _, _, s in steps.rows) > 10 * max(s for _, _, s in lean_steps.rows)
@@ -73,7 +73,7 @@ def test_full_trains_everything_without_a_budget():
 
 
 def test_trady_trains_the_layers_holding_97_percent():
-    budget, steps = fit("trady")
+    _, steps = fit("trady")
     costs = layer_costs(TinyModule(), torch.zeros(1, 3, 8, 8))
     importance = prior_importance(costs)
     top = top_layers(importance)
