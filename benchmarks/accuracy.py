@@ -30,17 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
-from digits import DigitsData, ImageClassifier, quiet_trainer  # noqa: E402
+from digits import DigitsData, fit_strategy  # noqa: E402
 
-from budgetplan import BudgetPlanCallback  # noqa: E402
 from budgetplan.units import format_bytes, parse_bytes  # noqa: E402
 
-PROFILE = str(ROOT / "examples" / "stm32f746-disco-study.yaml")
 # label: (strategy, extra callback options); the last two are the objective study
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "budgetplan": ("budgetplan", {}),
@@ -57,43 +52,19 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 UNBUDGETED = ("classifier", "bias", "full")  # their choice does not change with these budgets
 
 
-class StepMemory(Callback):
-    """The largest saved-for-backward bytes per sample the budget callback measured."""
-
-    def __init__(self, budget: BudgetPlanCallback) -> None:
-        self.budget, self.largest = budget, 0.0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
-        self.largest = max(self.largest, self.budget.saved_bytes_per_sample or 0.0)
-
-
 def run(task: str, label: str, budget: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    epochs, limit = args.epochs, int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
     strategy, options = VARIANTS[label]
-    pl.seed_everything(seed, verbose=False)
-    model = ImageClassifier(pretrained=True, lr=0.005)
-    callback = BudgetPlanCallback(
-        device=PROFILE, training_memory=budget, seed=seed, strategy=strategy, epochs=epochs, **options
-    )
-    memory = StepMemory(callback)
-    # validated once, after the last epoch
-    trainer = quiet_trainer(
-        epochs, [callback, memory], limit, check_val_every_n_epoch=epochs, num_sanity_val_steps=0
-    )
+    limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
+    data = DigitsData(128, 32, seed, task, args.train_per_class)
     start = time.perf_counter()
-    trainer.fit(model, DigitsData(128, 32, seed, task, args.train_per_class))
-    assert callback.plan is not None
+    row = fit_strategy(data, 10, strategy, budget, seed, args.epochs, limit, **options)
     return {
         "task": task,
         "variant": label,
         "budget": budget,
         "seed": seed,
-        "epochs": epochs,
-        "accuracy": float(trainer.callback_metrics["val_acc"]),
-        "training_memory": callback.plan.predicted.training_memory_bytes,
-        "saved_per_sample": memory.largest,
-        "trained_layers": len(callback.plan.updated()),
-        "importance": callback.plan.importance_source,
+        "epochs": args.epochs,
+        **row,
         "seconds": time.perf_counter() - start,
         "train_per_class": args.train_per_class,
     }

@@ -12,6 +12,9 @@ inverted under its strokes and the background is cluttered, coloured and varied.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -87,3 +90,39 @@ class DigitsOnPhotos(DigitsRGB):
         background = F.interpolate(crop[None], size=self.size, mode="bilinear", align_corners=False)[0]
         image = (background - self.digit(i)).abs()
         return (image - self._mean) / self._std, self.labels[i]
+
+
+# what torchvision reads under --root, for the error message when it is not there
+LAYOUTS = {
+    "cifar10": "ROOT/cifar-10-batches-py/ with data_batch_1 .. data_batch_5, test_batch and batches.meta "
+    "(the python version of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked)",
+    "cifar100": "ROOT/cifar-100-python/ with train, test and meta "
+    "(https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked)",
+    "imagefolder": "ROOT/train/<class name>/<image files> and ROOT/val/<class name>/<image files>, "
+    "the same class folders in both",
+}
+
+
+def image_dataset(name: str, root: str, train: bool, size: int = 128, download: bool = False) -> Dataset[Any]:
+    """CIFAR-10, CIFAR-100 or any ``ImageFolder`` tree from a local directory, resized to
+    ``size×size`` and normalised with the ImageNet statistics.
+
+    Nothing is downloaded unless ``download=True``; missing data raise ``FileNotFoundError``
+    naming the layout expected under ``root``.
+    """
+    from torchvision import datasets, transforms
+
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(LAYOUTS)}")
+    transform = transforms.Compose(
+        [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    missing = FileNotFoundError(f"{name} not found under {root}: expected {LAYOUTS[name].replace('ROOT', root)}")
+    try:
+        if name == "imagefolder":
+            return datasets.ImageFolder(str(Path(root) / ("train" if train else "val")), transform=transform)
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        return cls(root, train=train, transform=transform, download=download)
+    except (FileNotFoundError, RuntimeError) as err:
+        # torchvision says "Dataset not found or corrupted" or "Couldn't find any class folder"
+        raise missing from err

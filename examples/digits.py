@@ -1,9 +1,14 @@
-"""A LightningModule and a DataModule for fine-tuning image classifiers on digits.
+"""A LightningModule and a DataModule for fine-tuning image classifiers on digits, and
+one fit under a named strategy.
 
-Shared by ``finetune_digits.py`` and the LightningCLI recipe ``cli.py``.
+Shared by ``finetune_digits.py``, ``compare_strategies.py``, the LightningCLI recipe
+``cli.py`` and ``benchmarks/accuracy.py``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -11,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
+from budgetplan import BudgetPlanCallback
 from budgetplan.datasets import DigitsOnPhotos, DigitsRGB
 from budgetplan.models import build_model
 from budgetplan.pretrained import imagenet_mobilenet_v2
@@ -59,9 +65,7 @@ class ImageClassifier(pl.LightningModule):
         return torch.optim.SGD(trainable, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
 
-def quiet_trainer(
-    epochs: int, callbacks: list[pl.Callback], limit: float | int = 1.0, **options: object
-) -> pl.Trainer:
+def quiet_trainer(epochs: int, callbacks: list[pl.Callback], limit: float | int = 1.0, **options: object) -> pl.Trainer:
     """A CPU trainer that prints results only: no logger, checkpoints or progress bar;
     ``options`` are further ``pl.Trainer`` arguments."""
     return pl.Trainer(  # type: ignore[arg-type]
@@ -108,3 +112,46 @@ class DigitsData(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=128)
+
+
+STUDY_PROFILE = str(Path(__file__).resolve().parent / "stm32f746-disco-study.yaml")
+
+
+class _LargestSaved(pl.Callback):
+    """The largest saved-for-backward bytes per sample the budget callback measured."""
+
+    def __init__(self, budget: BudgetPlanCallback) -> None:
+        self.budget, self.largest = budget, 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+        self.largest = max(self.largest, self.budget.saved_bytes_per_sample or 0.0)
+
+
+def fit_strategy(
+    data: pl.LightningDataModule,
+    num_classes: int,
+    strategy: str,
+    training_memory: str,
+    seed: int,
+    epochs: int,
+    limit: float | int = 1.0,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fine-tune ImageNet MobileNetV2 on ``data`` with one strategy held to ``training_memory``
+    (the published accounting, on the STM32F746 study profile); validate after the last epoch."""
+    pl.seed_everything(seed, verbose=False)
+    model = ImageClassifier(pretrained=True, num_classes=num_classes, lr=0.005)
+    budget = BudgetPlanCallback(
+        device=STUDY_PROFILE, training_memory=training_memory, seed=seed, strategy=strategy, epochs=epochs, **options
+    )
+    largest = _LargestSaved(budget)
+    trainer = quiet_trainer(epochs, [budget, largest], limit, check_val_every_n_epoch=epochs, num_sanity_val_steps=0)
+    trainer.fit(model, data)
+    assert budget.plan is not None
+    return {
+        "accuracy": float(trainer.callback_metrics["val_acc"]),
+        "training_memory": budget.plan.predicted.training_memory_bytes,
+        "saved_per_sample": largest.largest,
+        "trained_layers": len(budget.plan.updated()),
+        "importance": budget.plan.importance_source,
+    }

@@ -50,3 +50,40 @@ def test_finetune_digits_example():
     assert "cap 256.0 KB" in out
     assert "validation accuracy after 1 epochs" in out
     assert "for dense fine-tuning" in out
+
+
+def _image_folder(root, classes=("cat", "dog"), per_split=(4, 2)):
+    """A tiny ImageFolder tree of random RGB PNGs: root/train/<class>/ and root/val/<class>/."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in zip(("train", "val"), per_split, strict=True):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_compare_strategies_on_an_image_folder(tmp_path):
+    _image_folder(tmp_path)
+    out = _run(
+        "examples/compare_strategies.py", "--data", "imagefolder", "--root", str(tmp_path), "--epochs", "1",
+        "--size", "32", "--batch-size", "4", "--strategies", "budgetplan,trady,classifier",
+    )  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "%" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| budgetplan", "| trady", "| classifier"]
+    for row in rows:
+        accuracy = float(row.split(" | ")[1].split("%")[0].split(" ± ")[0])
+        assert 0.0 <= accuracy <= 100.0
+
+
+def test_compare_strategies_names_the_missing_layout(tmp_path):
+    for data, expected in (("cifar10", "cifar-10-batches-py/"), ("imagefolder", "train/<class name>/")):
+        result = subprocess.run(
+            [sys.executable, "examples/compare_strategies.py", "--data", data, "--root", str(tmp_path)],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert f"{data} not found under {tmp_path}: expected {tmp_path}/{expected}" in result.stderr
