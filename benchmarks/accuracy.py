@@ -165,8 +165,7 @@ def main() -> None:
                     with results.open("a") as out:
                         out.write(json.dumps(row) + "\n")
                     print(
-                        f"{task} {label} {budget} seed {seed}: {100 * row['accuracy']:.2f}% "
-                        f"in {row['seconds']:.0f} s",
+                        f"{task} {label} {budget} seed {seed}: {100 * row['accuracy']:.2f}% in {row['seconds']:.0f} s",
                         file=sys.stderr,
                         flush=True,
                     )

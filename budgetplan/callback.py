@@ -302,9 +302,14 @@ class BudgetPlanCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._keep_norms_frozen()
-        if self._lean is not None and self.resample == "step" and self._drawn_at != (
-            trainer.current_epoch,
-            trainer.global_step,
+        if (
+            self._lean is not None
+            and self.resample == "step"
+            and self._drawn_at
+            != (
+                trainer.current_epoch,
+                trainer.global_step,
+            )
         ):
             self._draw(trainer.current_epoch, trainer.global_step)
         assert self._meter is not None
@@ -443,9 +448,7 @@ class BudgetPlanCallback(Callback):
         if not self._layers:
             return 0.0
         total = sum(t.weight.numel() for t in self._layers.values())
-        trained = sum(
-            len(self.selection.get(n, ())) * t.weight.numel() // t.total for n, t in self._layers.items()
-        )
+        trained = sum(len(self.selection.get(n, ())) * t.weight.numel() // t.total for n, t in self._layers.items())
         return trained / total
 
     def coverage(self) -> float:
