@@ -135,12 +135,15 @@ def test_gradient_sampler_favours_large_gradients():
     assert all(v.numel() == PARTIAL[k] for k, v in budget.selection.items() if k in PARTIAL)
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "gradient"])
+@pytest.mark.parametrize("sampler", ["uniform", "gradient", "trady", "dynamic-gradient"])
 def test_resume_equals_an_uninterrupted_fit(tmp_path, sampler):
     def run(epochs, ckpt=None, save=None):
         pl.seed_everything(0)
         module = TinyModule("adam", dropout=0.0)  # checkpoints do not carry dropout's random state
-        budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), sampler=sampler, seed=4)
+        if sampler in ("trady", "dynamic-gradient"):  # strategies that draw per epoch or per step
+            budget = BudgetPlanCallback(strategy=sampler, training_memory="4KB", batch_size=8, seed=4)
+        else:
+            budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), sampler=sampler, seed=4)
         t = trainer(epochs, [budget])
         t.fit(module, data(), ckpt_path=ckpt)
         if save:
