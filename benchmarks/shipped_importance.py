@@ -60,8 +60,12 @@ def main() -> None:
     measured.save(args.out, channels=False)
     top = measured.top_layers()
     seconds = time.perf_counter() - start
-    print(f"{steps} steps in {seconds:.0f} s; {len(top)} of {len(measured.ranking())} layers hold 97%")
-    print(f"wrote {args.out}")
+    print(f"{steps} steps in {seconds:.0f} s; {len(top)} of {len(measured.ranking())} layers hold 97%\n")
+    print("| rank | layer | share | cumulative |")
+    print("| --- | --- | --- | --- |")
+    for rank, (name, share, cumulative) in enumerate(measured.ranking()[: len(top)], start=1):
+        print(f"| {rank} | {name} | {100 * share:.2f}% | {100 * cumulative:.2f}% |")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

