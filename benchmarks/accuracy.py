@@ -15,9 +15,10 @@ Two planner variants make the objective study: the ``linear`` utility instead of
 coverage, and the no-data prior instead of the shipped measured importance.
 
 Each finished run is appended to ``--results`` (JSON lines) and skipped when the script is
-run again, so an interrupted benchmark resumes. The table (mean ± std over seeds,
-predicted training memory, the largest measured saved-for-backward bytes per sample of
-any step) is printed from that file, and ``--plot`` draws accuracy against memory.
+run again, so an interrupted benchmark resumes; ``--report`` trains nothing. The table
+(mean ± std over seeds, predicted training memory, the largest measured
+saved-for-backward bytes per sample of any step) is printed from that file, and
+``--plot`` draws accuracy against memory.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--limit-batches", type=float, default=1.0)
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "accuracy.jsonl"))
     parser.add_argument("--plot", help="write accuracy against memory to this PNG")
+    parser.add_argument("--report", action="store_true", help="print the table from --results, train nothing")
     args = parser.parse_args()
     budgets = args.budgets.split(",")
     for budget in budgets:
@@ -158,7 +160,7 @@ def main() -> None:
         for task in args.tasks.split(","):
             for label in variants:
                 for budget in budgets if label not in UNBUDGETED else budgets[:1]:
-                    if (task, label, budget, seed, args.epochs, args.train_per_class) in done:
+                    if args.report or (task, label, budget, seed, args.epochs, args.train_per_class) in done:
                         continue
                     row = run(task, label, budget, seed, args)
                     rows.append(row)
