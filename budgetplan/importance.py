@@ -73,10 +73,10 @@ def load_importance(path: str | Path, costs: CostTable) -> Importance:
     """Read an importance file and check that it names exactly the model's layers."""
     path = Path(path)
     data = read_yaml(path, "importance file")
-    problem = _mismatch(data, costs, str(path))
-    if problem:
-        raise BudgetPlanError(f"{path}: does not match model {costs.model}: {problem}")
-    return _from_mapping(data, costs, f"file: {path}")
+    read = _read(data, costs, str(path), f"file: {path}")
+    if isinstance(read, str):
+        raise BudgetPlanError(f"{path}: does not match model {costs.model}: {read}")
+    return read
 
 
 def shipped_importance(costs: CostTable) -> Importance | None:
@@ -84,8 +84,9 @@ def shipped_importance(costs: CostTable) -> Importance | None:
     (names and input channels; the classifier's class count may differ), else None."""
     for path in sorted(TABLES.glob("*.yaml")):
         data = read_yaml(path, "shipped importance table")
-        if not _mismatch(data, costs, str(path)):
-            return _from_mapping(data, costs, f"shipped table: {path.stem}")
+        read = _read(data, costs, str(path), f"shipped table: {path.stem}")
+        if isinstance(read, Importance):
+            return read
     return None
 
 
@@ -101,18 +102,27 @@ def resolve_importance(importance: str | Path | Importance | None, costs: CostTa
     return shipped_importance(costs) or prior_importance(costs)
 
 
+def ranking(importance: Importance) -> list[tuple[str, float, float]]:
+    """Layers by share of the total (weight and bias), most important first, with the
+    cumulative share."""
+    shares = {n: w + importance.bias.get(n, 0.0) for n, w in importance.weight.items()}
+    cumulative = 0.0
+    rows = []
+    for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        cumulative += share
+        rows.append((name, share, cumulative))
+    return rows
+
+
 def top_layers(importance: Importance, share: float = TOP_SHARE) -> list[str]:
     """The fewest most important layers that hold ``share`` of the total (TraDy's top-K).
 
     >>> top_layers(Importance("demo", {"a": 0.6, "b": 0.38, "c": 0.02}))
     ['a', 'b']
     """
-    shares = {n: w + importance.bias.get(n, 0.0) for n, w in importance.weight.items()}
-    chosen: list[str] = []
-    cumulative = 0.0
-    for name, value in sorted(shares.items(), key=lambda kv: -kv[1]):
+    chosen = []
+    for name, _, cumulative in ranking(importance):
         chosen.append(name)
-        cumulative += value
         if cumulative >= share - 1e-12:
             break
     return chosen
@@ -146,9 +156,10 @@ def _prefix(names: set[str], measured: list[str]) -> str | None:
     return None
 
 
-def _mismatch(data: Any, costs: CostTable, where: str) -> str:
-    """Why the scores in ``data`` do not fit ``costs`` ("" when they do)."""
-    weight, _ = _scores(data, where)
+def _read(data: Any, costs: CostTable, where: str, label: str) -> Importance | str:
+    """The scores in ``data`` (read from ``where``) as ``costs``' importance, named
+    ``label``, or why they do not fit it."""
+    weight, bias = _scores(data, where)
     names = {layer.name for layer in costs.layers}
     prefix = _prefix(names, list(weight))
     if prefix is None:
@@ -164,15 +175,8 @@ def _mismatch(data: Any, costs: CostTable, where: str) -> str:
     wrong = [n for n, c in channels.items() if costs.layer(prefix + n).in_channels != c]
     if wrong:
         return f"input channels differ at {', '.join(wrong[:5])} (measured on another width or architecture)"
-    return ""
-
-
-def _from_mapping(data: dict[str, Any], costs: CostTable, where: str) -> Importance:
-    weight, bias = _scores(data, where)
-    prefix = _prefix({layer.name for layer in costs.layers}, list(weight)) or ""
-    source = data.get("source", "measured")
     return Importance(
-        f"{where} ({source})",
+        f"{label} ({data.get('source', 'measured')})",
         {prefix + k: v for k, v in weight.items()},
         {prefix + k: v for k, v in bias.items()},
     ).normalised()

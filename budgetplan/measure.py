@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from budgetplan.costs import CostTable, layer_costs
 from budgetplan.files import write_atomic
-from budgetplan.importance import TOP_SHARE, Importance, top_layers
+from budgetplan.importance import TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.sparse.channels import channel_norms
 
 
@@ -71,13 +71,7 @@ class MeasuredImportance:
 
     def ranking(self) -> list[tuple[str, float, float]]:
         """Layers by share of the total, most important first, with cumulative share."""
-        shares = {n: w + self.importance.bias.get(n, 0.0) for n, w in self.importance.weight.items()}
-        cumulative = 0.0
-        rows = []
-        for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
-            cumulative += share
-            rows.append((name, share, cumulative))
-        return rows
+        return ranking(self.importance)
 
     def top_layers(self, share: float = TOP_SHARE) -> list[str]:
         """The fewest most important layers that hold ``share`` of the total."""
