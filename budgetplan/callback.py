@@ -29,7 +29,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from budgetplan.costs import CostTable, LayerCost, layer_costs
+from budgetplan.costs import CostTable, layer_costs
 from budgetplan.devices import DeviceProfile, load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
 from budgetplan.importance import Importance, resolve_importance, top_layers
@@ -49,7 +49,7 @@ from budgetplan.sparse.channels import channel_norms, weight_mask
 from budgetplan.sparse.exact import SelectionGuard
 from budgetplan.sparse.lean import LeanAutograd
 from budgetplan.sparse.meter import SavedTensorMeter
-from budgetplan.strategies import get_strategy, planner_overrides, trady_draw
+from budgetplan.strategies import get_strategy, planner_overrides, required_layers, trady_draw
 
 RESAMPLE = ("epoch", "step", "never")
 _ERRORS: dict[str, type[BudgetPlanError]] = {
@@ -60,23 +60,23 @@ _PLANNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 @dataclass(frozen=True)
 class _Trained:
-    """A layer whose weight trains some of its ``total`` input channels."""
+    """A layer whose weight trains ``count`` (the plan's; TraDy's vary) of its ``total``
+    input channels."""
 
     weight: nn.Parameter
     total: int
     groups: int
+    count: int
 
 
 @dataclass(frozen=True)
-class _TradyState:
-    """What TraDy draws from each epoch: the costs, limits, importance and its layers."""
+class _Problem:
+    """What a plan is made from: the traced costs, the device, importance and limits."""
 
     costs: CostTable
     device: DeviceProfile
     importance: Importance
     options: PlannerOptions
-    required: tuple[str, ...]
-    layers: dict[str, LayerCost]
 
 
 class BudgetPlanCallback(Callback):
@@ -167,8 +167,7 @@ class BudgetPlanCallback(Callback):
         self._seen: dict[str, Tensor] = {}
         self._scores: dict[str, Tensor] = {}
         self._restored: dict[str, Any] | None = None
-        self._trady: _TradyState | None = None
-        self._prefix = ""  # where the plan's layers sit in the LightningModule, e.g. "net."
+        self._trady: _Problem | None = None  # what TraDy draws from each epoch
         self.saved_bytes_per_sample: float | None = None
 
     # --- setup: plan, check, freeze -------------------------------------------------
@@ -178,68 +177,49 @@ class BudgetPlanCallback(Callback):
             return
         self._meter = SavedTensorMeter(pl_module)
         if self.strategy.name == "full":
-            self.plan = self._dense_plan(trainer, pl_module)
+            self.plan = _dense_plan(self._problem(trainer, pl_module))
             return  # stock training: nothing frozen, BatchNorm statistics train too
         if self.strategy.name == "trady":
-            self._trady = self._trady_setup(trainer, pl_module)
+            # every rank computes the same: tracing and the draws are deterministic
+            self._trady = problem = self._problem(trainer, pl_module)
             plan, prefix = None, ""
-            trained = {name: costs_layer.in_channels for name, costs_layer in self._trady.layers.items()}
-            biases = [self._trady.costs.layer(n).bias_param for n in self._trady.required]
+            required = required_layers(problem.costs, problem.options)
+            layers = [problem.costs.layer(n) for n in dict.fromkeys([*required, *top_layers(problem.importance)])]
+            trained = {layer.name: (layer.in_channels, 0) for layer in layers}
+            biases = [problem.costs.layer(n).bias_param for n in required]
         else:
             plan = self._resolve_plan(trainer, pl_module)
             prefix = _locate(plan, pl_module)
-            trained = {layer.name: layer.total_channels for layer in plan.layers if layer.channels}
+            trained = {layer.name: (layer.total_channels, layer.channels) for layer in plan.layers if layer.channels}
             biases = [layer.bias_param for layer in plan.layers if layer.bias]
         modules = dict(pl_module.named_modules())
         params = dict(pl_module.named_parameters())
         for param in pl_module.parameters():
             param.requires_grad_(False)
         self._layers = {}
-        for name, total in trained.items():
+        for name, (total, count) in trained.items():
             module = modules[prefix + name]
             weight = cast(nn.Parameter, module.weight)
             weight.requires_grad_(True)
-            self._layers[prefix + name] = _Trained(weight, total, int(getattr(module, "groups", 1)))
+            self._layers[prefix + name] = _Trained(weight, total, int(getattr(module, "groups", 1)), count)
         for bias in biases:
             if bias:
                 params[prefix + bias].requires_grad_(True)
         self._norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._keep_norms_frozen()
-        self.plan, self._prefix = plan, prefix
+        self.plan = plan
         self._lean = LeanAutograd(pl_module, self.selection)
         if self._restored is not None:
             self._apply_restored()
 
-    def _costs(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[CostTable, DeviceProfile]:
+    def _problem(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> _Problem:
         device = load_device(self.device or "cortex-m7")
         costs = layer_costs(pl_module, self._example(trainer, pl_module), device, model_name=type(pl_module).__name__)
         check_flash(costs, device)
-        return costs, device
-
-    def _planner_options(self, costs: CostTable) -> PlannerOptions:
         options = {**self.solve_options, **planner_overrides(self.strategy.name, costs)}
         if self.budget is not None:
             options["budget"] = self.budget
-        return planner_options(**options)
-
-    def _trady_setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> _TradyState:
-        # every rank computes the same: tracing and the draws are deterministic
-        costs, device = self._costs(trainer, pl_module)
-        importance = resolve_importance(self.importance, costs)
-        options = self._planner_options(costs)
-        required = options.require if options.require is not None else (costs.layers[-1].name,)
-        names = [*required, *top_layers(importance)]
-        return _TradyState(costs, device, importance, options, tuple(required), {n: costs.layer(n) for n in names})
-
-    def _dense_plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Plan:
-        costs, device = self._costs(trainer, pl_module)
-        options = self._planner_options(costs)
-        choices = {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers}
-        importance = resolve_importance(self.importance, costs)
-        value = objective(costs, importance, options, choices)
-        return plan_from_choices(
-            costs, device, importance, options, Solution(choices, "unconstrained", value, "none", 0.0)
-        )
+        return _Problem(costs, device, resolve_importance(self.importance, costs), planner_options(**options))
 
     def _resolve_plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Plan:
         if isinstance(self._plan_source, Plan):
@@ -250,9 +230,8 @@ class BudgetPlanCallback(Callback):
         failure: BudgetPlanError | None = None
         if trainer.is_global_zero:
             try:
-                costs, device = self._costs(trainer, pl_module)
-                importance = resolve_importance(self.importance, costs)
-                plan = plan_from_costs(costs, device, importance, self._planner_options(costs))
+                problem = self._problem(trainer, pl_module)
+                plan = plan_from_costs(problem.costs, problem.device, problem.importance, problem.options)
                 data = plan.to_dict()
             except BudgetPlanError as err:  # every rank must hear of it, or the others wait forever
                 failure, data = err, {"error": str(err), "kind": type(err).__name__}
@@ -279,8 +258,6 @@ class BudgetPlanCallback(Callback):
         return tensor[:1]
 
     def _keep_norms_frozen(self) -> None:
-        if self.strategy.name == "full":
-            return
         # the planner never trains BatchNorm statistics: they stay in eval mode all fit long
         for norm in self._norms:
             norm.eval()
@@ -288,13 +265,10 @@ class BudgetPlanCallback(Callback):
     # --- fit ---------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._lean is not None:
-            self._guard.attach(list(trainer.optimizers))
+        self._guard.attach(list(trainer.optimizers))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._keep_norms_frozen()
-        if self._lean is None:
-            return
         if self.resample == "epoch" or self._drawn_at is None:
             self._draw(trainer.current_epoch, 0)
 
@@ -302,15 +276,7 @@ class BudgetPlanCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._keep_norms_frozen()
-        if (
-            self._lean is not None
-            and self.resample == "step"
-            and self._drawn_at
-            != (
-                trainer.current_epoch,
-                trainer.global_step,
-            )
-        ):
+        if self.resample == "step" and self._drawn_at != (trainer.current_epoch, trainer.global_step):
             self._draw(trainer.current_epoch, trainer.global_step)
         assert self._meter is not None
         self._meter.__enter__()
@@ -381,8 +347,6 @@ class BudgetPlanCallback(Callback):
 
     def _draw(self, epoch: int, step: int) -> None:
         drawn = self._trady_draw(epoch, step) if self._trady is not None else {}
-        assert self.plan is not None
-        counts = {self._prefix + layer.name: layer.channels for layer in self.plan.layers}
         for position, (name, trained) in enumerate(self._layers.items()):
             total = trained.total
             if name not in self._seen:
@@ -396,7 +360,7 @@ class BudgetPlanCallback(Callback):
                 idx = draw_channels(
                     self.sampler,
                     total,
-                    counts[name],
+                    trained.count,
                     draw_seed(self.seed, epoch, step, position),
                     self._channel_scores(name, trained),
                 )
@@ -431,14 +395,13 @@ class BudgetPlanCallback(Callback):
             self._guard.set_mask(weight, weight_mask(weight.shape, idx.to(weight.device), trained.groups))
 
     def _trady_draw(self, epoch: int, step: int) -> dict[str, list[int]]:
-        state = self._trady
-        assert state is not None
-        choices, drawn = trady_draw(
-            state.costs, state.device, state.importance, state.options, draw_seed(self.seed, epoch, step, -1)
-        )
-        value = objective(state.costs, state.importance, state.options, choices)
-        solution = Solution(choices, "drawn", value, "trady", 0.0, state.required)
-        self.plan = plan_from_choices(state.costs, state.device, state.importance, state.options, solution)
+        problem = self._trady
+        assert problem is not None
+        costs, device, importance, options = problem.costs, problem.device, problem.importance, problem.options
+        choices, drawn = trady_draw(costs, device, importance, options, draw_seed(self.seed, epoch, step, -1))
+        required = required_layers(costs, options)
+        solution = Solution(choices, "drawn", objective(costs, importance, options, choices), "trady", 0.0, required)
+        self.plan = plan_from_choices(costs, device, importance, options, solution)
         return drawn
 
     def trained_fraction(self) -> float:
@@ -500,6 +463,15 @@ class BudgetPlanCallback(Callback):
             self._scores[name] = torch.tensor(state["scores"][name])
             if idx.numel() < trained.total:
                 self._guard.set_mask(weight, weight_mask(weight.shape, idx, trained.groups), reset=False)
+
+
+def _dense_plan(problem: _Problem) -> Plan:
+    """Every channel and bias of every layer: the reference the ``full`` strategy reports."""
+    costs = problem.costs
+    choices = {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers}
+    value = objective(costs, problem.importance, problem.options, choices)
+    solution = Solution(choices, "unconstrained", value, "none", 0.0)
+    return plan_from_choices(costs, problem.device, problem.importance, problem.options, solution)
 
 
 def _locate(plan: Plan, pl_module: nn.Module) -> str:

@@ -95,6 +95,11 @@ def planner_overrides(name: str, costs: CostTable) -> dict[str, object]:
     return {}
 
 
+def required_layers(costs: CostTable, options: PlannerOptions) -> tuple[str, ...]:
+    """The layers TraDy trains in full: ``options.require``, by default the classifier."""
+    return options.require if options.require is not None else (costs.layers[-1].name,)
+
+
 def trady_draw(
     costs: CostTable,
     device: DeviceProfile,
@@ -122,7 +127,7 @@ def trady_draw(
     >>> choices["3"], choices["0"].channels, drawn["0"]
     (Choice(channels=288, bias=True), 11, [1, 2, 3, 5, 7, 8, 9, 10, 11, 13, 14])
     """
-    required = options.require if options.require is not None else (costs.layers[-1].name,)
+    required = required_layers(costs, options)
     base = {name: Choice(costs.layer(name).in_channels, costs.layer(name).bias_elements > 0) for name in required}
     if not fits(costs, device, options, base):
         raise InfeasibleError(
