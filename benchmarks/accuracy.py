@@ -84,9 +84,11 @@ def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     for task in dict.fromkeys(r["task"] for r in rows):
         for label in VARIANTS:
             for budget in budgets if label not in UNBUDGETED else ["-"]:
-                runs = [r for r in rows if r["task"] == task and r["variant"] == label and r["budget"] in (budget,)]
-                if label in UNBUDGETED:
-                    runs = [r for r in rows if r["task"] == task and r["variant"] == label]
+                runs = [
+                    r
+                    for r in rows
+                    if r["task"] == task and r["variant"] == label and (label in UNBUDGETED or r["budget"] == budget)
+                ]
                 if not runs:
                     continue
                 acc = [100 * r["accuracy"] for r in runs]
