@@ -19,22 +19,20 @@ import sys
 import lightning.pytorch as pl
 import torch
 from digits import fit_strategy
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from budgetplan.datasets import image_dataset
-from budgetplan.strategies import STRATEGIES
+from budgetplan.errors import BudgetPlanError
+from budgetplan.strategies import get_strategy
 from budgetplan.units import format_bytes
 
 
 class FolderData(pl.LightningDataModule):
-    """Train and validation splits of a local data set (``budgetplan.datasets.image_dataset``)."""
+    """Train and validation splits (``budgetplan.datasets.image_dataset``), shuffled by ``seed``."""
 
-    def __init__(self, name: str, root: str, size: int, batch_size: int, seed: int, download: bool) -> None:
+    def __init__(self, train_set: Dataset, val_set: Dataset, batch_size: int, seed: int) -> None:
         super().__init__()
-        self.train_set = image_dataset(name, root, True, size, download)
-        self.val_set = image_dataset(name, root, False, size, download)
-        self.batch_size, self.seed = batch_size, seed
-        self.num_classes = len(self.train_set.classes)  # type: ignore[attr-defined]
+        self.train_set, self.val_set, self.batch_size, self.seed = train_set, val_set, batch_size, seed
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -44,7 +42,7 @@ class FolderData(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=128)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("cifar10", "cifar100", "imagefolder"), required=True)
     parser.add_argument("--root", required=True, help="directory holding the data set")
@@ -57,31 +55,27 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args(argv)
     strategies = args.strategies.split(",")
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        parser.error(f"unknown strategy {unknown[0]!r}; choose from {', '.join(STRATEGIES)}")
     try:
-        data = [
-            FolderData(args.data, args.root, args.size, args.batch_size, int(s), args.download)
-            for s in args.seeds.split(",")
-        ]
-    except FileNotFoundError as err:
+        for strategy in strategies:
+            get_strategy(strategy)  # a typo fails before any data are read
+        train_set = image_dataset(args.data, args.root, True, args.size, args.download)
+        val_set = image_dataset(args.data, args.root, False, args.size, args.download)
+    except (BudgetPlanError, FileNotFoundError) as err:
         parser.exit(2, f"compare_strategies.py: {err}\n")
-    rows: list[dict[str, object]] = []
+    classes = len(train_set.classes)  # type: ignore[attr-defined]
+    data = [FolderData(train_set, val_set, args.batch_size, int(seed)) for seed in args.seeds.split(",")]
     print("| strategy | val accuracy | training memory (predicted) | saved for backward / sample | seeds |")
     print("| --- | --- | --- | --- | --- |")
     for strategy in strategies:
-        runs = [fit_strategy(d, d.num_classes, strategy, args.budget, d.seed, args.epochs) for d in data]
-        accuracy = [100 * float(r["accuracy"]) for r in runs]
+        runs = [fit_strategy(d, classes, strategy, args.budget, d.seed, args.epochs) for d in data]
+        accuracy = [100 * r["accuracy"] for r in runs]
         spread = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
-        row = {"strategy": strategy, "accuracy": statistics.mean(accuracy), "std": spread, **runs[0]}
-        rows.append(row)
         print(
-            f"| {strategy} | {row['accuracy']:.2f} ± {spread:.2f}% | {format_bytes(float(runs[0]['training_memory']))} "
-            f"| {format_bytes(max(float(r['saved_per_sample']) for r in runs))} | {len(runs)} |",
+            f"| {strategy} | {statistics.mean(accuracy):.2f} ± {spread:.2f}% "
+            f"| {format_bytes(runs[0]['training_memory'])} "
+            f"| {format_bytes(max(r['saved_per_sample'] for r in runs))} | {len(runs)} |",
             flush=True,
         )
-    return rows
 
 
 if __name__ == "__main__":
