@@ -58,7 +58,8 @@ def run(task: str, label: str, budget: str, seed: int, args: argparse.Namespace)
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
     data = DigitsData(128, 32, seed, task, args.train_per_class)
     start = time.perf_counter()
-    row = fit_strategy(data, 10, strategy, budget, seed, args.epochs, limit, **options)
+    fold = not args.frozen_norms
+    row = fit_strategy(data, 10, strategy, budget, seed, args.epochs, limit, args.lr, fold, **options)
     return {
         "task": task,
         "variant": label,
@@ -68,11 +69,17 @@ def run(task: str, label: str, budget: str, seed: int, args: argparse.Namespace)
         **row,
         "seconds": time.perf_counter() - start,
         "train_per_class": args.train_per_class,
+        "lr": args.lr,
+        "norms": "frozen" if args.frozen_norms else "folded",
     }
 
 
 def key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return row["task"], row["variant"], row["budget"], row["seed"], row["epochs"], row["train_per_class"]
+    return (
+        *(row[k] for k in ("task", "variant", "budget", "seed", "epochs", "train_per_class")),
+        row.get("lr", 0.005),
+        row.get("norms", "frozen"),
+    )
 
 
 def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
@@ -141,6 +148,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--train-per-class", type=int, default=32, help="training images per class (few-shot)")
+    parser.add_argument("--lr", type=float, default=0.005, help="SGD learning rate (momentum 0.9) for every run")
+    parser.add_argument(
+        "--frozen-norms",
+        action="store_true",
+        help="train through frozen BatchNorm instead of folding it into the convolutions",
+    )
     parser.add_argument("--limit-batches", type=float, default=1.0)
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "accuracy.jsonl"))
     parser.add_argument("--plot", help="write accuracy against memory to this PNG")
@@ -157,12 +170,14 @@ def main() -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     done = {key(r) for r in rows}
+    norms = "frozen" if args.frozen_norms else "folded"
     # one seed of everything first, so a partial run already covers every cell
     for seed in (int(s) for s in args.seeds.split(",")):
         for task in args.tasks.split(","):
             for label in variants:
                 for budget in budgets if label not in UNBUDGETED else budgets[:1]:
-                    if args.report or (task, label, budget, seed, args.epochs, args.train_per_class) in done:
+                    wanted = (task, label, budget, seed, args.epochs, args.train_per_class, args.lr, norms)
+                    if args.report or wanted in done:
                         continue
                     row = run(task, label, budget, seed, args)
                     rows.append(row)
@@ -174,13 +189,11 @@ def main() -> None:
                         flush=True,
                     )
     wanted = [
-        r
-        for r in rows
-        if r["epochs"] == args.epochs and r["train_per_class"] == args.train_per_class and r["task"] in args.tasks
+        r for r in rows if key(r)[4:] == (args.epochs, args.train_per_class, args.lr, norms) and r["task"] in args.tasks
     ]
     print(
         f"ImageNet MobileNetV2, 128x128, {args.train_per_class} training images per class, "
-        f"{args.epochs} epochs, SGD lr 0.005, batch 32\n"
+        f"{args.epochs} epochs, SGD lr {args.lr}, batch 32, BatchNorm {norms}\n"
     )
     print(table(wanted, budgets))
     if args.plot:

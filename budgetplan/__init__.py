@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from budgetplan.measure import measure_importance
     from budgetplan.plan import Plan
     from budgetplan.planner import PlannerOptions, solve
+    from budgetplan.sparse.fold import fold_batchnorm
     from budgetplan.sparse.meter import SavedTensorMeter
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "BudgetPlanCallback": "budgetplan.callback",
     "SavedTensorMeter": "budgetplan.sparse.meter",
+    "fold_batchnorm": "budgetplan.sparse.fold",
     "CostTable": "budgetplan.costs",
     "LayerCost": "budgetplan.costs",
     "layer_costs": "budgetplan.costs",
@@ -49,6 +51,7 @@ __all__ = [
     "PlannerOptions",
     "ProfileError",
     "SavedTensorMeter",
+    "fold_batchnorm",
     "layer_costs",
     "load_device",
     "measure_importance",

@@ -27,6 +27,7 @@ from typing import Any, cast
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from budgetplan.costs import CostTable, layer_costs
@@ -56,6 +57,7 @@ _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
 }
 _PLANNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+NORM_GAIN_WARNING = 10.0  # (gamma / sigma)^2 beyond which steps are out of scale
 
 
 @dataclass(frozen=True)
@@ -187,11 +189,13 @@ class BudgetPlanCallback(Callback):
             layers = [problem.costs.layer(n) for n in dict.fromkeys([*required, *top_layers(problem.importance)])]
             trained = {layer.name: (layer.in_channels, 0) for layer in layers}
             biases = [problem.costs.layer(n).bias_param for n in required]
+            bias_of = {layer.name: layer.bias_param for layer in layers}
         else:
             plan = self._resolve_plan(trainer, pl_module)
             prefix = _locate(plan, pl_module)
             trained = {layer.name: (layer.total_channels, layer.channels) for layer in plan.layers if layer.channels}
             biases = [layer.bias_param for layer in plan.layers if layer.bias]
+            bias_of = {layer.name: layer.bias_param for layer in plan.layers if layer.channels}
         modules = dict(pl_module.named_modules())
         params = dict(pl_module.named_parameters())
         for param in pl_module.parameters():
@@ -207,6 +211,7 @@ class BudgetPlanCallback(Callback):
                 params[prefix + bias].requires_grad_(True)
         self._norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._keep_norms_frozen()
+        _warn_of_norm_gain(modules, {prefix + n: prefix + b[: -len(".bias")] for n, b in bias_of.items() if b})
         self.plan = plan
         self._lean = LeanAutograd(pl_module, self.selection)
         if self._restored is not None:
@@ -497,6 +502,25 @@ def _locate(plan: Plan, pl_module: nn.Module) -> str:
             best = problems
     assert best is not None
     raise PlanError(f"the plan for {plan.model} does not match {type(pl_module).__name__}: {list_problems(best)}")
+
+
+def _warn_of_norm_gain(modules: dict[str, nn.Module], norm_after: dict[str, str]) -> None:
+    """Warn when a frozen BatchNorm multiplies a trained layer's steps far beyond its own
+    scale (see ``budgetplan.sparse.fold``)."""
+    gains = {}
+    for layer, norm_name in norm_after.items():
+        norm = modules.get(norm_name)
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
+            scale = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
+            gains[layer] = float((scale.detach() ** 2 / (norm.running_var + norm.eps)).max())
+    if gains and max(gains.values()) > NORM_GAIN_WARNING:
+        worst = max(gains, key=gains.__getitem__)
+        rank_zero_warn(
+            f"budgetplan: frozen BatchNorm multiplies the SGD steps of {len(gains)} trained layer(s) per output "
+            f"channel, by up to {gains[worst]:.0f}x at {worst}; a learning rate that suits the other layers can "
+            "throw these off. Fold the norms into the convolutions before fitting, as device graphs do: "
+            "budgetplan.fold_batchnorm(model)."
+        )
 
 
 def _first_tensor(batch: Any) -> Tensor | None:

@@ -1,0 +1,108 @@
+"""Folding frozen BatchNorm into convolutions, and the callback's warning when it is not."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from budgetplan import BudgetPlanCallback, fold_batchnorm
+from budgetplan.costs import layer_costs
+from budgetplan.devices import load_device
+
+from .lightning_helpers import TinyModule, data, trainer
+
+
+def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator))
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.05)
+            module.weight.data.copy_(torch.randn(n, generator=generator))
+            module.bias.data.copy_(torch.randn(n, generator=generator))
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
+def test_folded_model_computes_the_same_without_norms(arch: str) -> None:
+    model = torchvision.models.get_model(arch, weights=None, num_classes=10)
+    _randomise_norms(model)
+    model.eval()
+    convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        fold_batchnorm(model)
+        after = model(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)} == convs  # names kept
+    assert torch.allclose(before, after, rtol=1e-4, atol=1e-4 * before.abs().max().item())
+
+
+def test_a_norm_whose_conv_output_is_also_read_elsewhere_stays() -> None:
+    class Branch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.norm(y) + y  # folding would change the second term
+
+    model = fold_batchnorm(Branch().eval())
+    assert isinstance(model.norm, nn.BatchNorm2d)
+
+
+def test_untraceable_models_fold_sequential_neighbours() -> None:
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x) if x.sum() > 0 else -self.body(x)  # fx cannot trace this
+
+    model = DataDependent()
+    _randomise_norms(model)
+    model.eval()
+    x = torch.rand(1, 3, 8, 8)
+    before = model(x)
+    fold_batchnorm(model)
+    assert isinstance(model.body[1], nn.Identity)
+    assert torch.allclose(before, model(x), atol=1e-5)
+
+
+def test_the_planner_offers_the_folded_bias_as_before() -> None:
+    device = load_device("cortex-m7")
+    model = TinyModule().net.eval()
+    example = torch.zeros(1, 3, 8, 8)
+    before = {layer.name: layer.bias_elements for layer in layer_costs(model, example, device).layers}
+    folded = layer_costs(fold_batchnorm(model), example, device)
+    assert {layer.name: layer.bias_elements for layer in folded.layers} == before
+    assert all(layer.bias_param == f"{layer.name}.bias" for layer in folded.layers)
+
+
+def _fit_warnings(module: TinyModule) -> list[str]:
+    callback = BudgetPlanCallback(device="cortex-m7", training_memory=64 * 1024, batch_size=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(1, [callback], limit_train_batches=1, limit_val_batches=0).fit(module, data())
+    return [str(w.message) for w in caught if "frozen BatchNorm" in str(w.message)]
+
+
+def test_callback_warns_of_frozen_norm_gain_and_not_once_folded() -> None:
+    torch.manual_seed(0)
+    module = TinyModule(dropout=0.0)
+    module.net.features[4].running_var.fill_(1e-3 - 1e-5)  # with eps: steps x1000 after the depthwise conv
+    (message,) = _fit_warnings(module)
+    assert "features.3" in message and "1000x" in message and "fold_batchnorm" in message
+
+    torch.manual_seed(0)
+    module = TinyModule(dropout=0.0)
+    module.net.features[4].running_var.fill_(1e-3 - 1e-5)
+    fold_batchnorm(module.net.eval()).train()
+    assert _fit_warnings(module) == []
