@@ -99,8 +99,8 @@ class BudgetPlanCallback(Callback):
         sampler: ``"uniform"``, ``"gradient"``, ``"magnitude"`` or ``"largest"``
             (``budgetplan.sampling``; default: the strategy's).
         example_input: a batch to trace the model with when solving.
-        importance: importance YAML file for solving (default: the table shipped for the
-            model, else the documented prior).
+        importance: importance YAML file for solving, ``"shipped"`` (the table shipped for
+            the model) or ``"prior"`` (the default, the documented no-data prior).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...).
 
     >>> import torch, lightning.pytorch as pl

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--max-step-latency", type=_seconds, help="compute limit per step, e.g. 2s")
     plan.add_argument(
         "--importance",
-        help="importance YAML file, or 'prior' (default: the table shipped for the model, else the prior)",
+        help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
     )
     plan.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
     plan.add_argument("--solver", choices=("auto", "highs", "cbc"), default="auto")
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch-size", type=int, default=1, help="samples per step (default 1)")
     sweep.add_argument(
         "--importance",
-        help="importance YAML file, or 'prior' (default: the table shipped for the model, else the prior)",
+        help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
     )
     sweep.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per budget (default 10)")
     sweep.add_argument("--plot", help="write a PNG of objective and trained fraction against budget")

@@ -19,7 +19,9 @@ applying scores measured on another width of the same architecture.
 
 A plan says which importance it used: a measured file, a table shipped in
 ``budgetplan/tables/`` (ImageNet MobileNetV2, measured by
-``benchmarks/shipped_importance.py``), or the prior.
+``benchmarks/shipped_importance.py``; by name, ``"shipped"``), or the prior. Without a
+file the prior is used: on the accuracy benchmark (README, *Accuracy by strategy*) it
+planned as well as the shipped table, measured on other data, or better.
 """
 
 from __future__ import annotations
@@ -91,15 +93,23 @@ def shipped_importance(costs: CostTable) -> Importance | None:
 
 
 def resolve_importance(importance: str | Path | Importance | None, costs: CostTable) -> Importance:
-    """The importance a plan uses: the one given (a file, an ``Importance``, or ``"prior"``
-    for the no-data prior), else the shipped table for this model, else the prior."""
+    """The importance a plan uses: the one given (a file, an ``Importance``, ``"shipped"``
+    for the table shipped for this model, ``"prior"``), else the no-data prior."""
     if isinstance(importance, Importance):
         return importance
-    if importance == "prior":
+    if importance is None or importance == "prior":
         return prior_importance(costs)
-    if importance is not None:
-        return load_importance(importance, costs)
-    return shipped_importance(costs) or prior_importance(costs)
+    if importance == "shipped":
+        table = shipped_importance(costs)
+        if table is None:
+            shipped = ", ".join(p.stem for p in sorted(TABLES.glob("*.yaml")))
+            raise BudgetPlanError(
+                f"importance 'shipped': no table in {TABLES} matches model {costs.model} layer for layer "
+                f"(names and input channels; shipped: {shipped}); measure one with budgetplan importance, "
+                "or use 'prior'"
+            )
+        return table
+    return load_importance(importance, costs)
 
 
 def ranking(importance: Importance) -> list[tuple[str, float, float]]:

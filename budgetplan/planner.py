@@ -592,8 +592,9 @@ def solve(
 
     ``model`` is a ``torch.nn.Module`` and ``example_input`` one batch for it (batch 1 is
     enough: costs are per sample and scaled by ``batch_size``). ``importance`` is an
-    importance YAML file; without one, the table shipped for this model when there is one
-    (ImageNet MobileNetV2), else the documented prior. The plan says which it used. Other keyword arguments are
+    importance YAML file, ``"shipped"`` (the table shipped for the model: ImageNet
+    MobileNetV2) or ``"prior"``; without one, the documented prior. The plan says which it
+    used. Other keyword arguments are
     ``PlannerOptions`` fields; ``budget`` and ``training_memory`` also take sizes such as
     ``"256KB"``, ``max_step_latency`` durations such as ``"2s"``.
 

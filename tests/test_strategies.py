@@ -131,7 +131,7 @@ def test_bad_strategy_arguments():
         BudgetPlanCallback(strategy="trady", plan="plan.yaml")
 
 
-def test_shipped_table_is_used_for_imagenet_mobilenet_v2_only():
+def test_shipped_table_applies_to_imagenet_mobilenet_v2_only_and_only_by_name():
     import torchvision
 
     example = torch.zeros(1, 3, 64, 64)
@@ -141,5 +141,8 @@ def test_shipped_table_is_used_for_imagenet_mobilenet_v2_only():
     assert table is not None and table.source.startswith("shipped table: mobilenet_v2-imagenet")
     assert set(table.weight) == {layer.name for layer in wide.layers}
     assert shipped_importance(narrow) is None  # same names, other widths
-    assert resolve_importance(None, narrow).source.startswith("prior")
+    assert resolve_importance("shipped", wide).source == table.source
+    with pytest.raises(BudgetPlanError, match=r"importance 'shipped': no table .* matches model .* or use 'prior'"):
+        resolve_importance("shipped", narrow)
+    assert resolve_importance(None, wide).source.startswith("prior")  # the default
     assert resolve_importance("prior", wide).source.startswith("prior")
