@@ -594,9 +594,9 @@ def solve(
     enough: costs are per sample and scaled by ``batch_size``). ``importance`` is an
     importance YAML file, ``"shipped"`` (the table shipped for the model: ImageNet
     MobileNetV2) or ``"prior"``; without one, the documented prior. The plan says which it
-    used. Other keyword arguments are
-    ``PlannerOptions`` fields; ``budget`` and ``training_memory`` also take sizes such as
-    ``"256KB"``, ``max_step_latency`` durations such as ``"2s"``.
+    used. Other keyword arguments are ``PlannerOptions`` fields; ``budget`` and
+    ``training_memory`` also take sizes such as ``"256KB"``, ``max_step_latency`` durations
+    such as ``"2s"``.
 
     >>> import torch, torchvision
     >>> model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)

@@ -6,9 +6,9 @@ Run: python examples/compare_strategies.py --data cifar10 --root ~/data
 ImageNet MobileNetV2 (width 1.0) fine-tuned at 128x128, the resolution of the published
 studies (TraDy trained CIFAR-10 for 100 epochs, the default here), SGD lr 0.005, batch 32,
 BatchNorm folded into the convolutions (trained, for ``full``), every strategy held to the
-same training memory on the STM32F746 study profile. Nothing
-is downloaded unless ``--download`` is given; missing data fail with the layout expected
-under ``--root``. ``--data imagefolder`` reads ``ROOT/train/<class>/`` and ``ROOT/val/<class>/``.
+same training memory on the STM32F746 study profile. Nothing is downloaded unless
+``--download`` is given; missing data fail with the layout expected under ``--root``.
+``--data imagefolder`` reads ``ROOT/train/<class>/`` and ``ROOT/val/<class>/``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ With its statistics frozen, a BatchNorm after a convolution is a per-channel aff
 SGD step on the convolution's weight moves output channel ``k`` by ``g_k**2`` times what the
 same step moves it in the folded graph (the weight's gradient is scaled by ``g_k``, and so
 is the weight's effect on the output). In ImageNet MobileNetV2 the channels after a
-depthwise conv have a median ``g**2`` of 72 and up to 11,480, so a learning rate that suits
-the classifier throws those layers far off. Device graphs fold the norm into the weight and bias before training
+depthwise conv have a median ``g**2`` of 72 and up to 11,480
+(``benchmarks/norm_gain.py``), so a learning rate that suits the classifier throws those
+layers far off. Device graphs fold the norm into the weight and bias before training
 (Lin et al., "On-Device Training Under 256KB Memory", NeurIPS 2022), so every layer takes
 steps of its own scale; :func:`fold_batchnorm` does the same to a torch model.
 """
