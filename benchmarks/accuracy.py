@@ -65,33 +65,31 @@ ABLATIONS = ("budgetplan (fixed channels)",)
 UNBUDGETED = ("classifier", "bias", "full")  # their choice does not change with these budgets
 
 
-def run(task: str, label: str, budget: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    strategy, options = VARIANTS[label]
-    limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
-    data = DigitsData(128, 32, seed, task, args.train_per_class)
+CELL = ("task", "variant", "budget", "seed")
+PROTOCOL = ("epochs", "train_per_class", "lr", "norms")  # what every run of one table shares
+
+
+def run(cell: dict[str, Any], protocol: dict[str, Any], limit: float | int) -> dict[str, Any]:
+    strategy, options = VARIANTS[cell["variant"]]
+    data = DigitsData(128, 32, cell["seed"], cell["task"], protocol["train_per_class"])
     start = time.perf_counter()
-    fold = not args.frozen_norms
-    row = fit_strategy(data, 10, strategy, budget, seed, args.epochs, limit, args.lr, fold, **options)
-    return {
-        "task": task,
-        "variant": label,
-        "budget": budget,
-        "seed": seed,
-        "epochs": args.epochs,
-        **row,
-        "seconds": time.perf_counter() - start,
-        "train_per_class": args.train_per_class,
-        "lr": args.lr,
-        "norms": "frozen" if args.frozen_norms else "folded",
-    }
+    row = fit_strategy(
+        data,
+        10,
+        strategy,
+        cell["budget"],
+        cell["seed"],
+        protocol["epochs"],
+        limit,
+        protocol["lr"],
+        protocol["norms"] == "folded",
+        **options,
+    )
+    return {**cell, **protocol, **row, "seconds": time.perf_counter() - start}
 
 
 def key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        *(row[k] for k in ("task", "variant", "budget", "seed", "epochs", "train_per_class")),
-        row.get("lr", 0.005),
-        row.get("norms", "frozen"),
-    )
+    return tuple(row[k] for k in CELL + PROTOCOL)
 
 
 def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
@@ -138,7 +136,11 @@ COMPARISONS = [
 
 def paired(rows: list[dict[str, Any]]) -> str:
     """Each comparison as the mean paired difference, its standard error, and wins / losses."""
-    accuracy = {(r["task"], r["variant"], r["budget"], r["seed"]): 100 * r["accuracy"] for r in rows}
+    # an unbudgeted variant is filed under budget "-", so it pairs with every budget
+    accuracy = {
+        (r["task"], r["variant"], "-" if r["variant"] in UNBUDGETED else r["budget"], r["seed"]): 100 * r["accuracy"]
+        for r in rows
+    }
     lines = [
         "| a − b | pairs | mean difference (points) | standard error | a wins / b wins |",
         "| --- | --- | --- | --- | --- |",
@@ -148,14 +150,7 @@ def paired(rows: list[dict[str, Any]]) -> str:
         for (task, variant, budget, seed), value in accuracy.items():
             if variant != a:
                 continue
-            other = next(
-                (
-                    v
-                    for (t, w, u, s), v in accuracy.items()
-                    if (t, w, s) == (task, b, seed) and (b in UNBUDGETED or u == budget)
-                ),
-                None,
-            )
+            other = accuracy.get((task, b, "-" if b in UNBUDGETED else budget, seed))
             if other is not None:
                 diffs.append(value - other)
         if len(diffs) < 2:
@@ -235,16 +230,23 @@ def main() -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     done = {key(r) for r in rows}
-    norms = "frozen" if args.frozen_norms else "folded"
+    protocol = {
+        "epochs": args.epochs,
+        "train_per_class": args.train_per_class,
+        "lr": args.lr,
+        "norms": "frozen" if args.frozen_norms else "folded",
+    }
+    limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
+    tasks = args.tasks.split(",")
     # one seed of everything first, so a partial run already covers every cell
     for seed in (int(s) for s in args.seeds.split(",")):
-        for task in args.tasks.split(","):
+        for task in tasks:
             for label in variants:
                 for budget in budgets if label not in UNBUDGETED else budgets[:1]:
-                    wanted = (task, label, budget, seed, args.epochs, args.train_per_class, args.lr, norms)
-                    if args.report or wanted in done:
+                    cell = {"task": task, "variant": label, "budget": budget, "seed": seed}
+                    if args.report or key({**cell, **protocol}) in done:
                         continue
-                    row = run(task, label, budget, seed, args)
+                    row = run(cell, protocol, limit)
                     rows.append(row)
                     with results.open("a") as out:
                         out.write(json.dumps(row) + "\n")
@@ -253,12 +255,10 @@ def main() -> None:
                         file=sys.stderr,
                         flush=True,
                     )
-    wanted = [
-        r for r in rows if key(r)[4:] == (args.epochs, args.train_per_class, args.lr, norms) and r["task"] in args.tasks
-    ]
+    wanted = [r for r in rows if all(r[k] == protocol[k] for k in PROTOCOL) and r["task"] in tasks]
     print(
         f"ImageNet MobileNetV2, 128x128, {args.train_per_class} training images per class, "
-        f"{args.epochs} epochs, SGD lr {args.lr}, batch 32, BatchNorm {norms}\n"
+        f"{args.epochs} epochs, SGD lr {args.lr}, batch 32, BatchNorm {protocol['norms']}\n"
     )
     print(table(wanted, budgets))
     print()

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import statistics
 
-import torch
 from torch import nn
 
 from budgetplan.pretrained import imagenet_mobilenet_v2
-from budgetplan.sparse.fold import conv_norm_pairs
+from budgetplan.sparse.fold import conv_norm_pairs, step_gain
 
 
 def kind(conv: nn.Conv2d) -> str:
@@ -31,9 +30,7 @@ def main() -> None:
     for conv_name, norm_name in conv_norm_pairs(model):
         conv, norm = modules[conv_name], modules[norm_name]
         assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
-        with torch.no_grad():
-            gain = norm.weight**2 / (norm.running_var + norm.eps)
-        gains.setdefault(kind(conv), []).extend(gain.tolist())
+        gains.setdefault(kind(conv), []).extend(step_gain(norm).tolist())
     print("| conv kind | channels | median (gamma/sigma)^2 | largest |")
     print("| --- | --- | --- | --- |")
     for name, values in gains.items():

@@ -48,6 +48,7 @@ from budgetplan.planner import (
 from budgetplan.sampling import SAMPLERS, draw_channels, draw_seed
 from budgetplan.sparse.channels import channel_norms, weight_mask
 from budgetplan.sparse.exact import SelectionGuard
+from budgetplan.sparse.fold import step_gain
 from budgetplan.sparse.lean import LeanAutograd
 from budgetplan.sparse.meter import SavedTensorMeter
 from budgetplan.strategies import get_strategy, planner_overrides, required_layers, trady_draw
@@ -187,21 +188,24 @@ class BudgetPlanCallback(Callback):
             plan, prefix = None, ""
             required = required_layers(problem.costs, problem.options)
             layers = [problem.costs.layer(n) for n in dict.fromkeys([*required, *top_layers(problem.importance)])]
-            trained = {layer.name: (layer.in_channels, 0) for layer in layers}
+            # name -> (input channels, planned count, the bias parameter after it)
+            trained = {layer.name: (layer.in_channels, 0, layer.bias_param) for layer in layers}
             biases = [problem.costs.layer(n).bias_param for n in required]
-            bias_of = {layer.name: layer.bias_param for layer in layers}
         else:
             plan = self._resolve_plan(trainer, pl_module)
             prefix = _locate(plan, pl_module)
-            trained = {layer.name: (layer.total_channels, layer.channels) for layer in plan.layers if layer.channels}
+            trained = {
+                layer.name: (layer.total_channels, layer.channels, layer.bias_param)
+                for layer in plan.layers
+                if layer.channels
+            }
             biases = [layer.bias_param for layer in plan.layers if layer.bias]
-            bias_of = {layer.name: layer.bias_param for layer in plan.layers if layer.channels}
         modules = dict(pl_module.named_modules())
         params = dict(pl_module.named_parameters())
         for param in pl_module.parameters():
             param.requires_grad_(False)
         self._layers = {}
-        for name, (total, count) in trained.items():
+        for name, (total, count, _) in trained.items():
             module = modules[prefix + name]
             weight = cast(nn.Parameter, module.weight)
             weight.requires_grad_(True)
@@ -211,7 +215,7 @@ class BudgetPlanCallback(Callback):
                 params[prefix + bias].requires_grad_(True)
         self._norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._keep_norms_frozen()
-        _warn_of_norm_gain(modules, {prefix + n: prefix + b[: -len(".bias")] for n, b in bias_of.items() if b})
+        _warn_of_norm_gain(modules, {prefix + n: prefix + b[: -len(".bias")] for n, (_, _, b) in trained.items() if b})
         self.plan = plan
         self._lean = LeanAutograd(pl_module, self.selection)
         if self._restored is not None:
@@ -511,8 +515,7 @@ def _warn_of_norm_gain(modules: dict[str, nn.Module], norm_after: dict[str, str]
     for layer, norm_name in norm_after.items():
         norm = modules.get(norm_name)
         if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
-            scale = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
-            gains[layer] = float((scale.detach() ** 2 / (norm.running_var + norm.eps)).max())
+            gains[layer] = float(step_gain(norm).max())
     if gains and max(gains.values()) > NORM_GAIN_WARNING:
         worst = max(gains, key=gains.__getitem__)
         rank_zero_warn(

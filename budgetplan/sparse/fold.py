@@ -53,6 +53,14 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def step_gain(norm: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """``(gamma / sqrt(running_var + eps))**2`` per channel: how much this norm, frozen,
+    scales the SGD steps of the conv before it."""
+    assert norm.running_var is not None, "a norm without running statistics is never frozen"
+    gamma = norm.weight.detach() if norm.weight is not None else torch.ones_like(norm.running_var)
+    return gamma**2 / (norm.running_var + norm.eps)
+
+
 def conv_norm_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(convolution, BatchNorm) names where the norm's only input is the convolution's output."""
     try:
