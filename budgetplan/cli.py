@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
     plan.add_argument("--solver", choices=("auto", "highs", "cbc"), default="auto")
+    plan.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
     solve.add_argument("--out", help="write the plan to this YAML file (atomically)")
     solve.add_argument("--all-layers", action="store_true", help="list frozen layers too")
     _format_argument(solve)
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per budget (default 10)")
     sweep.add_argument("--plot", help="write a PNG of objective and trained fraction against budget")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    sweep.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
     _format_argument(sweep)
 
     importance = sub.add_parser("importance", help="measure layer importance by fine-tuning on data")
@@ -191,6 +193,7 @@ def _cmd_solve(args: argparse.Namespace) -> None:
         max_step_latency=args.max_step_latency,
         time_limit=args.time_limit,
         solver=args.solver,
+        verbose=args.verbose,
     )
     plan: Plan = plan_from_costs(costs, device, importance, options)
     if plan.exceeds_device:
@@ -269,7 +272,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     device = load_device(args.device)
     costs = _traced(args, device)
     importance = resolve_importance(args.importance, costs)
-    options = PlannerOptions(batch_size=args.batch_size, time_limit=args.time_limit)
+    options = PlannerOptions(batch_size=args.batch_size, time_limit=args.time_limit, verbose=args.verbose)
 
     def progress(i: int, n: int, budget: int) -> None:
         if not args.quiet:

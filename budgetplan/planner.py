@@ -28,13 +28,17 @@ from budgetplan.devices import DeviceProfile, load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError
 from budgetplan.importance import Importance, prior_importance, resolve_importance
 from budgetplan.memory import Choice, LayerBytes, backward_macs, base_bytes, layer_bytes, predict
+from budgetplan.native_output import native_output_to
 from budgetplan.plan import LayerPlan, Plan
 from budgetplan.units import format_bytes, parse_bytes, parse_seconds
 
 DEFAULT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
 UTILITIES = ("coverage", "linear")
 SOLVERS = ("auto", "highs", "cbc")
-OPTIMALITY_GAP = 1e-4  # relative MIP gap: "optimal" means proven within 0.01% of the bound
+# The objective counts whole units of one millionth of the total importance, so values
+# that close are equal for every solver, and "optimal" is proven exactly (absolute gap
+# below one unit). Among equal plans the tie-break picks one by a fixed rule (``_Program``).
+OPTIMALITY_GAP = 1e-6
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class PlannerOptions:
     ``utility`` is ``coverage`` (``1-(1-r)^E``, the expected fraction of a layer's
     channels trained at least once in ``epochs`` epochs of resampling) or ``linear`` (``r``).
     ``bias_only`` keeps the weights of all but the required layers frozen (bias updates only).
+    ``verbose`` lets the solver's own log through, on stderr.
     """
 
     budget: int | None = None
@@ -65,6 +70,7 @@ class PlannerOptions:
     time_limit: float = 10.0
     solver: str = "auto"
     bias_only: bool = False
+    verbose: bool = False
 
     def budget_on(self, device: DeviceProfile) -> int:
         """The budget in force: this option, else the device's."""
@@ -261,10 +267,21 @@ class _Program:
         if goal != "compute" and latency is not None:
             prob += step_macs <= device.macs_per_second * latency, "compute"
 
+        self.tiebreak: pulp.LpAffineExpression | None = None
         if goal == "importance":
+            # utility in whole units, then, among plans of equal utility, the one that trains
+            # the most of the latest layers: weight (i+1)^2 per sixteenth of a layer's channels
+            # and per bias, so that a later layer outweighs any swap of two earlier ones
+            def units(i: int, choice: Choice) -> int:
+                return round(_value(layers[i], choice, importance, options) / OPTIMALITY_GAP)
+
             prob += pulp.lpSum(
-                [_value(layers[i], Choice(c), importance, options) * v for (i, c), v in self.x.items()]
-                + [_value(layers[i], Choice(bias=True), importance, options) * v for i, v in self.b.items()]
+                [units(i, Choice(c)) * v for (i, c), v in self.x.items()]
+                + [units(i, Choice(bias=True)) * v for i, v in self.b.items()]
+            )
+            self.tiebreak = pulp.lpSum(
+                [(i + 1) ** 2 * math.ceil(16 * c / layers[i].in_channels) * v for (i, c), v in self.x.items()]
+                + [(i + 1) ** 2 * 16 * v for i, v in self.b.items()]
             )
         elif goal == "peak":
             assert peak is not None
@@ -275,11 +292,27 @@ class _Program:
             prob += step_macs
         self.prob = prob
 
-    def solve(self, solver: str, time_limit: float) -> tuple[str, str]:
+    def solve(self, solver: str, time_limit: float, verbose: bool = False) -> tuple[str, str]:
         """Run the solver; return (status, solver name). Status is ``optimal``,
-        ``feasible``, ``infeasible`` or ``no solution`` (time limit, nothing found)."""
-        backend, name = _backend(solver, time_limit)
-        self.prob.solve(backend)
+        ``feasible``, ``infeasible`` or ``no solution`` (time limit, nothing found).
+        Nothing the solver prints reaches stdout; its log goes to stderr when ``verbose``."""
+        start = time.perf_counter()
+        status, name = self._run(solver, time_limit, verbose)
+        if status == "optimal" and self.tiebreak is not None:
+            # second stage: keep the optimal utility, choose among equal plans by the tie-break
+            first = {v.name: v.value() for v in self.prob.variables()}
+            self.prob += self.prob.objective >= self.value() - 0.5, "utility_kept"
+            self.prob.setObjective(self.tiebreak)
+            left = max(1.0, time_limit - (time.perf_counter() - start))
+            if self._run(solver, left, verbose, warm_start=True)[0] not in ("optimal", "feasible"):
+                for v in self.prob.variables():  # out of time: the first stage's plan stands
+                    v.varValue = first[v.name]
+        return status, name
+
+    def _run(self, solver: str, time_limit: float, verbose: bool, warm_start: bool = False) -> tuple[str, str]:
+        with native_output_to(echo=verbose):
+            backend, name = _backend(solver, time_limit, verbose, warm_start)
+            self.prob.solve(backend)
         if self.prob.sol_status == pulp.LpSolutionOptimal:
             return "optimal", name
         if self.prob.sol_status == pulp.LpSolutionIntegerFeasible:
@@ -324,16 +357,16 @@ def _binding_points(terms: list[LayerBytes]) -> tuple[list[int], list[int]]:
     return sorted(forward), sorted(backward)
 
 
-def _backend(solver: str, time_limit: float) -> tuple[pulp.LpSolver, str]:
+def _backend(solver: str, time_limit: float, verbose: bool, warm_start: bool = False) -> tuple[pulp.LpSolver, str]:
     if solver in ("auto", "highs"):
-        highs = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=OPTIMALITY_GAP)
+        highs = pulp.HiGHS(msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5)
         if highs.available():
             return highs, "HiGHS"
         if solver == "highs":
             raise BudgetPlanError("the HiGHS solver is not available: pip install highspy")
     with warnings.catch_warnings():  # the CBC bundled with PuLP 3 announces its move in PuLP 4
         warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=OPTIMALITY_GAP), "CBC"
+        return pulp.PULP_CBC_CMD(msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, warmStart=warm_start), "CBC"
 
 
 def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions) -> Solution:
@@ -344,7 +377,7 @@ def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importanc
     start = time.perf_counter()
     allowed, required = _allowed_and_required(costs, options)
     program = _Program(costs, device, importance, options, allowed, required)
-    status, solver = program.solve(options.solver, options.time_limit)
+    status, solver = program.solve(options.solver, options.time_limit, options.verbose)
     if status in ("optimal", "feasible"):
         choices = _fill(costs, device, importance, options, program)
         value = objective(costs, importance, options, choices)
@@ -422,7 +455,7 @@ def _minimum(
     required: tuple[str, ...],
 ) -> float | None:
     program = _Program(costs, device, importance, options, allowed, required, goal=goal)
-    status, _ = program.solve(options.solver, options.time_limit)
+    status, _ = program.solve(options.solver, options.time_limit, options.verbose)
     return program.value() if status in ("optimal", "feasible") else None
 
 

@@ -150,3 +150,69 @@ def test_console_script_is_installed():
 
     result = subprocess.run([str(script), "devices"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "cortex-m7" in result.stdout
+
+
+def test_native_output_stays_off_the_streams(capfd):
+    """What native code writes on descriptors 1 and 2 (HiGHS's banner) is held back."""
+    import ctypes
+    import os
+
+    from budgetplan.native_output import native_output_to
+
+    libc = ctypes.CDLL(None)
+    with native_output_to():
+        os.write(1, b"fd banner\n")
+        libc.printf(b"stdio banner\n")  # buffered by C stdio: flushed into the capture
+        os.write(2, b"fd complaint\n")
+    print("the output")
+    out, err = capfd.readouterr()
+    assert out == "the output\n" and err == ""
+    with native_output_to(echo=True):
+        os.write(1, b"solver log\n")
+    out, err = capfd.readouterr()
+    assert out == "" and err == "solver log\n"
+
+
+def _json_commands(tmp: Path) -> list[list[str]]:
+    """Every command that prints data, with the files it reads made in ``tmp``."""
+    plan, other, profile = tmp / "plan.yaml", tmp / "other.yaml", tmp / "board.yaml"
+    if not plan.exists():
+        from budgetplan import cli
+
+        assert cli.main(["solve", "--out", str(plan)]) == 0
+        assert cli.main(["solve", "--budget", "300KB", "--out", str(other)]) == 0
+        profile.write_text((profiles_dir() / "cortex-m7.yaml").read_text())
+    return [
+        ["solve", "--budget", "240KB"],
+        ["sweep", "--budgets", "200KB,256KB", "--quiet"],  # one infeasible row
+        ["profile", "--model", "resnet18", "--input-size", "32"],
+        ["devices"],
+        ["devices", "--show", "cortex-m7"],
+        ["validate", str(profile)],
+        ["show", str(plan)],
+        ["compare", str(plan), str(other)],
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_every_command_prints_parseable_data_in_process(tmp_path, capfd, fmt):
+    from budgetplan import cli
+
+    commands = _json_commands(tmp_path)
+    capfd.readouterr()
+    for args in [*commands, ["export", str(tmp_path / "plan.yaml"), "--format", "json"]]:
+        chosen = args if args[0] == "export" else [*args, "--format", fmt]
+        assert cli.main(chosen) == 0, chosen
+        out = capfd.readouterr().out
+        assert (json.loads(out) if fmt == "json" or args[0] == "export" else yaml.safe_load(out)) is not None
+
+
+def test_every_command_prints_parseable_json_through_the_console_script(tmp_path):
+    """Fresh processes: a solver announces itself once per process, so only they can show it."""
+    import subprocess
+
+    script = Path(sys.executable).parent / "budgetplan"
+    for args in _json_commands(tmp_path):
+        result = subprocess.run([str(script), *args, "--format", "json"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (args, result.stderr)
+        json.loads(result.stdout)
