@@ -23,11 +23,11 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from budgetplan import BudgetPlanCallback, SavedTensorMeter
-from budgetplan.costs import layer_costs
-from budgetplan.devices import BitWidths
-from budgetplan.memory import Choice, predict
-from budgetplan.models import build_model
+from budgetplan.costs.build import layer_costs
+from budgetplan.device.profile import BitWidths
+from budgetplan.planning.memory import Choice, predict
 from budgetplan.units import format_bytes
+from budgetplan.zoo.models import build_model
 
 
 class Net(pl.LightningModule):

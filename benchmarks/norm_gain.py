@@ -3,7 +3,7 @@
 Run: python benchmarks/norm_gain.py
 
 For each conv followed by a BatchNorm, the factor ``(gamma / sqrt(running_var + eps))**2``
-per output channel (see ``budgetplan.sparse.fold``), summarised by conv kind: the median
+per output channel (see ``budgetplan.training.fold``), summarised by conv kind: the median
 over channels and the largest.
 """
 
@@ -13,8 +13,8 @@ import statistics
 
 from torch import nn
 
-from budgetplan.pretrained import imagenet_mobilenet_v2
-from budgetplan.sparse.fold import conv_norm_pairs, step_gain
+from budgetplan.training.fold import conv_norm_pairs, step_gain
+from budgetplan.zoo.pretrained import imagenet_mobilenet_v2
 
 
 def kind(conv: nn.Conv2d) -> str:

@@ -2,7 +2,7 @@
 
 Run: python benchmarks/shipped_importance.py [--epochs 4 --out budgetplan/tables/mobilenet_v2-imagenet.yaml]
 
-TraDy's reweighted gradient norm (DESIGN.md §5), accumulated over dense fine-tuning of
+TraDy's reweighted gradient norm (docs/importance.md), accumulated over dense fine-tuning of
 torchvision's ImageNet checkpoint on scikit-image's ``lfw_subset`` (100 face and 100
 non-face crops, 25×25 grey, upscaled to 128×128 RGB): real images that neither accuracy
 benchmark task uses, so the table is measured on other data than it is judged on, as
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from budgetplan import measure_importance
-from budgetplan.datasets import IMAGENET_MEAN, IMAGENET_STD
-from budgetplan.pretrained import imagenet_mobilenet_v2
+from budgetplan.zoo.datasets import IMAGENET_MEAN, IMAGENET_STD
+from budgetplan.zoo.pretrained import imagenet_mobilenet_v2
 
 ROOT = Path(__file__).resolve().parent.parent
 

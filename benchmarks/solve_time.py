@@ -17,12 +17,13 @@ import time
 
 import torch
 
-from budgetplan.costs import layer_costs
-from budgetplan.devices import load_device
+from budgetplan.costs.build import layer_costs
+from budgetplan.device.profile import load_device
 from budgetplan.errors import InfeasibleError
-from budgetplan.models import build_model
-from budgetplan.planner import PlannerOptions, plan_from_costs
+from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.options import PlannerOptions
 from budgetplan.units import format_bytes, parse_bytes
+from budgetplan.zoo.models import build_model
 
 CASES = [
     # (model, width, input size, device, budgets)

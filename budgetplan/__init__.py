@@ -10,32 +10,34 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from budgetplan.devices import DeviceProfile, load_device
+from budgetplan.device.profile import DeviceProfile, load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
 
 if TYPE_CHECKING:
-    from budgetplan.callback import BudgetPlanCallback
-    from budgetplan.costs import CostTable, LayerCost, layer_costs
-    from budgetplan.measure import measure_importance
-    from budgetplan.plan import Plan
-    from budgetplan.planner import PlannerOptions, solve
-    from budgetplan.sparse.fold import fold_batchnorm
-    from budgetplan.sparse.meter import SavedTensorMeter
+    from budgetplan.costs.build import layer_costs
+    from budgetplan.costs.table import CostTable, LayerCost
+    from budgetplan.plan.model import Plan
+    from budgetplan.planning.assemble import solve
+    from budgetplan.planning.options import PlannerOptions
+    from budgetplan.training.callback import BudgetPlanCallback
+    from budgetplan.training.fold import fold_batchnorm
+    from budgetplan.training.measure import measure_importance
+    from budgetplan.training.meter import SavedTensorMeter
 
 __version__ = "0.1.0"
 
 # torch-dependent names load on first use, so `budgetplan devices` starts fast
 _LAZY = {
-    "BudgetPlanCallback": "budgetplan.callback",
-    "SavedTensorMeter": "budgetplan.sparse.meter",
-    "fold_batchnorm": "budgetplan.sparse.fold",
-    "CostTable": "budgetplan.costs",
-    "LayerCost": "budgetplan.costs",
-    "layer_costs": "budgetplan.costs",
-    "Plan": "budgetplan.plan",
-    "measure_importance": "budgetplan.measure",
-    "PlannerOptions": "budgetplan.planner",
-    "solve": "budgetplan.planner",
+    "BudgetPlanCallback": "budgetplan.training.callback",
+    "SavedTensorMeter": "budgetplan.training.meter",
+    "fold_batchnorm": "budgetplan.training.fold",
+    "CostTable": "budgetplan.costs.table",
+    "LayerCost": "budgetplan.costs.table",
+    "layer_costs": "budgetplan.costs.build",
+    "Plan": "budgetplan.plan.model",
+    "measure_importance": "budgetplan.training.measure",
+    "PlannerOptions": "budgetplan.planning.options",
+    "solve": "budgetplan.planning.assemble",
 }
 
 __all__ = [

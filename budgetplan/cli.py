@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from budgetplan.devices import load_device, shipped_devices
+from budgetplan.device.profile import load_device, shipped_devices
 from budgetplan.errors import BudgetPlanError
 from budgetplan.units import parse_bytes, parse_seconds
 
@@ -160,8 +160,8 @@ def _emit(data: Any, fmt: str, text: str) -> None:
 def _traced(args: argparse.Namespace, device: Any) -> Any:
     import torch
 
-    from budgetplan.costs import layer_costs
-    from budgetplan.models import build_model, parse_input_size
+    from budgetplan.costs.build import layer_costs
+    from budgetplan.zoo.models import build_model, parse_input_size
 
     if args.num_classes < 1:
         raise BudgetPlanError(f"--num-classes must be at least 1, got {args.num_classes}")
@@ -171,9 +171,10 @@ def _traced(args: argparse.Namespace, device: Any) -> Any:
 
 
 def _cmd_solve(args: argparse.Namespace) -> None:
-    from budgetplan.importance import resolve_importance
-    from budgetplan.plan import Plan
-    from budgetplan.planner import DEFAULT_RATIOS, PlannerOptions, plan_from_costs
+    from budgetplan.plan.model import Plan
+    from budgetplan.planning.assemble import plan_from_costs
+    from budgetplan.planning.importance import resolve_importance
+    from budgetplan.planning.options import DEFAULT_RATIOS, PlannerOptions
 
     device = load_device(args.device)
     costs = _traced(args, device)
@@ -201,7 +202,7 @@ def _cmd_solve(args: argparse.Namespace) -> None:
         print(f"budgetplan: warning: --budget is above {device.name}'s free SRAM ({free} bytes)", file=sys.stderr)
     if args.out:
         plan.save(args.out)
-    from budgetplan.render import render_plan
+    from budgetplan.report.text import render_plan
 
     text = render_plan(plan, args.all_layers)
     if args.out:
@@ -210,7 +211,7 @@ def _cmd_solve(args: argparse.Namespace) -> None:
 
 
 def _cmd_devices(args: argparse.Namespace) -> None:
-    from budgetplan.render import render_devices
+    from budgetplan.report.text import render_devices
 
     if args.show:
         profile = load_device(args.show)
@@ -227,7 +228,7 @@ def _cmd_profile(args: argparse.Namespace) -> None:
 
         print("\n".join(torchvision.models.list_models(module=torchvision.models)))
         return
-    from budgetplan.render import render_costs
+    from budgetplan.report.text import render_costs
 
     device = load_device(args.device) if args.device else None
     costs = _traced(args, device)
@@ -235,13 +236,13 @@ def _cmd_profile(args: argparse.Namespace) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> None:
-    from budgetplan.plan import Plan
-    from budgetplan.render import render_plan
+    from budgetplan.plan.model import Plan
+    from budgetplan.report.text import render_plan
 
     plan = Plan.load(args.plan)
     text = render_plan(plan, args.all_layers)
     if args.plot:
-        from budgetplan.plots import plot_plan
+        from budgetplan.report.plots import plot_plan
 
         plot_plan(plan, args.plot)
         text += f"\nplot written to {args.plot}"
@@ -249,7 +250,7 @@ def _cmd_show(args: argparse.Namespace) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:
-    from budgetplan.devices import load_profile_file
+    from budgetplan.device.profile import load_profile_file
     from budgetplan.units import format_bytes
 
     profile = load_profile_file(args.profile)
@@ -263,10 +264,10 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from budgetplan.importance import resolve_importance
-    from budgetplan.planner import PlannerOptions
-    from budgetplan.render import render_sweep
-    from budgetplan.sweep import parse_budgets, sweep
+    from budgetplan.planning.importance import resolve_importance
+    from budgetplan.planning.options import PlannerOptions
+    from budgetplan.planning.sweep import parse_budgets, sweep
+    from budgetplan.report.text import render_sweep
 
     budgets = parse_budgets(args.budgets)
     device = load_device(args.device)
@@ -281,7 +282,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     rows = sweep(costs, device, budgets, importance, options, progress)
     text = render_sweep(rows, f"{costs.model} on {device.name}")
     if args.plot:
-        from budgetplan.plots import plot_sweep
+        from budgetplan.report.plots import plot_sweep
 
         plot_sweep(rows, args.plot, f"{costs.model} on {device.name}")
         text += f"\nplot written to {args.plot}"
@@ -292,15 +293,15 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 def _cmd_importance(args: argparse.Namespace) -> None:
     import torch
 
-    from budgetplan.measure import measure_importance
-    from budgetplan.models import build_model, parse_input_size
-    from budgetplan.render import table
+    from budgetplan.report.text import table
+    from budgetplan.training.measure import measure_importance
+    from budgetplan.zoo.models import build_model, parse_input_size
 
     shape = parse_input_size(args.input_size)
     if args.pretrained:
         if args.model != "mobilenet_v2" or args.width_mult not in (None, 1.0):
             raise BudgetPlanError("--pretrained: the offline ImageNet weights are for mobilenet_v2 at width 1.0")
-        from budgetplan.pretrained import imagenet_mobilenet_v2
+        from budgetplan.zoo.pretrained import imagenet_mobilenet_v2
 
         model, name = imagenet_mobilenet_v2(args.num_classes), "mobilenet_v2 (ImageNet)"
     else:
@@ -323,7 +324,7 @@ def _cmd_importance(args: argparse.Namespace) -> None:
 
 def _dataset(data: str, shape: tuple[int, ...]) -> Any:
     if data == "digits":
-        from budgetplan.datasets import DigitsRGB
+        from budgetplan.zoo.datasets import DigitsRGB
 
         return DigitsRGB("train", shape[-1])
     from pathlib import Path
@@ -338,8 +339,8 @@ def _dataset(data: str, shape: tuple[int, ...]) -> Any:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from budgetplan.plan import Plan
-    from budgetplan.render import table
+    from budgetplan.plan.model import Plan
+    from budgetplan.report.text import table
 
     first, second = Plan.load(args.first), Plan.load(args.second)
     rows = first.differences(second)
@@ -351,9 +352,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from budgetplan.export import c_header, plan_table
     from budgetplan.files import write_atomic
-    from budgetplan.plan import Plan
+    from budgetplan.plan.model import Plan
+    from budgetplan.report.export import c_header, plan_table
 
     plan = Plan.load(args.plan)
     text = c_header(plan) if args.format == "c-header" else json.dumps(plan_table(plan), indent=2) + "\n"

@@ -22,14 +22,14 @@ import torch
 from digits import fit_strategy
 from torch.utils.data import DataLoader, Dataset
 
-from budgetplan.datasets import image_dataset
 from budgetplan.errors import BudgetPlanError
-from budgetplan.strategies import get_strategy
+from budgetplan.strategies.builtin import get_strategy
 from budgetplan.units import format_bytes
+from budgetplan.zoo.datasets import image_dataset
 
 
 class FolderData(pl.LightningDataModule):
-    """Train and validation splits (``budgetplan.datasets.image_dataset``), shuffled by ``seed``."""
+    """Train and validation splits (``budgetplan.zoo.datasets.image_dataset``), shuffled by ``seed``."""
 
     def __init__(self, train_set: Dataset, val_set: Dataset, batch_size: int, seed: int) -> None:
         super().__init__()

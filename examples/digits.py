@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
 from budgetplan import BudgetPlanCallback
-from budgetplan.datasets import DigitsOnPhotos, DigitsRGB
-from budgetplan.models import build_model
-from budgetplan.pretrained import imagenet_mobilenet_v2
-from budgetplan.sparse.fold import fold_batchnorm
+from budgetplan.training.fold import fold_batchnorm
+from budgetplan.zoo.datasets import DigitsOnPhotos, DigitsRGB
+from budgetplan.zoo.models import build_model
+from budgetplan.zoo.pretrained import imagenet_mobilenet_v2
 
 
 class ImageClassifier(pl.LightningModule):

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits import DigitsData, ImageClassifier, quiet_trainer
 
 from budgetplan import BudgetPlanCallback, SavedTensorMeter
-from budgetplan.render import render_plan
+from budgetplan.report.text import render_plan
 from budgetplan.units import format_bytes
 
 PROFILE = Path(__file__).resolve().parent / "stm32f746-disco-study.yaml"

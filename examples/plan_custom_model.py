@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import budgetplan
-from budgetplan.render import render_plan
+from budgetplan.report.text import render_plan
 
 
 def ds_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:

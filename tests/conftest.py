@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from budgetplan.costs import CostTable, LayerCost
-from budgetplan.devices import BitWidths, DeviceProfile
+from budgetplan.costs.table import CostTable, LayerCost
+from budgetplan.device.profile import BitWidths, DeviceProfile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,8 +86,8 @@ def default_costs_by_executor() -> dict[str, CostTable]:
     """The default model's cost table, traced once per executor model."""
     import torch
 
-    from budgetplan.costs import layer_costs
-    from budgetplan.models import build_model
+    from budgetplan.costs.build import layer_costs
+    from budgetplan.zoo.models import build_model
 
     model, name = build_model()
     example = torch.zeros(1, 3, 128, 128)

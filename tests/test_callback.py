@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback, InfeasibleError, PlanError
-from budgetplan.sparse.channels import weight_mask
+from budgetplan.training.channels import weight_mask
 
 from .lightning_helpers import TinyModule, data, partial_plan, trainer
 
@@ -184,7 +184,7 @@ def test_plan_file_for_the_bare_network_applies_to_the_module(tmp_path):
 
 def test_mismatched_plan_fails_before_the_first_step(tmp_path):
     from budgetplan import solve
-    from budgetplan.models import build_model
+    from budgetplan.zoo.models import build_model
 
     model, name = build_model("mobilenet_v2", 4, 0.35)
     path = tmp_path / "plan.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from budgetplan.devices import profiles_dir
+from budgetplan.device.profile import profiles_dir
 
 from .conftest import run_cli
 
@@ -157,7 +157,7 @@ def test_native_output_stays_off_the_streams(capfd):
     import ctypes
     import os
 
-    from budgetplan.native_output import native_output_to
+    from budgetplan.planning.solver_output import native_output_to
 
     libc = ctypes.CDLL(None)
     with native_output_to():

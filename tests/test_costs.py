@@ -1,11 +1,11 @@
-"""The cost model against numbers computed by hand (DESIGN.md §3)."""
+"""The cost model against numbers computed by hand (docs/cost-model.md)."""
 
 import pytest
 import torch
 from torch import nn
 
 from budgetplan import ModelError, layer_costs, load_device
-from budgetplan.models import build_model
+from budgetplan.zoo.models import build_model
 
 
 class SmallNet(nn.Module):
@@ -187,7 +187,7 @@ def test_torchvision_models_trace_completely(name, n_layers):
 
 
 def test_mobilenet_v2_width_035_working_buffer():
-    """DESIGN.md §4: the largest layer input + output at 128x128 int8 is 240 KB, 224 KB
+    """docs/planner.md: the largest layer input + output at 128x128 int8 is 240 KB, 224 KB
     when depthwise convs run in place."""
     model, _ = build_model("mobilenet_v2", 10, 0.35)
     example = torch.zeros(1, 3, 128, 128)

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from budgetplan import ProfileError, load_device
-from budgetplan.devices import profiles_dir, shipped_devices
+from budgetplan.device.profile import profiles_dir, shipped_devices
 
 REQUIRED_DEVICES = {
     "cortex-m7", "stm32h743", "cortex-m4", "nrf52840", "cortex-m33", "rp2040",

@@ -10,8 +10,8 @@ import torchvision
 from torch import nn
 
 from budgetplan import BudgetPlanCallback, fold_batchnorm
-from budgetplan.costs import layer_costs
-from budgetplan.devices import load_device
+from budgetplan.costs.build import layer_costs
+from budgetplan.device.profile import load_device
 
 from .lightning_helpers import TinyModule, data, trainer
 

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from budgetplan import BudgetPlanError, load_device
-from budgetplan.importance import PRIOR_SOURCE, load_importance, prior_importance
-from budgetplan.planner import plan_from_costs
+from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.importance import PRIOR_SOURCE, load_importance, prior_importance
 
 from .conftest import run_cli
 

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from budgetplan.devices import profiles_dir
+from budgetplan.device.profile import profiles_dir
 
 from .conftest import REPO
 
@@ -39,7 +39,7 @@ def test_wheel_ships_the_profiles(tmp_path):
     )  # fmt: skip
     assert {d["name"] for d in json.loads(result.stdout)} == {p.stem for p in profiles_dir().glob("*.yaml")}
     where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import budgetplan.devices as d; print(d.profiles_dir())"],
+        [str(venv / "bin" / "python"), "-c", "import budgetplan.device.profile as d; print(d.profiles_dir())"],
         capture_output=True, text=True, cwd=elsewhere, timeout=120, check=True,
     )  # fmt: skip
     assert where.stdout.strip().startswith(str(venv))

@@ -8,9 +8,9 @@ import yaml
 from torch import nn
 
 from budgetplan import load_device, measure_importance
-from budgetplan.costs import layer_costs
-from budgetplan.importance import load_importance
-from budgetplan.planner import plan_from_costs
+from budgetplan.costs.build import layer_costs
+from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.importance import load_importance
 
 from .conftest import run_cli
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from budgetplan import ModelError
-from budgetplan.datasets import DigitsRGB
-from budgetplan.pretrained import checkpoint_path, imagenet_mobilenet_v2
+from budgetplan.zoo.datasets import DigitsRGB
+from budgetplan.zoo.pretrained import checkpoint_path, imagenet_mobilenet_v2
 
 
 def test_digits_rgb_splits():

@@ -6,7 +6,7 @@ import yaml
 
 from budgetplan import Plan, PlanError, layer_costs, solve
 from budgetplan.files import write_atomic
-from budgetplan.models import build_model
+from budgetplan.zoo.models import build_model
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from budgetplan import BudgetPlanError, InfeasibleError, solve
-from budgetplan.costs import CostTable
-from budgetplan.devices import BitWidths
-from budgetplan.importance import Importance
-from budgetplan.memory import Choice, predict
-from budgetplan.models import build_model
-from budgetplan.planner import PlannerOptions, channel_options, plan_from_costs, solve_choices, utility
+from budgetplan.costs.table import CostTable
+from budgetplan.device.profile import BitWidths
+from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.importance import Importance
+from budgetplan.planning.memory import Choice, predict
+from budgetplan.planning.objective import channel_options, utility
+from budgetplan.planning.options import PlannerOptions
+from budgetplan.planning.solve import solve_choices
+from budgetplan.zoo.models import build_model
 
 from .conftest import make_device, random_costs
 

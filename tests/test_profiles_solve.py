@@ -3,9 +3,9 @@
 import pytest
 
 from budgetplan import InfeasibleError
-from budgetplan.devices import shipped_devices
-from budgetplan.memory import base_bytes, layer_bytes
-from budgetplan.planner import plan_from_costs
+from budgetplan.device.profile import shipped_devices
+from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.memory import base_bytes, layer_bytes
 
 # these boards keep less than the default model's 224 KB working buffer plus a new head
 TOO_SMALL = {"cortex-m4", "nrf52840", "rp2040"}

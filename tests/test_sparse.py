@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 from budgetplan import SavedTensorMeter, solve
-from budgetplan.costs import layer_costs
-from budgetplan.models import build_model
-from budgetplan.sparse import LeanAutograd
-from budgetplan.sparse.channels import channel_norms, weight_mask
-from budgetplan.sparse.functions import pack_bits, unpack_bits
+from budgetplan.costs.build import layer_costs
+from budgetplan.training.channels import channel_norms, weight_mask
+from budgetplan.training.functions import pack_bits, unpack_bits
+from budgetplan.training.lean import LeanAutograd
+from budgetplan.zoo.models import build_model
 
 
 def _stock_and_lean(module, x, idx, name="m"):
@@ -188,7 +188,7 @@ def _freeze_to(model, plan):
 
 
 def test_default_plan_saves_what_it_predicts(planned_default):
-    """DESIGN.md §6 on the default model and the cortex-m7 plan: measured saved elements
+    """docs/training.md on the default model and the cortex-m7 plan: measured saved elements
     per sample within the prediction (masks counted as elements), at most 5% of dense."""
     model, plan = planned_default
     batch = 4

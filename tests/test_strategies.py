@@ -9,13 +9,19 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback
-from budgetplan.costs import layer_costs
-from budgetplan.devices import BitWidths, load_device
+from budgetplan.costs.build import layer_costs
+from budgetplan.device.profile import BitWidths, load_device
 from budgetplan.errors import BudgetPlanError
-from budgetplan.importance import Importance, prior_importance, resolve_importance, shipped_importance, top_layers
-from budgetplan.memory import Choice, predict
-from budgetplan.sparse.meter import SavedTensorMeter
-from budgetplan.strategies import STRATEGIES
+from budgetplan.planning.importance import (
+    Importance,
+    prior_importance,
+    resolve_importance,
+    shipped_importance,
+    top_layers,
+)
+from budgetplan.planning.memory import Choice, predict
+from budgetplan.strategies.builtin import STRATEGIES
+from budgetplan.training.meter import SavedTensorMeter
 
 from .lightning_helpers import TinyModule, data, trainer
 

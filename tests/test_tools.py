@@ -9,11 +9,11 @@ import torch
 import yaml
 
 from budgetplan import ProfileError, load_device, solve
-from budgetplan.costs import layer_costs
-from budgetplan.export import c_header, plan_table
-from budgetplan.models import build_model
-from budgetplan.plots import memory_timeline
-from budgetplan.sweep import parse_budgets, sweep
+from budgetplan.costs.build import layer_costs
+from budgetplan.planning.sweep import parse_budgets, sweep
+from budgetplan.report.export import c_header, plan_table
+from budgetplan.report.plots import memory_timeline
+from budgetplan.zoo.models import build_model
 
 from .conftest import run_cli
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from budgetplan.units import format_bytes, format_count
 
 if TYPE_CHECKING:
-    from budgetplan.costs import CostTable
-    from budgetplan.devices import DeviceProfile
-    from budgetplan.plan import Plan
-    from budgetplan.sweep import SweepRow
+    from budgetplan.costs.table import CostTable
+    from budgetplan.device.profile import DeviceProfile
+    from budgetplan.plan.model import Plan
+    from budgetplan.planning.sweep import SweepRow
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:

@@ -214,10 +214,11 @@ class _Validator:
 
 def profiles_dir() -> Path:
     """The folder of shipped profiles: inside the installed package, or the repository's."""
-    packaged = Path(__file__).parent / "device_profiles"
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "device_profiles"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "device_profiles"
+    return package.parent / "device_profiles"
 
 
 def load_profile_file(path: str | Path) -> DeviceProfile:

@@ -1,7 +1,7 @@
 """``LeanAutograd``: run a model's forward with the memory-lean functions.
 
 A ``TorchFunctionMode`` that, while autograd records a graph, sends the ops that matter
-to ``budgetplan.sparse.functions``: convolutions and linear layers (recognised by their
+to ``budgetplan.training.functions``: convolutions and linear layers (recognised by their
 weight, so functional calls count too), frozen BatchNorm in eval mode, ReLU-family
 activations, dropout and global average pooling. Every other op runs as stock PyTorch. A planned
 conv or linear that the lean path cannot run (string padding, say) falls back to stock
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _ntuple
 from torch.overrides import TorchFunctionMode
 
-from budgetplan.sparse.functions import (
+from budgetplan.training.functions import (
     LeanBatchNorm,
     LeanClamp,
     LeanConv,

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from budgetplan.plan import Plan
-    from budgetplan.sweep import SweepRow
+    from budgetplan.plan.model import Plan
+    from budgetplan.planning.sweep import SweepRow
 
 KB = 1024.0
 

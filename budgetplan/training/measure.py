@@ -1,6 +1,6 @@
 """Measuring layer importance by fine-tuning: TraDy's reweighted gradient norm.
 
-For input channel ``c`` of layer ``l`` (DESIGN.md §5; Quélennec et al. 2026, §3):
+For input channel ``c`` of layer ``l`` (docs/importance.md; Quélennec et al. 2026, §3):
 
     RGN_c = ‖∂L/∂W_l[:, c]‖₂ / (C_W + C_A)
 
@@ -23,10 +23,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from budgetplan.costs import CostTable, layer_costs
+from budgetplan.costs.build import layer_costs
+from budgetplan.costs.table import CostTable
 from budgetplan.files import write_atomic
-from budgetplan.importance import TOP_SHARE, Importance, ranking, top_layers
-from budgetplan.sparse.channels import channel_norms
+from budgetplan.planning.importance import TOP_SHARE, Importance, ranking, top_layers
+from budgetplan.training.channels import channel_norms
 
 
 class ImportanceMeter(Callback):

@@ -1,7 +1,7 @@
 """Training strategies by name: what trains, which channels, and when the choice changes.
 
 Every budgeted strategy is held to the same limits (budget, training-memory cap, step
-latency) with the same memory model (``budgetplan.memory``); they differ in which layers
+latency) with the same memory model (``budgetplan.planning.memory``); they differ in which layers
 train and how the input channels inside them are chosen.
 
 ========================  ==============================================================
@@ -42,18 +42,19 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from budgetplan.costs import CostTable
-from budgetplan.devices import DeviceProfile
+from budgetplan.costs.table import CostTable
+from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import BudgetPlanError, InfeasibleError
-from budgetplan.importance import TOP_SHARE, Importance, top_layers
-from budgetplan.memory import Choice
-from budgetplan.planner import PlannerOptions, fits
+from budgetplan.planning.importance import TOP_SHARE, Importance, top_layers
+from budgetplan.planning.memory import Choice
+from budgetplan.planning.options import PlannerOptions
+from budgetplan.planning.solve import fits
 from budgetplan.units import format_bytes
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """How a named strategy chooses channels: ``sampler`` (``budgetplan.sampling``) redrawn
+    """How a named strategy chooses channels: ``sampler`` (``budgetplan.training.samplers``) redrawn
     per ``resample`` (``epoch``, ``step`` or ``never``); ``planned`` says whether its
     layers come from the ILP."""
 
@@ -116,9 +117,9 @@ def trady_draw(
     found by bisection.
 
     >>> import torch
-    >>> from budgetplan.costs import layer_costs
-    >>> from budgetplan.devices import load_device
-    >>> from budgetplan.importance import prior_importance
+    >>> from budgetplan.costs.build import layer_costs
+    >>> from budgetplan.device.profile import load_device
+    >>> from budgetplan.planning.importance import prior_importance
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(16, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 4))
     >>> costs = layer_costs(net, torch.zeros(1, 16, 8, 8))

@@ -1,4 +1,4 @@
-"""Layer importance: the weights of the planner's objective (DESIGN.md §5).
+"""Layer importance: the weights of the planner's objective (docs/importance.md).
 
 Without measurements budgetplan uses a documented prior: a layer's weight update is
 worth its share of the model's trainable elements, and so is its bias. The objective
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from budgetplan.costs import CostTable
+from budgetplan.costs.table import CostTable
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import read_yaml
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
-TABLES = Path(__file__).parent / "tables"  # measured importance shipped with the package
+TABLES = Path(__file__).resolve().parent.parent / "tables"  # measured importance shipped with the package
 TOP_SHARE = 0.97  # TraDy keeps the layers that hold 97% of the cumulative importance
 
 

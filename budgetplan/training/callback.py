@@ -30,34 +30,31 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from budgetplan.costs import CostTable, layer_costs
-from budgetplan.devices import DeviceProfile, load_device
+from budgetplan.costs.build import layer_costs
+from budgetplan.device.profile import load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
-from budgetplan.importance import Importance, resolve_importance, top_layers
-from budgetplan.memory import Choice
-from budgetplan.plan import Plan, list_problems
-from budgetplan.planner import (
-    PlannerOptions,
-    Solution,
-    check_flash,
-    objective,
-    plan_from_choices,
-    plan_from_costs,
-    planner_options,
-)
-from budgetplan.sampling import SAMPLERS, draw_channels, draw_seed
-from budgetplan.sparse.channels import channel_norms, weight_mask
-from budgetplan.sparse.exact import SelectionGuard
-from budgetplan.sparse.fold import step_gain
-from budgetplan.sparse.lean import LeanAutograd
-from budgetplan.sparse.meter import SavedTensorMeter
-from budgetplan.strategies import get_strategy, planner_overrides, required_layers, trady_draw
+from budgetplan.plan.match import locate
+from budgetplan.plan.model import Plan
+from budgetplan.planning.assemble import plan_from_choices, plan_from_costs
+from budgetplan.planning.diagnose import check_flash
+from budgetplan.planning.importance import Importance, resolve_importance, top_layers
+from budgetplan.planning.memory import Choice
+from budgetplan.planning.objective import objective
+from budgetplan.planning.options import planner_options
+from budgetplan.planning.problem import Problem
+from budgetplan.planning.solve import Solution
+from budgetplan.strategies.builtin import get_strategy, planner_overrides, required_layers, trady_draw
+from budgetplan.training.channels import channel_norms, weight_mask
+from budgetplan.training.fold import step_gain
+from budgetplan.training.guard import SelectionGuard
+from budgetplan.training.lean import LeanAutograd
+from budgetplan.training.meter import SavedTensorMeter
+from budgetplan.training.samplers import SAMPLERS, draw_channels, draw_seed
 
 RESAMPLE = ("epoch", "step", "never")
 _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
 }
-_PLANNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORM_GAIN_WARNING = 10.0  # (gamma / sigma)^2 beyond which steps are out of scale
 
 
@@ -70,16 +67,6 @@ class _Trained:
     total: int
     groups: int
     count: int
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """What a plan is made from: the traced costs, the device, importance and limits."""
-
-    costs: CostTable
-    device: DeviceProfile
-    importance: Importance
-    options: PlannerOptions
 
 
 class BudgetPlanCallback(Callback):
@@ -95,10 +82,10 @@ class BudgetPlanCallback(Callback):
         seed: seed of the channel draws.
         strategy: ``"budgetplan"`` (default), ``"trady"``, ``"gradient"``,
             ``"dynamic-gradient"``, ``"sparse-update"``, ``"classifier"``, ``"bias"`` or
-            ``"full"``; sources and memory accounting in ``budgetplan.strategies``.
+            ``"full"``; sources and memory accounting in ``budgetplan.strategies.builtin``.
         resample: ``"epoch"``, ``"step"`` or ``"never"`` (default: the strategy's).
         sampler: ``"uniform"``, ``"gradient"``, ``"magnitude"`` or ``"largest"``
-            (``budgetplan.sampling``; default: the strategy's).
+            (``budgetplan.training.samplers``; default: the strategy's).
         example_input: a batch to trace the model with when solving.
         importance: importance YAML file for solving, ``"shipped"`` (the table shipped for
             the model) or ``"prior"`` (the default, the documented no-data prior).
@@ -170,7 +157,7 @@ class BudgetPlanCallback(Callback):
         self._seen: dict[str, Tensor] = {}
         self._scores: dict[str, Tensor] = {}
         self._restored: dict[str, Any] | None = None
-        self._trady: _Problem | None = None  # what TraDy draws from each epoch
+        self._trady: Problem | None = None  # what TraDy draws from each epoch
         self.saved_bytes_per_sample: float | None = None
 
     # --- setup: plan, check, freeze -------------------------------------------------
@@ -193,7 +180,7 @@ class BudgetPlanCallback(Callback):
             biases = [problem.costs.layer(n).bias_param for n in required]
         else:
             plan = self._resolve_plan(trainer, pl_module)
-            prefix = _locate(plan, pl_module)
+            prefix = locate(plan, pl_module)
             trained = {
                 layer.name: (layer.total_channels, layer.channels, layer.bias_param)
                 for layer in plan.layers
@@ -221,14 +208,14 @@ class BudgetPlanCallback(Callback):
         if self._restored is not None:
             self._apply_restored()
 
-    def _problem(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> _Problem:
+    def _problem(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Problem:
         device = load_device(self.device or "cortex-m7")
         costs = layer_costs(pl_module, self._example(trainer, pl_module), device, model_name=type(pl_module).__name__)
         check_flash(costs, device)
         options = {**self.solve_options, **planner_overrides(self.strategy.name, costs)}
         if self.budget is not None:
             options["budget"] = self.budget
-        return _Problem(costs, device, resolve_importance(self.importance, costs), planner_options(**options))
+        return Problem(costs, device, resolve_importance(self.importance, costs), planner_options(**options))
 
     def _resolve_plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Plan:
         if isinstance(self._plan_source, Plan):
@@ -474,7 +461,7 @@ class BudgetPlanCallback(Callback):
                 self._guard.set_mask(weight, weight_mask(weight.shape, idx, trained.groups), reset=False)
 
 
-def _dense_plan(problem: _Problem) -> Plan:
+def _dense_plan(problem: Problem) -> Plan:
     """Every channel and bias of every layer: the reference the ``full`` strategy reports."""
     costs = problem.costs
     choices = {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers}
@@ -483,34 +470,9 @@ def _dense_plan(problem: _Problem) -> Plan:
     return plan_from_choices(costs, problem.device, problem.importance, problem.options, solution)
 
 
-def _locate(plan: Plan, pl_module: nn.Module) -> str:
-    """The module-name prefix under which the plan's layers sit in ``pl_module``.
-
-    A plan solved for ``mobilenet_v2`` applies to a LightningModule that holds it as
-    ``self.net``; the prefix is then ``"net."``. Fails with the mismatched layers.
-    """
-    first = plan.layers[0].name
-    names = [n for n, _ in pl_module.named_modules()]
-    prefixes = [n[: -len(first)] for n in names if n == first or n.endswith("." + first)]
-    best: list[str] | None = None
-    for prefix in prefixes or [""]:
-        found = [
-            (n[len(prefix) :], tuple(m.weight.shape))
-            for n, m in pl_module.named_modules()
-            if n.startswith(prefix) and isinstance(m, _PLANNABLE)
-        ]
-        problems = plan.mismatches(found)
-        if not problems:
-            return prefix
-        if best is None or len(problems) < len(best):
-            best = problems
-    assert best is not None
-    raise PlanError(f"the plan for {plan.model} does not match {type(pl_module).__name__}: {list_problems(best)}")
-
-
 def _warn_of_norm_gain(modules: dict[str, nn.Module], norm_after: dict[str, str]) -> None:
     """Warn when a frozen BatchNorm multiplies a trained layer's steps far beyond its own
-    scale (see ``budgetplan.sparse.fold``)."""
+    scale (see ``budgetplan.training.fold``)."""
     gains = {}
     for layer, norm_name in norm_after.items():
         norm = modules.get(norm_name)

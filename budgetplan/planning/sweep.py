@@ -12,11 +12,12 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from budgetplan.costs import CostTable
-from budgetplan.devices import DeviceProfile
+from budgetplan.costs.table import CostTable
+from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import BudgetPlanError, InfeasibleError
-from budgetplan.importance import Importance
-from budgetplan.planner import PlannerOptions, plan_from_costs
+from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.importance import Importance
+from budgetplan.planning.options import PlannerOptions
 from budgetplan.units import parse_bytes
 
 

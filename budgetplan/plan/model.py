@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from budgetplan.devices import DeviceProfile
+from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import PlanError, ProfileError
 from budgetplan.files import read_yaml, write_atomic
-from budgetplan.memory import Prediction
+from budgetplan.planning.memory import Prediction
 
 if TYPE_CHECKING:
-    from budgetplan.costs import CostTable
+    from budgetplan.costs.table import CostTable
 
 SCHEMA_VERSION = 1
 UPDATES = ("none", "bias", "weight")

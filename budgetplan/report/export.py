@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from budgetplan.plan import Plan
+from budgetplan.plan.model import Plan
 
 EXPORT_FORMATS = ("c-header", "json")
 

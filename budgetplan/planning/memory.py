@@ -1,6 +1,6 @@
 """What a set of per-layer decisions costs on a device, over the training step.
 
-This is the memory model of DESIGN.md §4 evaluated directly, step by step in time:
+This is the memory model of docs/planner.md evaluated directly, step by step in time:
 saved tensors accumulate during forward and are released during backward, so the peak is
 the largest of, for each layer ``l`` in forward order,
 
@@ -14,7 +14,7 @@ includes layer ``l``'s own saved tensors. ``resident`` is the updated weights an
 (with their gradients and optimizer state), held for the whole run; ``base`` is the
 frozen model itself when the device keeps weights in RAM (``frozen_weights: sram``).
 
-The planner (``budgetplan.planner``) states the same model as linear constraints; this
+The planner (``budgetplan.planning.ilp``) states the same model as linear constraints; this
 module is the reference it is tested against.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from budgetplan.costs import CostTable, LayerCost
-    from budgetplan.devices import DeviceProfile
+    from budgetplan.costs.table import CostTable, LayerCost
+    from budgetplan.device.profile import DeviceProfile
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Memory-lean autograd functions (DESIGN.md §6).
+"""Memory-lean autograd functions (docs/training.md).
 
 Each function keeps for backward only what its gradient needs, through
 ``ctx.save_for_backward`` (so ``SavedTensorMeter`` sees everything it keeps):

@@ -1,4 +1,4 @@
-"""Which input channels a layer trains: channel samplers (DESIGN.md §6).
+"""Which input channels a layer trains: channel samplers (docs/training.md).
 
 Every draw is a pure function of ``(seed, epoch, step, layer)`` and of numbers that are
 the same on every process (weights, all-reduced gradients), so each DDP rank draws the

@@ -1,6 +1,6 @@
-"""Per-layer memory and MAC costs of a model, in forward order (DESIGN.md §3).
+"""Per-layer memory and MAC costs of a model, in forward order (docs/cost-model.md).
 
-``layer_costs`` runs the model once (``budgetplan.trace``) and turns the recorded
+``layer_costs`` runs the model once (``budgetplan.costs.trace``) and turns the recorded
 dataflow into a ``CostTable``. Everything here after the trace is pure Python.
 
 What is counted, per sample:
@@ -31,208 +31,30 @@ costs are summed over the calls and it sits in the order at its first call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from math import prod
-from typing import Any
 
 import torch
 from torch import nn
 
-from budgetplan.devices import DeviceProfile, load_device
-from budgetplan.trace import Op, Trace, trace_model
-
-_LAYER_FUNCS = {"conv1d", "conv2d", "conv3d", "linear"}
-_VIEW = {
-    "view", "reshape", "flatten", "unflatten", "transpose", "permute", "contiguous",
-    "getitem", "squeeze", "unsqueeze", "chunk", "split", "narrow", "select", "expand",
-    "t", "view_as", "reshape_as", "detach", "unbind", "movedim", "swapaxes", "as_strided",
-}  # fmt: skip
-_MASK = {
-    "relu", "relu6", "hardtanh", "leaky_relu", "threshold", "hardsigmoid", "clamp",
-    "clip", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-    "feature_alpha_dropout",
-}  # fmt: skip
-_SAVES_OUTPUT = {"sigmoid", "tanh", "softmax", "log_softmax", "exp"}
-_SAVES_INPUT = {
-    "hardswish", "silu", "gelu", "elu", "selu", "celu", "mish", "softplus", "log",
-    "layer_norm", "group_norm", "instance_norm", "max_pool1d", "max_pool2d", "max_pool3d",
-    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "sqrt", "pow",
-}  # fmt: skip
-_PRODUCT = {"mul", "div", "matmul", "bmm", "mm", "einsum", "baddbmm", "addmm"}
-_FREE = {
-    "add", "sub", "neg", "cat", "concat", "stack", "batch_norm", "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "mean", "sum", "interpolate", "upsample", "pad", "clone", "to", "float", "zeros_like",
-    "ones_like", "flip", "roll",
-}  # fmt: skip
-_IN_PLACE_ABLE = _MASK | _SAVES_OUTPUT | _SAVES_INPUT | {"add", "sub", "mul", "div", "neg", "batch_norm"}
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """Costs of one plannable layer; element and MAC counts are per sample."""
-
-    name: str
-    kind: str  # "conv", "depthwise", "grouped" or "linear"
-    index: int
-    in_channels: int
-    out_channels: int
-    kernel_size: tuple[int, ...]
-    groups: int
-    weight_shape: tuple[int, ...]
-    input_hw: tuple[int, ...]
-    output_hw: tuple[int, ...]
-    calls: int
-    forward_macs: int
-    weight_elements_per_channel: int
-    activation_elements_per_channel: int
-    weight_grad_macs_per_channel: int
-    bias_elements: int
-    bias_param: str | None
-    mask_elements: int
-    path_activation_elements: int
-    input_grad_macs: int
-    forward_live_elements: int
-    backward_live_elements: int
-
-    @property
-    def weight_elements(self) -> int:
-        """All weight elements of the layer."""
-        return self.in_channels * self.weight_elements_per_channel
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["macs"] = self.forward_macs
-        for key in ("kernel_size", "weight_shape", "input_hw", "output_hw"):
-            data[key] = list(data[key])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerCost:
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("kernel_size", "weight_shape", "input_hw", "output_hw"):
-            fields[key] = tuple(fields[key])
-        return cls(**fields)
-
-
-@dataclass(frozen=True)
-class UncostedModule:
-    """A module left out of planning (stays frozen), and why."""
-
-    name: str
-    type: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CostTable:
-    """Per-layer costs of a model for one input size, in forward order."""
-
-    model: str
-    input_shape: tuple[int, ...]  # one sample, e.g. (3, 128, 128)
-    executor: str
-    layers: tuple[LayerCost, ...]
-    other_param_elements: int = 0  # parameters outside the plannable layers and their biases
-    uncosted: tuple[UncostedModule, ...] = ()
-    unknown_ops: tuple[str, ...] = ()  # ops assumed to save nothing for backward
-
-    @property
-    def forward_macs(self) -> int:
-        return sum(layer.forward_macs for layer in self.layers)
-
-    def model_bytes(self, device: DeviceProfile) -> int:
-        """Bytes of all parameters stored at the device's bit widths (BatchNorm folded)."""
-        weights = sum(layer.weight_elements for layer in self.layers) + self.other_param_elements
-        biases = sum(layer.bias_elements for layer in self.layers)
-        return (weights * device.bits.weight + biases * device.bits.bias + 7) // 8
-
-    def fingerprint(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Layer names and weight shapes: what a plan must match."""
-        return [(layer.name, layer.weight_shape) for layer in self.layers]
-
-    def layer(self, name: str) -> LayerCost:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(name)
-
-
-def _liveness(trace: Trace, inplace_ops: set[int]) -> list[int]:
-    """Activation elements alive at each op, from storage-level liveness.
-
-    View ops alias their input; ops in ``inplace_ops`` may write over an input that
-    nothing reads later; everything else allocates. The model's outputs live to the end.
-    """
-    n = len(trace.ops)
-    last_use: dict[int, int] = {}
-    for op in trace.ops:
-        for t in op.inputs:
-            last_use[t] = op.index
-    for t in trace.output_ids:
-        last_use[t] = n
-    storage_of: dict[int, int] = {}
-    size: list[int] = []
-    birth: list[int] = []
-    death: list[int] = []
-
-    def join(t: int, s: int) -> None:
-        storage_of[t] = s
-        size[s] = max(size[s], trace.elements(t))
-        death[s] = max(death[s], last_use.get(t, birth[s]))
-
-    def allocate(t: int, born: int) -> None:
-        size.append(0)
-        birth.append(born)
-        death.append(born)
-        join(t, len(size) - 1)
-
-    for t in trace.input_ids:
-        allocate(t, 0)
-    for op in trace.ops:
-        for t in op.inputs:
-            if t not in storage_of:
-                allocate(t, op.index)
-        for out in op.outputs:
-            if out in storage_of:  # in-place op: same tensor object
-                join(out, storage_of[out])
-                continue
-            if op.func in _VIEW and op.inputs:
-                join(out, storage_of[op.inputs[0]])
-                continue
-            dying = [storage_of[t] for t in op.inputs if death[storage_of[t]] <= op.index]
-            if op.index in inplace_ops and dying:
-                # written over a dying input: the op needs the larger of the two, and
-                # from the next op on only the output's own size is held
-                size[dying[0]] = max(size[dying[0]], trace.elements(out))
-                allocate(out, op.index + 1)
-            else:
-                allocate(out, op.index)
-    delta = [0] * (n + 2)
-    for s in range(len(size)):
-        delta[birth[s]] += size[s]
-        delta[min(death[s], n) + 1] -= size[s]
-    live, running = [], 0
-    for i in range(n):
-        running += delta[i]
-        live.append(running)
-    return live
+from budgetplan.costs.liveness import _liveness
+from budgetplan.costs.ops import (
+    _FREE,
+    _IN_PLACE_ABLE,
+    _LAYER_FUNCS,
+    _MASK,
+    _PRODUCT,
+    _SAVES_INPUT,
+    _SAVES_OUTPUT,
+    _VIEW,
+    _path_elements,
+)
+from budgetplan.costs.table import CostTable, LayerCost, UncostedModule
+from budgetplan.costs.trace import Op, Trace, trace_model
+from budgetplan.device.profile import DeviceProfile, load_device
 
 
 def _is_layer_call(op: Op, trace: Trace) -> bool:
     return op.func in _LAYER_FUNCS and op.module in trace.plannable and bool(op.inputs)
-
-
-def _path_elements(op: Op, trace: Trace) -> tuple[int, int]:
-    """(mask elements, activation elements) an op keeps for its backward."""
-    if op.func in _MASK:
-        return sum(trace.elements(t) for t in op.outputs), 0
-    if op.func in _SAVES_OUTPUT:
-        return 0, sum(trace.elements(t) for t in op.outputs)
-    if op.func in _SAVES_INPUT:
-        return 0, trace.elements(op.inputs[0]) if op.inputs else 0
-    if op.func in _PRODUCT and not op.scalar_operand:
-        return 0, sum(trace.elements(t) for t in op.inputs)
-    return 0, 0
 
 
 def costs_from_trace(trace: Trace, model_name: str, executor: str = "layer") -> CostTable:

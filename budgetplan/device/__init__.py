@@ -1,0 +1,1 @@
+"""Device profiles: what a board offers for training."""

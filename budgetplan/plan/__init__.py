@@ -1,0 +1,1 @@
+"""``Plan``: the planner's answer, its file format, matching and comparison."""

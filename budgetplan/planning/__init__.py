@@ -1,0 +1,1 @@
+"""The planner: options, importance, the memory model, the integer program, sweeps."""

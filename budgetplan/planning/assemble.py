@@ -1,0 +1,129 @@
+"""From choices to a ``Plan``, and ``solve``: trace a model and plan it in one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from budgetplan.costs.table import CostTable
+from budgetplan.device.profile import DeviceProfile, load_device
+from budgetplan.plan.model import LayerPlan, Plan
+from budgetplan.planning.diagnose import check_flash
+from budgetplan.planning.ilp import OPTIMALITY_GAP
+from budgetplan.planning.importance import Importance, prior_importance, resolve_importance
+from budgetplan.planning.memory import Choice, backward_macs, layer_bytes, predict
+from budgetplan.planning.options import PlannerOptions, planner_options
+from budgetplan.planning.solve import Solution, solve_choices
+
+
+def plan_from_costs(
+    costs: CostTable,
+    device: DeviceProfile,
+    importance: Importance | None = None,
+    options: PlannerOptions | None = None,
+) -> Plan:
+    """Solve the ILP for a cost table and assemble the ``Plan``."""
+    options = options or PlannerOptions()
+    importance = importance or prior_importance(costs)
+    check_flash(costs, device)
+    solution = solve_choices(costs, device, importance, options)
+    return plan_from_choices(costs, device, importance, options, solution)
+
+
+def plan_from_choices(
+    costs: CostTable,
+    device: DeviceProfile,
+    importance: Importance,
+    options: PlannerOptions,
+    solution: Solution,
+) -> Plan:
+    """The ``Plan`` of a set of choices (the ILP's, or a strategy's own), with its predicted memory."""
+    batch = options.batch_size
+    macs = backward_macs(costs, solution.choices, batch)
+    first = min((layer.index for layer in costs.layers if layer.name in solution.choices), default=len(costs.layers))
+    layers = []
+    for layer, spent in zip(costs.layers, macs, strict=True):
+        choice = solution.choices.get(layer.name, Choice())
+        terms = layer_bytes(layer, device, batch)
+        update = "weight" if choice.channels else "bias" if choice.bias else "none"
+        layers.append(
+            LayerPlan(
+                name=layer.name,
+                kind=layer.kind,
+                weight_shape=layer.weight_shape,
+                update=update,
+                channels=choice.channels,
+                total_channels=layer.in_channels,
+                bias=choice.bias,
+                bias_param=layer.bias_param,
+                activation_bytes=terms.saved_per_channel * choice.channels,
+                weight_bytes=terms.weight_per_channel * choice.channels,
+                bias_bytes=terms.bias if choice.bias else 0.0,
+                path_bytes=terms.path if layer.index >= first else 0.0,
+                macs=spent,
+                importance=importance.weight.get(layer.name, 0.0) + importance.bias.get(layer.name, 0.0),
+                forward_buffer_bytes=terms.live_forward,
+                backward_buffer_bytes=terms.live_backward if layer.index >= first else 0.0,
+            )
+        )
+    return Plan(
+        device=device,
+        model=costs.model,
+        input_shape=costs.input_shape,
+        batch_size=batch,
+        budget_bytes=options.budget_on(device),
+        layers=layers,
+        predicted=predict(costs, device, solution.choices, batch),
+        status=solution.status,
+        solver=solution.solver,
+        objective=solution.objective,
+        solve_seconds=solution.solve_seconds,
+        importance_source=importance.source,
+        training_memory_cap=options.training_memory,
+        max_step_latency=options.latency_on(device),
+        optimality_gap=OPTIMALITY_GAP,
+        options={
+            "ratios": list(options.ratios),
+            "epochs": options.epochs,
+            "utility": options.utility,
+            "max_layers": options.max_layers,
+            "require": list(solution.required),
+            "include": list(options.include),
+            "exclude": list(options.exclude),
+            "time_limit": options.time_limit,
+        },
+    )
+
+
+def solve(
+    model: Any,
+    example_input: Any,
+    device: str | Path | DeviceProfile = "cortex-m7",
+    importance: str | Path | Importance | None = None,
+    model_name: str | None = None,
+    **options: Any,
+) -> Plan:
+    """Plan which layers and how many input channels to train on ``device``.
+
+    ``model`` is a ``torch.nn.Module`` and ``example_input`` one batch for it (batch 1 is
+    enough: costs are per sample and scaled by ``batch_size``). ``importance`` is an
+    importance YAML file, ``"shipped"`` (the table shipped for the model: ImageNet
+    MobileNetV2) or ``"prior"``; without one, the documented prior. The plan says which it
+    used. Other keyword arguments are ``PlannerOptions`` fields; ``budget`` and
+    ``training_memory`` also take sizes such as ``"256KB"``, ``max_step_latency`` durations
+    such as ``"2s"``.
+
+    >>> import torch, torchvision
+    >>> model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)
+    >>> plan = solve(model, torch.zeros(1, 3, 128, 128), "cortex-m7", budget="300KB")
+    >>> plan.budget_bytes, plan.status
+    (307200, 'optimal')
+    >>> [layer.channels for layer in plan.layers if layer.name == "classifier.1"]
+    [1280]
+    """
+    from budgetplan.costs.build import layer_costs  # tracing needs torch; planning alone does not
+
+    profile = load_device(device)
+    planner = planner_options(**options)
+    costs = layer_costs(model, example_input, profile, model_name=model_name)
+    return plan_from_costs(costs, profile, resolve_importance(importance, costs), planner)

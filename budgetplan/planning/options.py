@@ -1,0 +1,102 @@
+"""What the planner may choose and the limits it keeps: ``PlannerOptions``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from budgetplan.device.profile import DeviceProfile
+from budgetplan.errors import BudgetPlanError
+from budgetplan.units import parse_bytes, parse_seconds
+
+DEFAULT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
+
+
+UTILITIES = ("coverage", "linear")
+
+
+SOLVERS = ("auto", "highs", "cbc")
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    """What the planner may choose and the limits it must keep.
+
+    ``budget`` and ``max_step_latency`` default to the device's. ``training_memory``
+    caps the published accounting (updated weights and biases plus saved tensors, no
+    working buffers) on top of the physical budget. ``require`` lists name patterns of
+    layers trained in full (every channel and the bias); ``None`` means the classifier
+    (the last layer) when it is allowed. ``include``/``exclude`` are name patterns (``fnmatch``).
+    ``utility`` is ``coverage`` (``1-(1-r)^E``, the expected fraction of a layer's
+    channels trained at least once in ``epochs`` epochs of resampling) or ``linear`` (``r``).
+    ``bias_only`` keeps the weights of all but the required layers frozen (bias updates only).
+    ``verbose`` lets the solver's own log through, on stderr.
+    """
+
+    budget: int | None = None
+    training_memory: int | None = None
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    epochs: int = 10
+    utility: str = "coverage"
+    max_layers: int | None = None
+    require: tuple[str, ...] | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    batch_size: int = 1
+    max_step_latency: float | None = None
+    time_limit: float = 10.0
+    solver: str = "auto"
+    bias_only: bool = False
+    verbose: bool = False
+
+    def budget_on(self, device: DeviceProfile) -> int:
+        """The budget in force: this option, else the device's."""
+        return self.budget if self.budget is not None else device.budget
+
+    def latency_on(self, device: DeviceProfile) -> float | None:
+        """The step latency limit in force: this option, else the device's (or none)."""
+        return self.max_step_latency if self.max_step_latency is not None else device.max_step_latency
+
+    def check(self) -> None:
+        if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
+            raise BudgetPlanError(f"ratios must lie in (0, 1], got {list(self.ratios)}")
+        if self.epochs < 1:
+            raise BudgetPlanError(f"epochs must be at least 1, got {self.epochs}")
+        if self.utility not in UTILITIES:
+            raise BudgetPlanError(f"utility must be one of {', '.join(UTILITIES)}, got {self.utility!r}")
+        if self.batch_size < 1:
+            raise BudgetPlanError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.max_layers is not None and self.max_layers < 1:
+            raise BudgetPlanError(f"max_layers must be at least 1, got {self.max_layers}")
+        if self.time_limit <= 0:
+            raise BudgetPlanError(f"time limit must be positive, got {self.time_limit}")
+        if self.solver not in SOLVERS:
+            raise BudgetPlanError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        for name, value in (("budget", self.budget), ("training_memory", self.training_memory)):
+            if value is not None and value <= 0:
+                raise BudgetPlanError(f"{name} must be positive, got {value}")
+
+
+def planner_options(**options: Any) -> PlannerOptions:
+    """``PlannerOptions`` from keyword arguments; sizes (``"256KB"``), durations (``"2s"``)
+    and lists are accepted where the fields are numbers and tuples."""
+    for key in ("budget", "training_memory"):
+        if isinstance(options.get(key), str):
+            options[key] = _parse(parse_bytes, options[key], key)
+    if isinstance(options.get("max_step_latency"), str):
+        options["max_step_latency"] = _parse(parse_seconds, options["max_step_latency"], "max_step_latency")
+    for key in ("ratios", "require", "include", "exclude"):
+        if isinstance(options.get(key), Sequence) and not isinstance(options[key], str):
+            options[key] = tuple(options[key])
+    unknown = set(options) - set(PlannerOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown planner option(s): {', '.join(sorted(unknown))}")
+    return PlannerOptions(**options)
+
+
+def _parse(reader: Any, value: str, key: str) -> Any:
+    try:
+        return reader(value)
+    except ValueError as err:
+        raise BudgetPlanError(f"{key}: {err}") from None

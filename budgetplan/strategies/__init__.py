@@ -1,0 +1,5 @@
+"""Training strategies by name."""
+
+from budgetplan.strategies.builtin import STRATEGIES, Strategy, get_strategy
+
+__all__ = ["STRATEGIES", "Strategy", "get_strategy"]

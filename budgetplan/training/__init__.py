@@ -1,0 +1,1 @@
+"""Training under a plan: the callback, channel selection and samplers, the lean backward."""

@@ -1,0 +1,1 @@
+"""Example models, offline pretrained weights and data sets; not the library itself."""
