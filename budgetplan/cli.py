@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from budgetplan.device.profile import load_device, shipped_devices
 from budgetplan.errors import BudgetPlanError
+from budgetplan.files import writable_target
 from budgetplan.units import parse_bytes, parse_seconds
 
 FORMATS = ("table", "yaml", "json")
+MAX_SWEEP = 64  # budgets one sweep solves (each is a solve of up to --time-limit seconds)
 
 
 def _size(text: str) -> int:
@@ -33,6 +36,33 @@ def _seconds(text: str) -> float:
         return parse_seconds(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive, finite number")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"budgetplan: error: {message} (see {self.prog} --help)\n")
 
 
 def _ratios(text: str) -> tuple[float, ...]:
@@ -50,8 +80,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="mobilenet_v2", help="torchvision model name or package.module:factory")
     group.add_argument("--input-size", default="128", help="128, 96x128 or 3x128x128 (default 128)")
-    group.add_argument("--num-classes", type=int, default=10, help="classes of the new head (default 10)")
-    group.add_argument("--width-mult", type=float, help="width of mobilenet_v2 (default 0.35 for it)")
+    group.add_argument("--num-classes", type=_count, default=10, help="classes of the new head (default 10)")
+    group.add_argument("--width-mult", type=_positive, help="width of mobilenet_v2 (default 0.35 for it)")
 
 
 def _format_argument(parser: argparse.ArgumentParser) -> None:
@@ -59,11 +89,11 @@ def _format_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="budgetplan",
         description="Plan sparse on-device fine-tuning that fits a device's memory budget.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     solve = sub.add_parser("solve", help="choose the layers and channels to train on a device")
     solve.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
@@ -71,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan = solve.add_argument_group("planning")
     plan.add_argument("--budget", type=_size, help="memory budget, e.g. 256KB (default: the device's)")
     plan.add_argument("--training-memory", type=_size, help="also cap the published accounting, e.g. 100KB")
-    plan.add_argument("--batch-size", type=int, default=1, help="samples per step (default 1)")
-    plan.add_argument("--epochs", type=int, default=10, help="epochs E of the coverage utility (default 10)")
+    plan.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
+    plan.add_argument("--epochs", type=_count, default=10, help="epochs E of the coverage utility (default 10)")
     plan.add_argument("--utility", choices=("coverage", "linear"), default="coverage")
     plan.add_argument("--ratios", type=_ratios, help="channel ratio grid (default 1/16,1/8,1/4,1/2,3/4,1)")
-    plan.add_argument("--max-layers", type=int, help="update at most this many layers")
+    plan.add_argument("--max-layers", type=_count, help="update at most this many layers")
     plan.add_argument("--require", action="append", help="layer pattern trained in full (default: the classifier)")
     plan.add_argument("--no-require", action="store_true", help="do not force the classifier to train")
     plan.add_argument("--include", action="append", default=[], help="only layers matching this pattern")
@@ -85,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--importance",
         help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
     )
-    plan.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
+    plan.add_argument("--time-limit", type=_positive, default=10.0, help="solver time limit in seconds (default 10)")
     plan.add_argument("--solver", choices=("auto", "highs", "cbc"), default="auto")
     plan.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
     solve.add_argument("--out", help="write the plan to this YAML file (atomically)")
@@ -104,12 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
     sweep.add_argument("--budgets", required=True, help="LOW:HIGH:N (log-spaced) or a list, e.g. 64KB:1MB:8")
     _model_arguments(sweep)
-    sweep.add_argument("--batch-size", type=int, default=1, help="samples per step (default 1)")
+    sweep.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
     sweep.add_argument(
         "--importance",
         help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
     )
-    sweep.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per budget (default 10)")
+    sweep.add_argument("--time-limit", type=_positive, default=10.0, help="solver time limit per budget (default 10)")
     sweep.add_argument("--plot", help="write a PNG of objective and trained fraction against budget")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     sweep.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
@@ -119,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(importance)
     importance.add_argument("--pretrained", action="store_true", help="ImageNet weights (mobilenet_v2, width 1.0)")
     importance.add_argument("--data", default="digits", help="'digits' (offline) or an ImageFolder directory")
-    importance.add_argument("--steps", type=int, default=100, help="optimizer steps of dense fine-tuning")
-    importance.add_argument("--batch-size", type=int, default=32)
-    importance.add_argument("--lr", type=float, default=0.005)
+    importance.add_argument("--steps", type=_count, default=100, help="optimizer steps of dense fine-tuning")
+    importance.add_argument("--batch-size", type=_count, default=32)
+    importance.add_argument("--lr", type=_positive, default=0.005)
     importance.add_argument("--out", required=True, help="importance YAML to write")
 
     compare = sub.add_parser("compare", help="what differs between two plans")
@@ -270,6 +300,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from budgetplan.report.text import render_sweep
 
     budgets = parse_budgets(args.budgets)
+    if len(budgets) > MAX_SWEEP:
+        raise BudgetPlanError(f"--budgets {args.budgets!r}: {len(budgets)} budgets; a sweep solves at most {MAX_SWEEP}")
     device = load_device(args.device)
     costs = _traced(args, device)
     importance = resolve_importance(args.importance, costs)
@@ -378,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _cmd_export,
     }
     try:
+        for output in ("out", "plot"):  # a file that cannot be written fails before the work
+            if getattr(args, output, None) is not None:
+                writable_target(getattr(args, output))
         commands[args.command](args)
     except BudgetPlanError as err:
         print(f"budgetplan: error: {err}", file=sys.stderr)

@@ -216,3 +216,27 @@ def test_every_command_prints_parseable_json_through_the_console_script(tmp_path
         result = subprocess.run([str(script), *args, "--format", "json"], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, (args, result.stderr)
         json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["importance", "--steps", "-1", "--out", "x.yaml"], "--steps: '-1'"),
+        (["importance", "--batch-size", "0", "--out", "x.yaml"], "--batch-size: '0'"),
+        (["sweep", "--budgets", "64KB:1MB:100000"], "100000 budgets"),
+        (["sweep", "--budgets", "64KB:1MB:3", "--time-limit", "nan"], "--time-limit: 'nan'"),
+        (["solve", "--width-mult", "0"], "--width-mult: '0'"),
+        (["solve", "--width-mult", "-1"], "--width-mult: '-1'"),
+        (["solve", "--epochs", "many"], "--epochs: 'many'"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_in_one_line(capsys, args, words):
+    from budgetplan import cli
+
+    try:
+        code = cli.main(args)
+    except SystemExit as stop:  # argparse refuses a flag's value by exiting
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("budgetplan: error:") and words in err, err
