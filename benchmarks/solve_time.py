@@ -36,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default="mobilenet_v2,resnet50", help="which of the cases to run")
+    parser.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per solve (default 10)")
     args = parser.parse_args()
     wanted = args.models.split(",")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
@@ -53,7 +54,7 @@ def main() -> None:
         label = f"{description} @{size}"
         for budget in budgets:
             for solver in ("highs", "cbc"):
-                options = PlannerOptions(budget=parse_bytes(budget), solver=solver)
+                options = PlannerOptions(budget=parse_bytes(budget), solver=solver, time_limit=args.time_limit)
                 times, plan = [], None
                 try:
                     for _ in range(args.repeats):
