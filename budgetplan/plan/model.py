@@ -28,15 +28,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from budgetplan.device.profile import DeviceProfile
-from budgetplan.errors import PlanError, ProfileError
+from budgetplan.errors import PlanError
 from budgetplan.files import read_yaml, write_atomic
 from budgetplan.planning.memory import Prediction
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable
 
-SCHEMA_VERSION = 1
-UPDATES = ("none", "bias", "weight")
+SCHEMA_VERSION = 1  # the plan file layout this version writes and reads (budgetplan.plan.io)
 
 
 @dataclass(frozen=True)
@@ -186,79 +185,17 @@ class Plan:
         return problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "device": self.device.name,
-            "model": self.model,
-            "input_shape": list(self.input_shape),
-            "batch_size": self.batch_size,
-            "budget_bytes": self.budget_bytes,
-            "training_memory_cap": self.training_memory_cap,
-            "max_step_latency": self.max_step_latency,
-            "accounting": self.accounting,
-            "predicted_bytes": self.predicted.peak_bytes,
-            "predicted": dataclasses.asdict(self.predicted),
-            "status": self.status,
-            "solver": self.solver,
-            "optimality_gap": self.optimality_gap,
-            "objective": self.objective,
-            "solve_seconds": self.solve_seconds,
-            "importance_source": self.importance_source,
-            "options": self.options,
-            "fingerprint": self.fingerprint,
-            "device_profile": self.device.to_dict(),
-            "layers": [layer.to_dict() for layer in self.layers],
-        }
+        """The plan as plain data, in the plan file's layout (``budgetplan.plan.io``)."""
+        from budgetplan.plan.io import plan_to_dict
+
+        return plan_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<memory>") -> Plan:
-        if not isinstance(data, dict):
-            raise PlanError(f"{source}: not a plan file (expected a mapping)")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise PlanError(
-                f"{source}: field 'schema_version': {version!r}, but this budgetplan reads version "
-                f"{SCHEMA_VERSION}; solve the plan again with this version"
-            )
-        try:
-            device = DeviceProfile.from_dict(data["device_profile"], source=f"{source} (device_profile)")
-        except ProfileError as err:
-            raise PlanError(str(err)) from None
-        except KeyError:
-            raise PlanError(f"{source}: field 'device_profile' is missing") from None
-        try:
-            layers = []
-            for raw in data["layers"]:
-                raw = dict(raw)
-                raw["weight_shape"] = tuple(raw["weight_shape"])
-                if raw["update"] not in UPDATES:
-                    raise PlanError(f"{source}: layer {raw['name']}: update {raw['update']!r} not in {UPDATES}")
-                layers.append(LayerPlan(**raw))
-            plan = cls(
-                device=device,
-                model=data["model"],
-                input_shape=tuple(data["input_shape"]),
-                batch_size=int(data["batch_size"]),
-                budget_bytes=int(data["budget_bytes"]),
-                layers=layers,
-                predicted=Prediction(**data["predicted"]),
-                status=data["status"],
-                solver=data["solver"],
-                objective=float(data["objective"]),
-                solve_seconds=float(data["solve_seconds"]),
-                importance_source=data["importance_source"],
-                training_memory_cap=data.get("training_memory_cap"),
-                max_step_latency=data.get("max_step_latency"),
-                optimality_gap=float(data.get("optimality_gap", 0.0)),
-                options=dict(data.get("options") or {}),
-            )
-        except KeyError as err:
-            raise PlanError(f"{source}: field {err.args[0]!r} is missing") from None
-        except (TypeError, ValueError) as err:
-            raise PlanError(f"{source}: malformed plan: {err}") from None
-        if data.get("fingerprint") not in (None, plan.fingerprint):
-            raise PlanError(f"{source}: field 'fingerprint' does not match its layers; the file was edited")
-        return plan
+        """A plan from plain data, every field checked (``budgetplan.plan.io``)."""
+        from budgetplan.plan.io import plan_from_dict
+
+        return plan_from_dict(data, source)
 
     def save(self, path: str | Path) -> None:
         """Write the plan as YAML, atomically: the file is either the old one or the new one."""

@@ -1,0 +1,211 @@
+"""The plan file: ``Plan`` to plain data and back, every field validated on the way in.
+
+A plan file may have been edited by hand. Loading checks every field it relies on: types,
+channel counts within ``0..total_channels``, an ``update`` that agrees with the channels
+and the bias, a bias parameter named wherever a bias trains, sizes and counts that are
+finite and not negative. A problem raises one ``PlanError`` naming the file, the layer and
+the field. The fingerprint (layer names and weight shapes) ties the file to its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from budgetplan.device.profile import DeviceProfile
+from budgetplan.errors import PlanError, ProfileError
+from budgetplan.plan.model import SCHEMA_VERSION, LayerPlan, Plan
+from budgetplan.planning.memory import Prediction
+
+UPDATES = ("none", "bias", "weight")
+KINDS = ("conv", "depthwise", "grouped", "linear")
+_LAYER_NUMBERS = (
+    "activation_bytes", "weight_bytes", "bias_bytes", "path_bytes", "importance",
+    "forward_buffer_bytes", "backward_buffer_bytes",
+)  # fmt: skip
+_PREDICTED_COUNTS = ("forward_macs", "backward_macs")
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plain data, in the plan file's layout."""
+    return {
+        "schema_version": plan.schema_version,
+        "device": plan.device.name,
+        "model": plan.model,
+        "input_shape": list(plan.input_shape),
+        "batch_size": plan.batch_size,
+        "budget_bytes": plan.budget_bytes,
+        "training_memory_cap": plan.training_memory_cap,
+        "max_step_latency": plan.max_step_latency,
+        "accounting": plan.accounting,
+        "predicted_bytes": plan.predicted.peak_bytes,
+        "predicted": dataclasses.asdict(plan.predicted),
+        "status": plan.status,
+        "solver": plan.solver,
+        "optimality_gap": plan.optimality_gap,
+        "objective": plan.objective,
+        "solve_seconds": plan.solve_seconds,
+        "importance_source": plan.importance_source,
+        "options": plan.options,
+        "fingerprint": plan.fingerprint,
+        "device_profile": plan.device.to_dict(),
+        "layers": [layer.to_dict() for layer in plan.layers],
+    }
+
+
+class _Reader:
+    """Reads fields of plain data with errors that name the source, the layer and the field."""
+
+    def __init__(self, source: str, where: str = "") -> None:
+        self.source, self.where = source, where
+
+    def fail(self, field: str, problem: str) -> PlanError:
+        return PlanError(f"{self.source}: {self.where}field '{field}': {problem}")
+
+    def get(self, data: dict[str, Any], field: str) -> Any:
+        if field not in data:
+            raise PlanError(f"{self.source}: {self.where}field {field!r} is missing")
+        return data[field]
+
+    def text(self, data: dict[str, Any], field: str) -> str:
+        value = self.get(data, field)
+        if not isinstance(value, str) or not value:
+            raise self.fail(field, f"expected text, got {value!r}")
+        return value
+
+    def count(self, data: dict[str, Any], field: str, low: int = 0, high: float = math.inf) -> int:
+        value = self.get(data, field)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            bound = f"from {low} to {high}" if high < math.inf else f"of at least {low}"
+            raise self.fail(field, f"expected a whole number {bound}, got {value!r}")
+        return value
+
+    def number(self, data: dict[str, Any], field: str, optional: bool = False) -> float:
+        value = data.get(field) if optional else self.get(data, field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise self.fail(field, f"expected a finite number of at least 0, got {value!r}")
+        return float(value)
+
+    def flag(self, data: dict[str, Any], field: str) -> bool:
+        value = self.get(data, field)
+        if not isinstance(value, bool):
+            raise self.fail(field, f"expected true or false, got {value!r}")
+        return value
+
+    def shape(self, data: dict[str, Any], field: str) -> tuple[int, ...]:
+        value = self.get(data, field)
+        if not isinstance(value, list) or not value or not all(_positive_int(v) for v in value):
+            raise self.fail(field, f"expected a list of positive whole numbers, got {value!r}")
+        return tuple(value)
+
+    def optional_positive(self, data: dict[str, Any], field: str) -> Any:
+        value = data.get(field)
+        if value is not None and (self.number(data, field) <= 0):
+            raise self.fail(field, f"expected a positive number or null, got {value!r}")
+        return value
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _layer(raw: Any, index: int, source: str) -> LayerPlan:
+    if not isinstance(raw, dict):
+        raise PlanError(f"{source}: layers[{index}]: expected a mapping, got {raw!r}")
+    name = raw.get("name")
+    read = _Reader(source, f"layer {name if isinstance(name, str) else index}: ")
+    total = read.count(raw, "total_channels", low=1)
+    layer = LayerPlan(
+        name=read.text(raw, "name"),
+        kind=read.text(raw, "kind"),
+        weight_shape=read.shape(raw, "weight_shape"),
+        update=read.text(raw, "update"),
+        channels=read.count(raw, "channels", high=total),
+        total_channels=total,
+        bias=read.flag(raw, "bias"),
+        bias_param=raw.get("bias_param"),
+        macs=read.count(raw, "macs"),
+        **{f: read.number(raw, f, optional=f.endswith("buffer_bytes")) for f in _LAYER_NUMBERS},
+    )
+    if layer.update not in UPDATES:
+        raise read.fail("update", f"update {layer.update!r} not in {', '.join(UPDATES)}")
+    if layer.kind not in KINDS:
+        raise read.fail("kind", f"{layer.kind!r} is not one of {', '.join(KINDS)}")
+    expected = "weight" if layer.channels else "bias" if layer.bias else "none"
+    if layer.update != expected:
+        raise read.fail("update", f"{layer.update!r} does not agree with channels and bias (expected {expected!r})")
+    if layer.bias_param is not None and (not isinstance(layer.bias_param, str) or not layer.bias_param):
+        raise read.fail("bias_param", f"expected a parameter name or null, got {layer.bias_param!r}")
+    if layer.bias and layer.bias_param is None:
+        raise read.fail("bias", "the bias trains, but the layer names no bias parameter (bias_param)")
+    return layer
+
+
+def plan_from_dict(data: Any, source: str = "<memory>") -> Plan:
+    """A ``Plan`` from plain data, every field checked (see the module docstring)."""
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: not a plan file (expected a mapping)")
+    if "schema_version" not in data and {"sram", "flash", "budget"} <= set(data):
+        raise PlanError(
+            f"{source}: is a device profile, not a plan file; make a plan with "
+            f"budgetplan solve --device {source} --out plan.yaml"
+        )
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise PlanError(
+            f"{source}: field 'schema_version': {version!r}, but this budgetplan reads version "
+            f"{SCHEMA_VERSION}; solve the plan again with this version"
+        )
+    read = _Reader(source)
+    try:
+        device = DeviceProfile.from_dict(read.get(data, "device_profile"), source=f"{source} (device_profile)")
+    except ProfileError as err:
+        raise PlanError(str(err)) from None
+    layers = read.get(data, "layers")
+    if not isinstance(layers, list) or not layers:
+        raise read.fail("layers", "expected a list of layers")
+    plan = Plan(
+        device=device,
+        model=read.text(data, "model"),
+        input_shape=read.shape(data, "input_shape"),
+        batch_size=read.count(data, "batch_size", low=1),
+        budget_bytes=read.count(data, "budget_bytes", low=1),
+        layers=[_layer(raw, i, source) for i, raw in enumerate(layers)],
+        predicted=_prediction(read.get(data, "predicted"), source),
+        status=read.text(data, "status"),
+        solver=read.text(data, "solver"),
+        objective=read.number(data, "objective"),
+        solve_seconds=read.number(data, "solve_seconds"),
+        importance_source=read.text(data, "importance_source"),
+        training_memory_cap=read.optional_positive(data, "training_memory_cap"),
+        max_step_latency=read.optional_positive(data, "max_step_latency"),
+        optimality_gap=read.number({"optimality_gap": data.get("optimality_gap", 0.0)}, "optimality_gap"),
+        options=_options(data.get("options"), read),
+    )
+    if data.get("fingerprint") not in (None, plan.fingerprint):
+        raise PlanError(f"{source}: field 'fingerprint' does not match its layers; the file was edited")
+    return plan
+
+
+def _prediction(raw: Any, source: str) -> Prediction:
+    read = _Reader(source, "predicted: ")
+    if not isinstance(raw, dict):
+        raise PlanError(f"{source}: field 'predicted': expected a mapping, got {raw!r}")
+    fields = [f.name for f in dataclasses.fields(Prediction)]
+    values: dict[str, Any] = {"peak_at": raw.get("peak_at", "")}
+    for name in fields:
+        if name == "peak_at":
+            continue
+        values[name] = read.count(raw, name) if name in _PREDICTED_COUNTS else read.number(raw, name)
+    if not isinstance(values["peak_at"], str):
+        raise read.fail("peak_at", f"expected text, got {values['peak_at']!r}")
+    return Prediction(**values)
+
+
+def _options(raw: Any, read: _Reader) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise read.fail("options", f"expected a mapping, got {raw!r}")
+    return dict(raw)

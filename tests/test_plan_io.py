@@ -1,0 +1,61 @@
+"""A plan file edited by hand is checked in full when it is read."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from budgetplan import cli
+from budgetplan.errors import PlanError
+from budgetplan.plan.model import Plan
+
+
+@pytest.fixture(scope="module")
+def plan_data(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("plan") / "plan.yaml"
+    assert cli.main(["solve", "--model", "resnet18", "--input-size", "32", "--device", "raspberry-pi-4",
+                     "--out", str(path)]) == 0  # fmt: skip
+    return yaml.safe_load(path.read_text())
+
+
+def _trained(data: dict) -> dict:
+    return next(layer for layer in data["layers"] if 0 < layer["channels"] < layer["total_channels"] or layer["bias"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda d: _trained(d).update(channels=1000000), "field 'channels': expected a whole number from 0 to"),
+        (lambda d: _trained(d).update(channels=-2), "field 'channels'"),
+        (lambda d: _trained(d).update(channels="many"), "got 'many'"),
+        (lambda d: _trained(d).update(bias="yes"), "field 'bias': expected true or false"),
+        (lambda d: _trained(d).update(bias=True, bias_param=None), "names no bias parameter"),
+        (lambda d: _trained(d).update(update="none"), "does not agree with channels and bias"),
+        (lambda d: _trained(d).update(activation_bytes=float("nan")), "field 'activation_bytes'"),
+        (lambda d: d.update(batch_size=0), "field 'batch_size'"),
+        (lambda d: d.update(input_shape="3x32x32"), "field 'input_shape'"),
+        (lambda d: d["predicted"].update(peak_bytes="lots"), "predicted: field 'peak_bytes'"),
+        (lambda d: d.update(layers=[]), "field 'layers': expected a list"),
+    ],
+)
+def test_edited_fields_are_named(tmp_path, plan_data, edit, words):
+    data = yaml.safe_load(yaml.safe_dump(plan_data))
+    edit(data)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PlanError, match=words):
+        Plan.load(path)
+
+
+def test_a_valid_file_reads_back_the_same(tmp_path, plan_data):
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan_data))
+    assert Plan.load(path).to_dict() == plan_data
+
+
+def test_a_device_profile_is_not_taken_for_an_old_plan(capsys):
+    from budgetplan.device.profile import profiles_dir
+
+    assert cli.main(["show", str(profiles_dir() / "cortex-m7.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "is a device profile, not a plan file" in err and "solve the plan again" not in err
