@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 
 from budgetplan import cli
@@ -59,3 +60,30 @@ def test_a_device_profile_is_not_taken_for_an_old_plan(capsys):
     assert cli.main(["show", str(profiles_dir() / "cortex-m7.yaml")]) == 2
     err = capsys.readouterr().err
     assert "is a device profile, not a plan file" in err and "solve the plan again" not in err
+
+
+def test_training_data_is_held_to_the_plan(tmp_path):
+    """Larger samples are refused; a larger batch warns; smaller ones pass (Plan.check_batch)."""
+    import warnings
+
+    from budgetplan import BudgetPlanCallback
+
+    from .lightning_helpers import TinyModule, data, trainer
+
+    big = BudgetPlanCallback(device="raspberry-pi-4", example_input=torch.zeros(1, 3, 4, 4))
+    with pytest.raises(PlanError, match=r"solved for inputs of shape 3x4x4, but training gives 3x8x8"):
+        trainer(1, [big]).fit(TinyModule(example=False), data())
+    small = BudgetPlanCallback(device="raspberry-pi-4", batch_size=8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="budgetplan: training batches")
+        trainer(1, [small]).fit(TinyModule(), data())
+    single = BudgetPlanCallback(device="raspberry-pi-4")  # solved for batch 1
+    with pytest.warns(UserWarning, match="training batches hold 8 samples, but the plan was solved for 1"):
+        trainer(1, [single]).fit(TinyModule(), data())
+
+
+def test_an_unknown_option_fails_at_construction():
+    from budgetplan import BudgetPlanCallback
+
+    with pytest.raises(TypeError, match="unknown planner option"):
+        BudgetPlanCallback(device="cortex-m7", bugdet="100KB")

@@ -116,6 +116,30 @@ class Plan:
         """Whether the budget is more than the device's free SRAM (``sram - reserved``)."""
         return self.budget_bytes > self.device.sram - self.device.reserved
 
+    def check_batch(self, sample_shape: tuple[int, ...], batch_size: int) -> str | None:
+        """The rule for training data that differs from what the plan was solved for.
+
+        A sample larger than the plan's (more elements) is refused (``PlanError``): every
+        activation the plan counts grows with it. A larger batch returns a warning: memory
+        on the device grows with the batch. Smaller samples or batches need less memory
+        than predicted and pass, as does an unconstrained plan (``None``).
+        """
+        if self.status == "unconstrained":
+            return None
+        if _elements(sample_shape) > _elements(self.input_shape):
+            raise PlanError(
+                f"the plan for {self.model} was solved for inputs of shape {_dims(self.input_shape)}, "
+                f"but training gives {_dims(sample_shape)}, which needs more memory; solve it again for "
+                "that shape (example_input=)"
+            )
+        if batch_size > self.batch_size:
+            return (
+                f"budgetplan: training batches hold {batch_size} samples, but the plan was solved for "
+                f"{self.batch_size}: on the device its saved tensors take {batch_size / self.batch_size:.3g}x "
+                f"the prediction; solve with batch_size={batch_size}"
+            )
+        return None
+
     def channels(self) -> dict[str, int]:
         """Input channels trained per updated layer (weights)."""
         return {layer.name: layer.channels for layer in self.layers if layer.channels > 0}
@@ -205,6 +229,17 @@ class Plan:
     def load(cls, path: str | Path) -> Plan:
         """Read a plan file, checking its schema version."""
         return cls.from_dict(read_yaml(path, "plan file", PlanError), source=str(path))
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def list_problems(problems: list[str], shown: int = 8) -> str:

@@ -158,6 +158,8 @@ class BudgetPlanCallback(Callback):
         self._scores: dict[str, Tensor] = {}
         self._restored: dict[str, Any] | None = None
         self._trady: Problem | None = None  # what TraDy draws from each epoch
+        self._warned_of_batch = False
+        planner_options(**solve_options)  # an unknown option fails here, not at fit time
         self.saved_bytes_per_sample: float | None = None
 
     # --- setup: plan, check, freeze -------------------------------------------------
@@ -280,6 +282,16 @@ class BudgetPlanCallback(Callback):
             self._lean.__enter__()
         self._open = True
         self._batch_size = _batch_size(batch)
+        self._check_batch(batch)
+
+    def _check_batch(self, batch: Any) -> None:
+        tensor = _first_tensor(batch)
+        if self.plan is None or tensor is None or tensor.dim() == 0:
+            return
+        warning = self.plan.check_batch(tuple(tensor.shape[1:]), int(tensor.shape[0]))
+        if warning is not None and not self._warned_of_batch:
+            self._warned_of_batch = True
+            rank_zero_warn(warning)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         self._close_forward()
