@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import random
 import subprocess
 import sys
@@ -13,6 +16,12 @@ from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.device.profile import BitWidths, DeviceProfile
 
 REPO = Path(__file__).resolve().parent.parent
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # one core per worker, for this process and the ones it starts: two workers with a
+    # thread per core each would make four threads fight over two cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 
 def make_device(**overrides: object) -> DeviceProfile:
@@ -71,6 +80,27 @@ def random_costs(rng: random.Random, n_layers: int) -> CostTable:
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The command line through ``cli.main`` in this process, its streams captured.
+
+    Startup and the console script are tested in fresh processes (``run_cli_process``)."""
+    from budgetplan import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as stop:  # argparse ends by exiting
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["budgetplan", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_cli_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The command line as a user runs it, in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "budgetplan.cli", *args],
@@ -79,6 +109,25 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         cwd=cwd,
         timeout=300,
     )
+
+
+def run_script(capsys: pytest.CaptureFixture[str], script: str, *args: str) -> tuple[int, str]:
+    """A script of the repository in this process (``python examples/x.py ARGS``); its exit status and output."""
+    import runpy
+
+    argv, path, here = sys.argv, list(sys.path), os.getcwd()
+    sys.argv, sys.path = [script, *args], [str((REPO / script).parent), *sys.path]
+    os.chdir(REPO)
+    try:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        sys.argv, sys.path = argv, path
+        os.chdir(here)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +144,10 @@ def default_costs_by_executor() -> dict[str, CostTable]:
         executor: layer_costs(model, example, make_device(executor=executor), model_name=name)
         for executor in ("layer", "inplace-dw")
     }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        import torch
+
+        torch.set_num_threads(1)

@@ -173,15 +173,18 @@ def test_native_output_stays_off_the_streams(capfd):
     assert out == "" and err == "solver log\n"
 
 
-def _json_commands(tmp: Path) -> list[list[str]]:
-    """Every command that prints data, with the files it reads made in ``tmp``."""
-    plan, other, profile = tmp / "plan.yaml", tmp / "other.yaml", tmp / "board.yaml"
-    if not plan.exists():
-        from budgetplan import cli
+def _json_files(tmp: Path) -> None:
+    """The files the commands of ``_json_commands`` read."""
+    from budgetplan import cli
 
-        assert cli.main(["solve", "--out", str(plan)]) == 0
-        assert cli.main(["solve", "--budget", "300KB", "--out", str(other)]) == 0
-        profile.write_text((profiles_dir() / "cortex-m7.yaml").read_text())
+    assert cli.main(["solve", "--out", str(tmp / "plan.yaml")]) == 0
+    assert cli.main(["solve", "--budget", "300KB", "--out", str(tmp / "other.yaml")]) == 0
+    (tmp / "board.yaml").write_text((profiles_dir() / "cortex-m7.yaml").read_text())
+
+
+def _json_commands(tmp: Path) -> list[list[str]]:
+    """Every command that prints data; the last three read files (``_json_files``)."""
+    plan, other, profile = tmp / "plan.yaml", tmp / "other.yaml", tmp / "board.yaml"
     return [
         ["solve", "--budget", "240KB"],
         ["sweep", "--budgets", "200KB,256KB", "--quiet"],  # one infeasible row
@@ -198,6 +201,7 @@ def _json_commands(tmp: Path) -> list[list[str]]:
 def test_every_command_prints_parseable_data_in_process(tmp_path, capfd, fmt):
     from budgetplan import cli
 
+    _json_files(tmp_path)
     commands = _json_commands(tmp_path)
     capfd.readouterr()
     for args in [*commands, ["export", str(tmp_path / "plan.yaml"), "--format", "json"]]:
@@ -207,15 +211,18 @@ def test_every_command_prints_parseable_data_in_process(tmp_path, capfd, fmt):
         assert (json.loads(out) if fmt == "json" or args[0] == "export" else yaml.safe_load(out)) is not None
 
 
-def test_every_command_prints_parseable_json_through_the_console_script(tmp_path):
+@pytest.mark.parametrize("index", range(8))
+def test_every_command_prints_parseable_json_through_the_console_script(tmp_path, index):
     """Fresh processes: a solver announces itself once per process, so only they can show it."""
     import subprocess
 
+    args = _json_commands(tmp_path)[index]
+    if any(str(tmp_path) in word for word in args):
+        _json_files(tmp_path)
     script = Path(sys.executable).parent / "budgetplan"
-    for args in _json_commands(tmp_path):
-        result = subprocess.run([str(script), *args, "--format", "json"], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, (args, result.stderr)
-        json.loads(result.stdout)
+    result = subprocess.run([str(script), *args, "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (args, result.stderr)
+    json.loads(result.stdout)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import yaml
 
 from budgetplan import Plan
 
-from .conftest import REPO
+from .conftest import REPO, run_script
 
 
 def test_plan_custom_model(tmp_path):
@@ -44,8 +44,9 @@ def test_lightning_cli_recipe(tmp_path):
     assert "budgetplan.BudgetPlanCallback" in (tmp_path / "config.yaml").read_text()
 
 
-def test_finetune_digits_example():
-    out = _run("examples/finetune_digits.py", "--epochs", "1", "--limit-batches", "2")
+def test_finetune_digits_example(capsys):
+    code, out = run_script(capsys, "examples/finetune_digits.py", "--epochs", "1", "--limit-batches", "2")
+    assert code == 0, out[-3000:]
     assert "net.classifier.1" in out and "1280/1280" in out
     assert "cap 256.0 KB" in out
     assert "validation accuracy after 1 epochs" in out
@@ -66,12 +67,14 @@ def _image_folder(root, classes=("cat", "dog"), per_split=(4, 2)):
                 Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
 
 
-def test_compare_strategies_on_an_image_folder(tmp_path):
+def test_compare_strategies_on_an_image_folder(tmp_path, capsys):
     _image_folder(tmp_path)
-    out = _run(
+    code, out = run_script(
+        capsys,
         "examples/compare_strategies.py", "--data", "imagefolder", "--root", str(tmp_path), "--epochs", "1",
         "--size", "32", "--batch-size", "4", "--strategies", "budgetplan,trady,classifier",
     )  # fmt: skip
+    assert code == 0, out[-3000:]
     rows = [line for line in out.splitlines() if line.startswith("| ") and "%" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| budgetplan", "| trady", "| classifier"]
     for row in rows:
@@ -79,11 +82,8 @@ def test_compare_strategies_on_an_image_folder(tmp_path):
         assert 0.0 <= accuracy <= 100.0
 
 
-def test_compare_strategies_names_the_missing_layout(tmp_path):
+def test_compare_strategies_names_the_missing_layout(tmp_path, capsys):
     for data, expected in (("cifar10", "cifar-10-batches-py/"), ("imagefolder", "train/<class name>/")):
-        result = subprocess.run(
-            [sys.executable, "examples/compare_strategies.py", "--data", data, "--root", str(tmp_path)],
-            capture_output=True, text=True, cwd=REPO, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 2
-        assert f"{data} not found under {tmp_path}: expected {tmp_path}/{expected}" in result.stderr
+        code, out = run_script(capsys, "examples/compare_strategies.py", "--data", data, "--root", str(tmp_path))
+        assert code == 2
+        assert f"{data} not found under {tmp_path}: expected {tmp_path}/{expected}" in out

@@ -81,8 +81,9 @@ def profile_texts(draw: st.DrawFn) -> str:
         elif how == "junk":
             data[field] = draw(junk)
         elif field == "bits":
-            key = draw(st.sampled_from(sorted(data["bits"]) if isinstance(data.get("bits"), dict) else ["weight"]))
-            data["bits"] = {**(data.get("bits") or {}), key: draw(st.sampled_from([0, 1, 4, 8, 16, 32, 3]))}
+            bits = data["bits"] if isinstance(data.get("bits"), dict) else {}
+            key = draw(st.sampled_from(sorted(bits) or ["weight"]))
+            data["bits"] = {**bits, key: draw(st.sampled_from([0, 1, 4, 8, 16, 32, 3]))}
         elif field in PROFILE_FIELDS:
             data[field] = draw(PROFILE_FIELDS[field])
     if draw(st.integers(0, 9)) == 0:
@@ -93,7 +94,7 @@ def profile_texts(draw: st.DrawFn) -> str:
     return text
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=15)  # each one a solve
 @given(profile=profile_texts(), budget=st.one_of(st.none(), sizes, junk.map(str)))
 @example(profile=yaml.safe_dump(base_profile()), budget=None).via("the valid profile plans")
 def test_generated_profiles_and_budgets(capsys, profile, budget):

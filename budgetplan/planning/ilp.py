@@ -15,6 +15,7 @@ import fnmatch
 import math
 import time
 import warnings
+from typing import Any
 
 import pulp
 
@@ -266,9 +267,29 @@ def _binding_points(terms: list[LayerBytes]) -> tuple[list[int], list[int]]:
     return sorted(forward), sorted(backward)
 
 
+class _HiGHS(pulp.HiGHS):  # type: ignore[misc,valid-type]
+    """HiGHS through highspy, started from the variables' current values when ``warm_start``
+    (PuLP passes a start to CBC but not to highspy): the tie-break solve then begins at the
+    first solve's optimum instead of searching for any feasible plan."""
+
+    def __init__(self, warm_start: bool, **options: Any) -> None:
+        super().__init__(**options)
+        self.warm_start = warm_start
+
+    def callSolver(self, lp: pulp.LpProblem) -> None:  # PuLP names it
+        if self.warm_start:
+            import highspy
+
+            start = highspy.HighsSolution()
+            start.col_value = [float(v.varValue or 0.0) for v in sorted(lp.variables(), key=lambda v: v.index)]
+            start.value_valid = True
+            lp.solverModel.setSolution(start)
+        super().callSolver(lp)
+
+
 def _backend(solver: str, time_limit: float, verbose: bool, warm_start: bool = False) -> tuple[pulp.LpSolver, str]:
     if solver in ("auto", "highs"):
-        highs = pulp.HiGHS(msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5)
+        highs = _HiGHS(warm_start, msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5)
         if highs.available():
             return highs, "HiGHS"
         if solver == "highs":
