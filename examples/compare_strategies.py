@@ -23,7 +23,7 @@ from digits import fit_strategy
 from torch.utils.data import DataLoader, Dataset
 
 from budgetplan.errors import BudgetPlanError
-from budgetplan.strategies.builtin import get_strategy
+from budgetplan.strategies import get_strategy
 from budgetplan.units import format_bytes
 from budgetplan.zoo.datasets import image_dataset
 

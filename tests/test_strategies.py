@@ -20,7 +20,7 @@ from budgetplan.planning.importance import (
     top_layers,
 )
 from budgetplan.planning.memory import Choice, predict
-from budgetplan.strategies.builtin import STRATEGIES
+from budgetplan.strategies import STRATEGIES
 from budgetplan.training.meter import SavedTensorMeter
 
 from .lightning_helpers import TinyModule, data, trainer

@@ -1,5 +1,7 @@
-"""Training strategies by name."""
+"""Training strategies by name: one class each, in one registry (``STRATEGIES``)."""
 
-from budgetplan.strategies.builtin import STRATEGIES, Strategy, get_strategy
+from budgetplan.strategies import builtin as _builtin  # registers the shipped strategies
+from budgetplan.strategies.base import STRATEGIES, Strategy, get_strategy, register_strategy
 
-__all__ = ["STRATEGIES", "Strategy", "get_strategy"]
+__all__ = ["STRATEGIES", "Strategy", "get_strategy", "register_strategy"]
+del _builtin

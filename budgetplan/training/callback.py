@@ -20,7 +20,6 @@ resumed run draws the same channels.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,19 +36,19 @@ from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_from_choices, plan_from_costs
 from budgetplan.planning.diagnose import check_flash
-from budgetplan.planning.importance import Importance, resolve_importance, top_layers
+from budgetplan.planning.importance import Importance, resolve_importance
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import planner_options
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.solve import Solution
-from budgetplan.strategies.builtin import get_strategy, planner_overrides, required_layers, trady_draw
+from budgetplan.strategies import get_strategy
 from budgetplan.training.channels import channel_norms, weight_mask
 from budgetplan.training.fold import step_gain
 from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.meter import SavedTensorMeter
-from budgetplan.training.samplers import SAMPLERS, draw_channels, draw_seed
+from budgetplan.training.samplers import draw_seed, get_sampler
 
 RESAMPLE = ("epoch", "step", "never")
 _ERRORS: dict[str, type[BudgetPlanError]] = {
@@ -129,18 +128,16 @@ class BudgetPlanCallback(Callback):
     ) -> None:
         self.strategy = get_strategy(strategy)
         resample = resample or self.strategy.resample
-        sampler = sampler or self.strategy.sampler
         if resample not in RESAMPLE:
             raise BudgetPlanError(f"resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
-        if sampler not in SAMPLERS:
-            raise BudgetPlanError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        self._sampler = get_sampler(sampler or self.strategy.sampler)
         if plan is not None and not self.strategy.planned:
             raise BudgetPlanError(f"strategy {strategy!r} makes its own choices at fit time; leave out plan=")
         self.device = device
         self.budget = budget
         self.seed = seed
         self.resample = resample
-        self.sampler = sampler
+        self.sampler = self._sampler.name
         self.example_input = example_input
         self.importance = importance
         self.solve_options = solve_options
@@ -155,9 +152,8 @@ class BudgetPlanCallback(Callback):
         self._open = False  # the lean forward and the meter are active
         self._drawn_at: tuple[int, int] | None = None
         self._seen: dict[str, Tensor] = {}
-        self._scores: dict[str, Tensor] = {}
         self._restored: dict[str, Any] | None = None
-        self._trady: Problem | None = None  # what TraDy draws from each epoch
+        self._drawing: Problem | None = None  # what TraDy draws from each epoch
         self._warned_of_batch = False
         planner_options(**solve_options)  # an unknown option fails here, not at fit time
         self.saved_bytes_per_sample: float | None = None
@@ -168,18 +164,16 @@ class BudgetPlanCallback(Callback):
         if stage != "fit":
             return
         self._meter = SavedTensorMeter(pl_module)
-        if self.strategy.name == "full":
+        if self.strategy.dense:
             self.plan = _dense_plan(self._problem(trainer, pl_module))
             return  # stock training: nothing frozen, BatchNorm statistics train too
-        if self.strategy.name == "trady":
+        if not self.strategy.planned:
             # every rank computes the same: tracing and the draws are deterministic
-            self._trady = problem = self._problem(trainer, pl_module)
+            self._drawing = problem = self._problem(trainer, pl_module)
             plan, prefix = None, ""
-            required = required_layers(problem.costs, problem.options)
-            layers = [problem.costs.layer(n) for n in dict.fromkeys([*required, *top_layers(problem.importance)])]
             # name -> (input channels, planned count, the bias parameter after it)
-            trained = {layer.name: (layer.in_channels, 0, layer.bias_param) for layer in layers}
-            biases = [problem.costs.layer(n).bias_param for n in required]
+            trained = {layer.name: (layer.in_channels, 0, layer.bias_param) for layer in self.strategy.layers(problem)}
+            biases = self.strategy.biases(problem)
         else:
             plan = self._resolve_plan(trainer, pl_module)
             prefix = locate(plan, pl_module)
@@ -214,7 +208,7 @@ class BudgetPlanCallback(Callback):
         device = load_device(self.device or "cortex-m7")
         costs = layer_costs(pl_module, self._example(trainer, pl_module), device, model_name=type(pl_module).__name__)
         check_flash(costs, device)
-        options = {**self.solve_options, **planner_overrides(self.strategy.name, costs)}
+        options = {**self.solve_options, **self.strategy.planner_overrides(costs)}
         if self.budget is not None:
             options["budget"] = self.budget
         return Problem(costs, device, resolve_importance(self.importance, costs), planner_options(**options))
@@ -299,17 +293,13 @@ class BudgetPlanCallback(Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if self.sampler not in ("gradient", "largest"):
-            return
+        if not self._sampler.observes:
+            return  # no gradient norms to compute
         for name, trained in self._layers.items():
             grad = trained.weight.grad
-            if grad is not None and name in self._scores and name in self.selection:
-                idx = self.selection[name].cpu()
+            if grad is not None and name in self._sampler.scores and name in self.selection:
                 norms = channel_norms(grad, trained.total, trained.groups).cpu()
-                if self.sampler == "gradient":  # summed until the next draw
-                    self._scores[name][idx] += norms[idx]
-                else:  # the latest measurement of each channel
-                    self._scores[name][idx] = norms[idx]
+                self._sampler.observe(name, self.selection[name].cpu(), norms)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -354,40 +344,21 @@ class BudgetPlanCallback(Callback):
     # --- channel draws -------------------------------------------------------------------
 
     def _draw(self, epoch: int, step: int) -> None:
-        drawn = self._trady_draw(epoch, step) if self._trady is not None else {}
+        drawn = self._strategy_draw(epoch, step) if self._drawing is not None else {}
         for position, (name, trained) in enumerate(self._layers.items()):
             total = trained.total
             if name not in self._seen:
                 self._seen[name] = torch.zeros(total, dtype=torch.bool)
-                self._scores[name] = torch.full((total,), math.inf if self.sampler == "largest" else 0.0)
-            if self._trady is not None:
+                self._sampler.track(name, total)
+            if self._drawing is not None:
                 idx = torch.tensor(drawn.get(name, []), dtype=torch.long)
             else:
-                if self.sampler == "magnitude" and name in self.selection:
+                if self._sampler.keeps and name in self.selection:
                     continue  # chosen once, kept
-                idx = draw_channels(
-                    self.sampler,
-                    total,
-                    trained.count,
-                    draw_seed(self.seed, epoch, step, position),
-                    self._channel_scores(name, trained),
-                )
+                seed = draw_seed(self.seed, epoch, step, position)
+                idx = self._sampler.draw(name, trained.weight, total, trained.groups, trained.count, seed)
             self._select(name, trained, idx)
         self._drawn_at = (epoch, step)
-
-    def _channel_scores(self, name: str, trained: _Trained) -> Tensor | None:
-        if self.sampler == "magnitude":
-            return channel_norms(trained.weight, trained.total, trained.groups).cpu()
-        if self.sampler == "largest":
-            return self._scores[name].clone()
-        if self.sampler == "gradient":
-            scores = self._scores[name].clone()
-            tried = scores > 0
-            if tried.any():
-                scores[~tried] = scores[tried].max()  # channels not tried lately are favoured
-            self._scores[name].zero_()
-            return scores
-        return None
 
     def _select(self, name: str, trained: _Trained, idx: Tensor) -> None:
         """Train input channels ``idx`` of layer ``name`` from the next forward on."""
@@ -402,19 +373,21 @@ class BudgetPlanCallback(Callback):
         if idx.numel() < trained.total:
             self._guard.set_mask(weight, weight_mask(weight.shape, idx.to(weight.device), trained.groups))
 
-    def _trady_draw(self, epoch: int, step: int) -> dict[str, list[int]]:
-        problem = self._trady
+    def _strategy_draw(self, epoch: int, step: int) -> dict[str, list[int]]:
+        problem = self._drawing
         assert problem is not None
         costs, device, importance, options = problem.costs, problem.device, problem.importance, problem.options
-        choices, drawn = trady_draw(costs, device, importance, options, draw_seed(self.seed, epoch, step, -1))
-        required = required_layers(costs, options)
-        solution = Solution(choices, "drawn", objective(costs, importance, options, choices), "trady", 0.0, required)
+        choices, drawn = self.strategy.draw(problem, draw_seed(self.seed, epoch, step, -1))
+        required = self.strategy.required(problem)
+        solution = Solution(
+            choices, "drawn", objective(costs, importance, options, choices), self.strategy.name, 0.0, required
+        )
         self.plan = plan_from_choices(costs, device, importance, options, solution)
         return drawn
 
     def trained_fraction(self) -> float:
         """Fraction of the trained layers' weights trained under the current selection."""
-        if self.strategy.name == "full":
+        if self.strategy.dense:
             return 1.0
         if not self._layers:
             return 0.0
@@ -424,7 +397,7 @@ class BudgetPlanCallback(Callback):
 
     def coverage(self) -> float:
         """Fraction of the trained layers' input channels trained at least once so far."""
-        if self.strategy.name == "full":
+        if self.strategy.dense:
             return 1.0
         seen = sum(int(s.sum()) for s in self._seen.values())
         total = sum(s.numel() for s in self._seen.values())
@@ -441,7 +414,7 @@ class BudgetPlanCallback(Callback):
             "drawn_at": self._drawn_at,
             "selection": {k: v.cpu().tolist() for k, v in self.selection.items()},
             "seen": {k: v.nonzero().squeeze(1).tolist() for k, v in self._seen.items()},
-            "scores": {k: v.tolist() for k, v in self._scores.items()},
+            "scores": self._sampler.state_dict(),
             "plan": self.plan.to_dict() if self.plan is not None else None,
         }
 
@@ -456,7 +429,7 @@ class BudgetPlanCallback(Callback):
         assert state is not None
         self._restored = None
         self._drawn_at = tuple(state["drawn_at"]) if state["drawn_at"] is not None else None  # type: ignore[assignment]
-        if self._trady is not None and state["plan"] is not None:
+        if self._drawing is not None and state["plan"] is not None:
             self.plan = Plan.from_dict(state["plan"], source="the checkpoint")  # this epoch's draw
         for name, trained in self._layers.items():
             if name not in state["seen"]:
@@ -468,7 +441,7 @@ class BudgetPlanCallback(Callback):
                 self.selection[name] = idx
             self._seen[name] = torch.zeros(trained.total, dtype=torch.bool)
             self._seen[name][state["seen"][name]] = True
-            self._scores[name] = torch.tensor(state["scores"][name])
+            self._sampler.scores[name] = torch.tensor(state["scores"][name])
             if idx.numel() < trained.total:
                 self._guard.set_mask(weight, weight_mask(weight.shape, idx, trained.groups), reset=False)
 

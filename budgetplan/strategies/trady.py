@@ -1,0 +1,76 @@
+"""TraDy's draw (Quélennec et al., ICLR 2026, §4): channels across the top-K layers, until a limit."""
+
+from __future__ import annotations
+
+import random
+
+from budgetplan.costs.table import CostTable
+from budgetplan.device.profile import DeviceProfile
+from budgetplan.errors import InfeasibleError
+from budgetplan.planning.importance import TOP_SHARE, Importance, top_layers
+from budgetplan.planning.memory import Choice
+from budgetplan.planning.options import PlannerOptions
+from budgetplan.planning.solve import fits
+from budgetplan.units import format_bytes
+
+
+def required_layers(costs: CostTable, options: PlannerOptions) -> tuple[str, ...]:
+    """The layers TraDy trains in full: ``options.require``, by default the classifier."""
+    return options.require if options.require is not None else (costs.layers[-1].name,)
+
+
+def trady_draw(
+    costs: CostTable,
+    device: DeviceProfile,
+    importance: Importance,
+    options: PlannerOptions,
+    seed: int,
+    share: float = TOP_SHARE,
+) -> tuple[dict[str, Choice], dict[str, list[int]]]:
+    """One epoch of TraDy: the choices and the drawn input channels of each layer.
+
+    The required layers (default: the classifier) train in full; then channels of the
+    top-K layers, taken in one uniformly random order over all of them, join while every
+    limit still holds. Memory only grows along that order, so the longest fitting prefix is
+    found by bisection.
+
+    >>> import torch
+    >>> from budgetplan.costs.build import layer_costs
+    >>> from budgetplan.device.profile import load_device
+    >>> from budgetplan.planning.importance import prior_importance
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(16, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 4))
+    >>> costs = layer_costs(net, torch.zeros(1, 16, 8, 8))
+    >>> options = PlannerOptions(budget=4 * 1024)
+    >>> choices, drawn = trady_draw(costs, load_device("cortex-m7"), prior_importance(costs), options, seed=0)
+    >>> choices["3"], choices["0"].channels, drawn["0"]
+    (Choice(channels=288, bias=True), 11, [1, 2, 3, 5, 7, 8, 9, 10, 11, 13, 14])
+    """
+    required = required_layers(costs, options)
+    base = {name: Choice(costs.layer(name).in_channels, costs.layer(name).bias_elements > 0) for name in required}
+    if not fits(costs, device, options, base):
+        raise InfeasibleError(
+            f"trady: training {', '.join(required)} in full does not fit a budget of "
+            f"{format_bytes(options.budget_on(device))} on {device.name}"
+        )
+    layers = [name for name in top_layers(importance, share) if name not in base]
+    pool = [(name, c) for name in layers for c in range(costs.layer(name).in_channels)]
+    random.Random(seed).shuffle(pool)
+
+    def choices_of(n: int) -> dict[str, Choice]:
+        counts: dict[str, int] = {}
+        for name, _ in pool[:n]:
+            counts[name] = counts.get(name, 0) + 1
+        return {**base, **{name: Choice(count) for name, count in counts.items()}}
+
+    low, high = 0, len(pool)  # choices_of(low) fits; find the largest n that does
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(costs, device, options, choices_of(mid)):
+            low = mid
+        else:
+            high = mid - 1
+    drawn: dict[str, list[int]] = {name: list(range(costs.layer(name).in_channels)) for name in base}
+    for name, c in pool[:low]:
+        drawn.setdefault(name, []).append(c)
+    return choices_of(low), {name: sorted(idx) for name, idx in drawn.items()}

@@ -1,0 +1,67 @@
+"""A strategy and a sampler added from outside the package: one class each, registered."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from budgetplan import BudgetPlanCallback
+from budgetplan.strategies import STRATEGIES, Strategy, register_strategy
+from budgetplan.training.samplers import SAMPLERS, ChannelSampler, register_sampler
+
+from .lightning_helpers import TinyModule, data, trainer
+
+
+class LastChannels(ChannelSampler):
+    """The last ``count`` input channels, every draw."""
+
+    name = "test-last"
+
+    def choose(self, scores, total, count, generator):
+        return torch.arange(total - count, total)
+
+
+class PointwiseAndHead(Strategy):
+    """The 1x1 conv and the head only, channels by the sampler above, redrawn each epoch."""
+
+    name = "test-pointwise"
+    sampler = "test-last"
+    source = "a test"
+
+    def planner_overrides(self, costs):
+        return {"include": ("net.features.6", "net.head.1")}
+
+
+@pytest.fixture
+def registered():
+    register_sampler(LastChannels)
+    register_strategy(PointwiseAndHead)
+    yield
+    del SAMPLERS["test-last"], STRATEGIES["test-pointwise"]
+
+
+class Selections(Callback):
+    def __init__(self, budget: BudgetPlanCallback) -> None:
+        self.budget, self.rows = budget, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+        self.rows.append({name: idx.tolist() for name, idx in self.budget.selection.items()})
+
+
+def test_a_new_strategy_and_sampler_train(registered):
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory=3 * 1024, strategy="test-pointwise", batch_size=8)
+    seen = Selections(budget)
+    trainer(2, [budget, seen]).fit(TinyModule(dropout=0.0), data())
+    assert budget.plan is not None
+    assert {layer.name for layer in budget.plan.updated()} <= {"net.features.6", "net.head.1"}
+    count = budget.plan.channels()["net.features.6"]
+    assert 0 < count < 8  # a partial selection, else the sampler's rule shows nothing
+    assert all(row["net.features.6"] == list(range(8 - count, 8)) for row in seen.rows)
+    assert budget.sampler == "test-last" and budget.strategy.name == "test-pointwise"
+
+
+def test_names_are_checked_against_the_registries(registered):
+    with pytest.raises(Exception, match="sampler must be one of uniform, gradient, magnitude, largest, test-last"):
+        BudgetPlanCallback(sampler="test-first")
+    assert isinstance(STRATEGIES["test-pointwise"](), Strategy)
