@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import yaml
@@ -64,8 +66,6 @@ def test_a_device_profile_is_not_taken_for_an_old_plan(capsys):
 
 def test_training_data_is_held_to_the_plan(tmp_path):
     """Larger samples are refused; a larger batch warns; smaller ones pass (Plan.check_batch)."""
-    import warnings
-
     from budgetplan import BudgetPlanCallback
 
     from .lightning_helpers import TinyModule, data, trainer
@@ -87,3 +87,21 @@ def test_an_unknown_option_fails_at_construction():
 
     with pytest.raises(TypeError, match="unknown planner option"):
         BudgetPlanCallback(device="cortex-m7", bugdet="100KB")
+
+
+def test_saving_more_than_the_plan_allows_is_reported(tmp_path):
+    from budgetplan import BudgetPlanCallback
+
+    from .lightning_helpers import TinyModule, data, trainer
+
+    honest = BudgetPlanCallback(device="raspberry-pi-4", batch_size=8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="budgetplan: autograd saved")
+        trainer(1, [honest]).fit(TinyModule(), data())
+    assert honest.plan is not None
+    shrunk = honest.plan.to_dict()
+    shrunk["predicted"]["saved_bytes"] /= 20  # a prediction that misses most of what is saved
+    path = tmp_path / "shrunk.yaml"
+    path.write_text(yaml.safe_dump(shrunk))
+    with pytest.warns(UserWarning, match="autograd saved .* bytes per sample, above the"):
+        trainer(1, [BudgetPlanCallback(plan=str(path))]).fit(TinyModule(), data())

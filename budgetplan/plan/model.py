@@ -140,6 +140,15 @@ class Plan:
             )
         return None
 
+    def host_saved_bound(self) -> float:
+        """Most bytes per sample that autograd on the host may save under this plan.
+
+        The prediction counts activations at the device's ``activation_bits``; the host keeps
+        float32 (masks are one bit on both), so at most ``32 / activation_bits`` times as much.
+        A measurement above this bound means something the cost model does not see.
+        """
+        return self.predicted.saved_bytes / self.batch_size * 32 / self.device.bits.activation
+
     def channels(self) -> dict[str, int]:
         """Input channels trained per updated layer (weights)."""
         return {layer.name: layer.channels for layer in self.layers if layer.channels > 0}

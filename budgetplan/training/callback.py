@@ -54,6 +54,7 @@ RESAMPLE = ("epoch", "step", "never")
 _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
 }
+LOSS_ALLOWANCE = 256  # bytes per sample the loss may save beside the model
 NORM_GAIN_WARNING = 10.0  # (gamma / sigma)^2 beyond which steps are out of scale
 
 
@@ -154,7 +155,7 @@ class BudgetPlanCallback(Callback):
         self._seen: dict[str, Tensor] = {}
         self._restored: dict[str, Any] | None = None
         self._drawing: Problem | None = None  # what TraDy draws from each epoch
-        self._warned_of_batch = False
+        self._warned_of_batch = self._warned_of_saved = False
         planner_options(**solve_options)  # an unknown option fails here, not at fit time
         self.saved_bytes_per_sample: float | None = None
 
@@ -340,6 +341,20 @@ class BudgetPlanCallback(Callback):
             self._meter.__exit__(None, None, None)
             self.saved_bytes_per_sample = self._meter.bytes / max(1, self._batch_size)
             self._open = False
+            self._check_saved(self.saved_bytes_per_sample)
+
+    def _check_saved(self, measured: float) -> None:
+        # the loss's own saved tensors (a few per class) sit on top of the model's
+        if self.plan is None or self.strategy.dense or self._warned_of_saved:
+            return
+        bound = self.plan.host_saved_bound()
+        if measured > 1.05 * bound + LOSS_ALLOWANCE:
+            self._warned_of_saved = True
+            rank_zero_warn(
+                f"budgetplan: autograd saved {measured:.0f} bytes per sample, above the {bound:.0f} the plan allows "
+                "on this host (float32): an op the cost model does not know, or a layer that could not run lean, "
+                "keeps more than planned; the device would exceed its budget"
+            )
 
     # --- channel draws -------------------------------------------------------------------
 
