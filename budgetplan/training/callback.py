@@ -20,7 +20,6 @@ resumed run draws the same channels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, cast
 
 import lightning.pytorch as pl
@@ -43,12 +42,13 @@ from budgetplan.planning.options import planner_options
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.solve import Solution
 from budgetplan.strategies import get_strategy
-from budgetplan.training.channels import channel_norms, weight_mask
+from budgetplan.training.channels import channel_norms
 from budgetplan.training.fold import step_gain
 from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.meter import SavedTensorMeter
 from budgetplan.training.samplers import draw_seed, get_sampler
+from budgetplan.training.selection import ChannelSelection, TrainedLayer
 
 RESAMPLE = ("epoch", "step", "never")
 _ERRORS: dict[str, type[BudgetPlanError]] = {
@@ -56,17 +56,6 @@ _ERRORS: dict[str, type[BudgetPlanError]] = {
 }
 LOSS_ALLOWANCE = 256  # bytes per sample the loss may save beside the model
 NORM_GAIN_WARNING = 10.0  # (gamma / sigma)^2 beyond which steps are out of scale
-
-
-@dataclass(frozen=True)
-class _Trained:
-    """A layer whose weight trains ``count`` (the plan's; TraDy's vary) of its ``total``
-    input channels."""
-
-    weight: nn.Parameter
-    total: int
-    groups: int
-    count: int
 
 
 class BudgetPlanCallback(Callback):
@@ -144,15 +133,13 @@ class BudgetPlanCallback(Callback):
         self.solve_options = solve_options
         self._plan_source = plan
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
-        self.selection: dict[str, Tensor] = {}
-        self._layers: dict[str, _Trained] = {}
-        self._norms: list[nn.Module] = []
         self._guard = SelectionGuard()
+        self._channels = ChannelSelection(self._guard)
+        self._norms: list[nn.Module] = []
         self._lean: LeanAutograd | None = None
         self._meter: SavedTensorMeter | None = None
         self._open = False  # the lean forward and the meter are active
         self._drawn_at: tuple[int, int] | None = None
-        self._seen: dict[str, Tensor] = {}
         self._restored: dict[str, Any] | None = None
         self._drawing: Problem | None = None  # what TraDy draws from each epoch
         self._warned_of_batch = self._warned_of_saved = False
@@ -188,12 +175,12 @@ class BudgetPlanCallback(Callback):
         params = dict(pl_module.named_parameters())
         for param in pl_module.parameters():
             param.requires_grad_(False)
-        self._layers = {}
+        self._channels.layers.clear()
         for name, (total, count, _) in trained.items():
             module = modules[prefix + name]
             weight = cast(nn.Parameter, module.weight)
             weight.requires_grad_(True)
-            self._layers[prefix + name] = _Trained(weight, total, int(getattr(module, "groups", 1)), count)
+            self._channels.add(prefix + name, TrainedLayer(weight, total, int(getattr(module, "groups", 1)), count))
         for bias in biases:
             if bias:
                 params[prefix + bias].requires_grad_(True)
@@ -296,7 +283,7 @@ class BudgetPlanCallback(Callback):
     ) -> None:
         if not self._sampler.observes:
             return  # no gradient norms to compute
-        for name, trained in self._layers.items():
+        for name, trained in self._channels.layers.items():
             grad = trained.weight.grad
             if grad is not None and name in self._sampler.scores and name in self.selection:
                 norms = channel_norms(grad, trained.total, trained.groups).cpu()
@@ -360,10 +347,9 @@ class BudgetPlanCallback(Callback):
 
     def _draw(self, epoch: int, step: int) -> None:
         drawn = self._strategy_draw(epoch, step) if self._drawing is not None else {}
-        for position, (name, trained) in enumerate(self._layers.items()):
+        for position, (name, trained) in enumerate(self._channels.layers.items()):
             total = trained.total
-            if name not in self._seen:
-                self._seen[name] = torch.zeros(total, dtype=torch.bool)
+            if self._channels.start(name):
                 self._sampler.track(name, total)
             if self._drawing is not None:
                 idx = torch.tensor(drawn.get(name, []), dtype=torch.long)
@@ -372,21 +358,8 @@ class BudgetPlanCallback(Callback):
                     continue  # chosen once, kept
                 seed = draw_seed(self.seed, epoch, step, position)
                 idx = self._sampler.draw(name, trained.weight, total, trained.groups, trained.count, seed)
-            self._select(name, trained, idx)
+            self._channels.select(name, idx)
         self._drawn_at = (epoch, step)
-
-    def _select(self, name: str, trained: _Trained, idx: Tensor) -> None:
-        """Train input channels ``idx`` of layer ``name`` from the next forward on."""
-        weight = trained.weight
-        self._seen[name][idx] = True
-        # a layer left without channels (a TraDy draw) is frozen: no graph reaches it
-        weight.requires_grad_(idx.numel() > 0)
-        if idx.numel() == 0:
-            self.selection.pop(name, None)
-        else:
-            self.selection[name] = idx.to(weight.device)
-        if idx.numel() < trained.total:
-            self._guard.set_mask(weight, weight_mask(weight.shape, idx.to(weight.device), trained.groups))
 
     def _strategy_draw(self, epoch: int, step: int) -> dict[str, list[int]]:
         problem = self._drawing
@@ -400,23 +373,18 @@ class BudgetPlanCallback(Callback):
         self.plan = plan_from_choices(costs, device, importance, options, solution)
         return drawn
 
+    @property
+    def selection(self) -> dict[str, Tensor]:
+        """Layer name -> the input channels it trains now (the lean backward reads this dict)."""
+        return self._channels.current
+
     def trained_fraction(self) -> float:
         """Fraction of the trained layers' weights trained under the current selection."""
-        if self.strategy.dense:
-            return 1.0
-        if not self._layers:
-            return 0.0
-        total = sum(t.weight.numel() for t in self._layers.values())
-        trained = sum(len(self.selection.get(n, ())) * t.weight.numel() // t.total for n, t in self._layers.items())
-        return trained / total
+        return 1.0 if self.strategy.dense else self._channels.trained_fraction()
 
     def coverage(self) -> float:
         """Fraction of the trained layers' input channels trained at least once so far."""
-        if self.strategy.dense:
-            return 1.0
-        seen = sum(int(s.sum()) for s in self._seen.values())
-        total = sum(s.numel() for s in self._seen.values())
-        return seen / total if total else 0.0
+        return 1.0 if self.strategy.dense else self._channels.coverage()
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -427,8 +395,7 @@ class BudgetPlanCallback(Callback):
             "resample": self.resample,
             "sampler": self.sampler,
             "drawn_at": self._drawn_at,
-            "selection": {k: v.cpu().tolist() for k, v in self.selection.items()},
-            "seen": {k: v.nonzero().squeeze(1).tolist() for k, v in self._seen.items()},
+            **self._channels.state_dict(),
             "scores": self._sampler.state_dict(),
             "plan": self.plan.to_dict() if self.plan is not None else None,
         }
@@ -436,7 +403,7 @@ class BudgetPlanCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seed = state_dict["seed"]
         self._restored = state_dict
-        if self._layers:
+        if self._channels.layers:
             self._apply_restored()
 
     def _apply_restored(self) -> None:
@@ -446,19 +413,8 @@ class BudgetPlanCallback(Callback):
         self._drawn_at = tuple(state["drawn_at"]) if state["drawn_at"] is not None else None  # type: ignore[assignment]
         if self._drawing is not None and state["plan"] is not None:
             self.plan = Plan.from_dict(state["plan"], source="the checkpoint")  # this epoch's draw
-        for name, trained in self._layers.items():
-            if name not in state["seen"]:
-                continue
-            weight = trained.weight
-            idx = torch.tensor(state["selection"].get(name, []), dtype=torch.long, device=weight.device)
-            weight.requires_grad_(idx.numel() > 0)
-            if idx.numel():
-                self.selection[name] = idx
-            self._seen[name] = torch.zeros(trained.total, dtype=torch.bool)
-            self._seen[name][state["seen"][name]] = True
+        for name in self._channels.load_state_dict(state):
             self._sampler.scores[name] = torch.tensor(state["scores"][name])
-            if idx.numel() < trained.total:
-                self._guard.set_mask(weight, weight_mask(weight.shape, idx, trained.groups), reset=False)
 
 
 def _dense_plan(problem: Problem) -> Plan:
