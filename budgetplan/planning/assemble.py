@@ -12,7 +12,9 @@ from budgetplan.planning.diagnose import check_flash
 from budgetplan.planning.ilp import OPTIMALITY_GAP
 from budgetplan.planning.importance import Importance, prior_importance, resolve_importance
 from budgetplan.planning.memory import Choice, backward_macs, layer_bytes, predict
+from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions, planner_options
+from budgetplan.planning.problem import Problem
 from budgetplan.planning.solve import Solution, solve_choices
 
 
@@ -127,3 +129,12 @@ def solve(
     planner = planner_options(**options)
     costs = layer_costs(model, example_input, profile, model_name=model_name)
     return plan_from_costs(costs, profile, resolve_importance(importance, costs), planner)
+
+
+def dense_plan(problem: Problem) -> Plan:
+    """Every channel and bias of every layer: the reference the ``full`` strategy reports."""
+    costs = problem.costs
+    choices = {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers}
+    value = objective(costs, problem.importance, problem.options, choices)
+    solution = Solution(choices, "unconstrained", value, "none", 0.0)
+    return plan_from_choices(costs, problem.device, problem.importance, problem.options, solution)

@@ -30,32 +30,29 @@ from torch import Tensor, nn
 
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
-from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
+from budgetplan.errors import BudgetPlanError
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
-from budgetplan.planning.assemble import plan_from_choices, plan_from_costs
+from budgetplan.planning.assemble import dense_plan, plan_from_choices, plan_from_costs
 from budgetplan.planning.diagnose import check_flash
 from budgetplan.planning.importance import Importance, resolve_importance
-from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import planner_options
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.solve import Solution
 from budgetplan.strategies import get_strategy
+from budgetplan.training.batches import batch_size_of, first_tensor
 from budgetplan.training.channels import channel_norms
-from budgetplan.training.fold import step_gain
+from budgetplan.training.fold import warn_of_norm_gain
 from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.meter import SavedTensorMeter
+from budgetplan.training.plan_source import example_input, plan_on_every_rank
 from budgetplan.training.samplers import draw_seed, get_sampler
 from budgetplan.training.selection import ChannelSelection, TrainedLayer
 
 RESAMPLE = ("epoch", "step", "never")
-_ERRORS: dict[str, type[BudgetPlanError]] = {
-    e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
-}
 LOSS_ALLOWANCE = 256  # bytes per sample the loss may save beside the model
-NORM_GAIN_WARNING = 10.0  # (gamma / sigma)^2 beyond which steps are out of scale
 
 
 class BudgetPlanCallback(Callback):
@@ -153,7 +150,7 @@ class BudgetPlanCallback(Callback):
             return
         self._meter = SavedTensorMeter(pl_module)
         if self.strategy.dense:
-            self.plan = _dense_plan(self._problem(trainer, pl_module))
+            self.plan = dense_plan(self._problem(trainer, pl_module))
             return  # stock training: nothing frozen, BatchNorm statistics train too
         if not self.strategy.planned:
             # every rank computes the same: tracing and the draws are deterministic
@@ -186,7 +183,7 @@ class BudgetPlanCallback(Callback):
                 params[prefix + bias].requires_grad_(True)
         self._norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._keep_norms_frozen()
-        _warn_of_norm_gain(modules, {prefix + n: prefix + b[: -len(".bias")] for n, (_, _, b) in trained.items() if b})
+        warn_of_norm_gain(modules, {prefix + n: prefix + b[: -len(".bias")] for n, (_, _, b) in trained.items() if b})
         self.plan = plan
         self._lean = LeanAutograd(pl_module, self.selection)
         if self._restored is not None:
@@ -194,7 +191,12 @@ class BudgetPlanCallback(Callback):
 
     def _problem(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Problem:
         device = load_device(self.device or "cortex-m7")
-        costs = layer_costs(pl_module, self._example(trainer, pl_module), device, model_name=type(pl_module).__name__)
+        costs = layer_costs(
+            pl_module,
+            example_input(trainer, pl_module, self.example_input),
+            device,
+            model_name=type(pl_module).__name__,
+        )
         check_flash(costs, device)
         options = {**self.solve_options, **self.strategy.planner_overrides(costs)}
         if self.budget is not None:
@@ -206,36 +208,12 @@ class BudgetPlanCallback(Callback):
             return self._plan_source
         if self._plan_source is not None:
             return Plan.load(self._plan_source)
-        data: dict[str, Any] | None = None
-        failure: BudgetPlanError | None = None
-        if trainer.is_global_zero:
-            try:
-                problem = self._problem(trainer, pl_module)
-                plan = plan_from_costs(problem.costs, problem.device, problem.importance, problem.options)
-                data = plan.to_dict()
-            except BudgetPlanError as err:  # every rank must hear of it, or the others wait forever
-                failure, data = err, {"error": str(err), "kind": type(err).__name__}
-        # every rank trains with rank 0's plan
-        data = trainer.strategy.broadcast(data, src=0)
-        assert data is not None
-        if "error" in data:
-            raise failure or _ERRORS.get(data["kind"], BudgetPlanError)(data["error"])
-        return Plan.from_dict(data, source="the solved plan")
 
-    def _example(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
-        if self.example_input is not None:
-            return self.example_input
-        if pl_module.example_input_array is not None:
-            return pl_module.example_input_array
-        loader = trainer.fit_loop._data_source.dataloader()
-        batch = next(iter(loader))
-        tensor = _first_tensor(batch)
-        if tensor is None:
-            raise BudgetPlanError(
-                "BudgetPlanCallback: no example input to plan with; pass example_input=, set "
-                "example_input_array on the LightningModule, or give plan="
-            )
-        return tensor[:1]
+        def solve() -> Plan:
+            problem = self._problem(trainer, pl_module)
+            return plan_from_costs(problem.costs, problem.device, problem.importance, problem.options)
+
+        return plan_on_every_rank(trainer, solve)
 
     def _keep_norms_frozen(self) -> None:
         # the planner never trains BatchNorm statistics: they stay in eval mode all fit long
@@ -263,11 +241,11 @@ class BudgetPlanCallback(Callback):
         if self._lean is not None:
             self._lean.__enter__()
         self._open = True
-        self._batch_size = _batch_size(batch)
+        self._batch_size = batch_size_of(batch)
         self._check_batch(batch)
 
     def _check_batch(self, batch: Any) -> None:
-        tensor = _first_tensor(batch)
+        tensor = first_tensor(batch)
         if self.plan is None or tensor is None or tensor.dim() == 0:
             return
         warning = self.plan.check_batch(tuple(tensor.shape[1:]), int(tensor.shape[0]))
@@ -415,45 +393,3 @@ class BudgetPlanCallback(Callback):
             self.plan = Plan.from_dict(state["plan"], source="the checkpoint")  # this epoch's draw
         for name in self._channels.load_state_dict(state):
             self._sampler.scores[name] = torch.tensor(state["scores"][name])
-
-
-def _dense_plan(problem: Problem) -> Plan:
-    """Every channel and bias of every layer: the reference the ``full`` strategy reports."""
-    costs = problem.costs
-    choices = {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers}
-    value = objective(costs, problem.importance, problem.options, choices)
-    solution = Solution(choices, "unconstrained", value, "none", 0.0)
-    return plan_from_choices(costs, problem.device, problem.importance, problem.options, solution)
-
-
-def _warn_of_norm_gain(modules: dict[str, nn.Module], norm_after: dict[str, str]) -> None:
-    """Warn when a frozen BatchNorm multiplies a trained layer's steps far beyond its own
-    scale (see ``budgetplan.training.fold``)."""
-    gains = {}
-    for layer, norm_name in norm_after.items():
-        norm = modules.get(norm_name)
-        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
-            gains[layer] = float(step_gain(norm).max())
-    if gains and max(gains.values()) > NORM_GAIN_WARNING:
-        worst = max(gains, key=gains.__getitem__)
-        rank_zero_warn(
-            f"budgetplan: frozen BatchNorm multiplies the SGD steps of {len(gains)} trained layer(s) per output "
-            f"channel, by up to {gains[worst]:.0f}x at {worst}; a learning rate that suits the other layers can "
-            "throw these off. Fold the norms into the convolutions before fitting, as device graphs do: "
-            "budgetplan.fold_batchnorm(model)."
-        )
-
-
-def _first_tensor(batch: Any) -> Tensor | None:
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (list, tuple)):
-        return next((t for t in map(_first_tensor, batch) if t is not None), None)
-    if isinstance(batch, dict):
-        return next((t for t in map(_first_tensor, batch.values()) if t is not None), None)
-    return None
-
-
-def _batch_size(batch: Any) -> int:
-    tensor = _first_tensor(batch)
-    return int(tensor.shape[0]) if tensor is not None and tensor.dim() > 0 else 1

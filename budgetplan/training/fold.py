@@ -18,6 +18,7 @@ from itertools import pairwise
 from typing import cast
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -93,3 +94,24 @@ def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
                     prefix = f"{name}." if name else ""
                     pairs.append((prefix + a, prefix + b))
     return pairs
+
+
+NORM_GAIN_WARNING = 10.0  # (gamma / sigma)^2 beyond which steps are out of scale
+
+
+def warn_of_norm_gain(modules: dict[str, nn.Module], norm_after: dict[str, str]) -> None:
+    """Warn when a frozen BatchNorm multiplies a trained layer's steps far beyond its own
+    scale (``step_gain``)."""
+    gains = {}
+    for layer, norm_name in norm_after.items():
+        norm = modules.get(norm_name)
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
+            gains[layer] = float(step_gain(norm).max())
+    if gains and max(gains.values()) > NORM_GAIN_WARNING:
+        worst = max(gains, key=gains.__getitem__)
+        rank_zero_warn(
+            f"budgetplan: frozen BatchNorm multiplies the SGD steps of {len(gains)} trained layer(s) per output "
+            f"channel, by up to {gains[worst]:.0f}x at {worst}; a learning rate that suits the other layers can "
+            "throw these off. Fold the norms into the convolutions before fitting, as device graphs do: "
+            "budgetplan.fold_batchnorm(model)."
+        )
