@@ -18,6 +18,7 @@ import yaml
 from budgetplan.device.profile import load_device, shipped_devices
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import writable_target
+from budgetplan.planning.options import Solver, Utility
 from budgetplan.units import parse_bytes, parse_seconds
 
 FORMATS = ("table", "yaml", "json")
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--training-memory", type=_size, help="also cap the published accounting, e.g. 100KB")
     plan.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
     plan.add_argument("--epochs", type=_count, default=10, help="epochs E of the coverage utility (default 10)")
-    plan.add_argument("--utility", choices=("coverage", "linear"), default="coverage")
+    plan.add_argument("--utility", choices=Utility.choices(), default=Utility.COVERAGE.value)
     plan.add_argument("--ratios", type=_ratios, help="channel ratio grid (default 1/16,1/8,1/4,1/2,3/4,1)")
     plan.add_argument("--max-layers", type=_count, help="update at most this many layers")
     plan.add_argument("--require", action="append", help="layer pattern trained in full (default: the classifier)")
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
     )
     plan.add_argument("--time-limit", type=_positive, default=10.0, help="solver time limit in seconds (default 10)")
-    plan.add_argument("--solver", choices=("auto", "highs", "cbc"), default="auto")
+    plan.add_argument("--solver", choices=Solver.choices(), default=Solver.AUTO.value)
     plan.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
     solve.add_argument("--out", help="write the plan to this YAML file (atomically)")
     solve.add_argument("--all-layers", action="store_true", help="list frozen layers too")

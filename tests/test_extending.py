@@ -7,7 +7,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback
-from budgetplan.strategies import STRATEGIES, Strategy, register_strategy
+from budgetplan.planning.assemble import plan_from_choices
+from budgetplan.planning.memory import Choice
+from budgetplan.planning.solve import Solution
+from budgetplan.strategies import STRATEGIES, Draw, LayerToTrain, Strategy, Training, register_strategy
 from budgetplan.training.samplers import SAMPLERS, ChannelSampler, register_sampler
 
 from .lightning_helpers import TinyModule, data, trainer
@@ -33,12 +36,35 @@ class PointwiseAndHead(Strategy):
         return {"include": ("net.features.6", "net.head.1")}
 
 
+class HeadWindow(Strategy):
+    """The head only, four consecutive input channels from a place the draw's seed picks."""
+
+    name = "test-head-window"
+    planned = False
+    source = "a test"
+
+    def prepare(self, plan, problem):
+        self.problem, self.seeds = problem, []
+        head = problem.costs.layer("net.head.1")
+        return Training((LayerToTrain(head.name, head.in_channels, 0, head.bias_param),), (head.bias_param,), None)
+
+    def draw(self, seed):
+        self.seeds.append(seed)
+        p = self.problem
+        start = seed % 13
+        choices = {"net.head.1": Choice(4, True)}
+        solution = Solution(choices, "drawn", 0.0, self.name, 0.0)
+        plan = plan_from_choices(p.costs, p.device, p.importance, p.options, solution)
+        return Draw(plan, {"net.head.1": list(range(start, start + 4))})
+
+
 @pytest.fixture
 def registered():
     register_sampler(LastChannels)
     register_strategy(PointwiseAndHead)
+    register_strategy(HeadWindow)
     yield
-    del SAMPLERS["test-last"], STRATEGIES["test-pointwise"]
+    del SAMPLERS["test-last"], STRATEGIES["test-pointwise"], STRATEGIES["test-head-window"]
 
 
 class Selections(Callback):
@@ -59,6 +85,19 @@ def test_a_new_strategy_and_sampler_train(registered):
     assert 0 < count < 8  # a partial selection, else the sampler's rule shows nothing
     assert all(row["net.features.6"] == list(range(8 - count, 8)) for row in seen.rows)
     assert budget.sampler == "test-last" and budget.strategy.name == "test-pointwise"
+
+
+def test_a_strategy_that_draws_its_own_choices(registered):
+    budget = BudgetPlanCallback(device="cortex-m7", strategy="test-head-window")
+    seen = Selections(budget)
+    module = TinyModule(dropout=0.0)
+    trainer(3, [budget, seen]).fit(module, data())
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable == {"net.head.1.weight", "net.head.1.bias"}
+    windows = [list(range(seed % 13, seed % 13 + 4)) for seed in budget.strategy.seeds]
+    assert len(windows) == 3 and len({str(w) for w in windows}) > 1  # one draw per epoch, and they differ
+    assert [row["net.head.1"] for row in seen.rows] == [w for w in windows for _ in range(4)]
+    assert budget.plan is not None and budget.plan.channels() == {"net.head.1": 4}
 
 
 def test_names_are_checked_against_the_registries(registered):

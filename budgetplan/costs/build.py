@@ -31,79 +31,55 @@ costs are summed over the calls and it sits in the order at its first call.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from math import prod
 
 import torch
 from torch import nn
 
-from budgetplan.costs.liveness import _liveness
-from budgetplan.costs.ops import (
-    _FREE,
-    _IN_PLACE_ABLE,
-    _LAYER_FUNCS,
-    _MASK,
-    _PRODUCT,
-    _SAVES_INPUT,
-    _SAVES_OUTPUT,
-    _VIEW,
-    _path_elements,
-)
+from budgetplan.costs.liveness import live_elements
+from budgetplan.costs.ops import IN_PLACE_OPS, KNOWN_OPS, LAYER_FUNCS, VIEW_OPS, path_elements
 from budgetplan.costs.table import CostTable, LayerCost, UncostedModule
 from budgetplan.costs.trace import Op, Trace, trace_model
-from budgetplan.device.profile import DeviceProfile, load_device
+from budgetplan.device.profile import DeviceProfile, Executor, load_device
 
 
 def _is_layer_call(op: Op, trace: Trace) -> bool:
-    return op.func in _LAYER_FUNCS and op.module in trace.plannable and bool(op.inputs)
+    return op.func in LAYER_FUNCS and op.module in trace.plannable and bool(op.inputs)
 
 
-def costs_from_trace(trace: Trace, model_name: str, executor: str = "layer") -> CostTable:
+@dataclass
+class _Segment:
+    """The ops from one layer's call up to the next layer's: what they keep and hold."""
+
+    calls: list[Op] = field(default_factory=list)
+    live: int = 0  # largest working buffer (activation elements alive at once)
+    grad: int = 0  # largest gradient pair (input + output) of one op
+    mask: int = 0
+    path: int = 0
+
+
+def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = Executor.LAYER) -> CostTable:
     """Turn a recorded forward pass into a per-layer cost table (pure; no torch)."""
-    calls: dict[str, list[Op]] = {}
-    segment_of: list[str | None] = []
-    current: str | None = None
-    for op in trace.ops:
-        if _is_layer_call(op, trace):
-            current = op.module
-            calls.setdefault(current, []).append(op)
-        segment_of.append(current)
-    order = list(calls)
-    if order:  # ops before the first layer run with it
-        segment_of = [s if s is not None else order[0] for s in segment_of]
-
-    inplace_ops = {op.index for op in trace.ops if op.func in _IN_PLACE_ABLE}
-    if executor == "inplace-dw":
-        for name in order:
-            info = trace.plannable[name]
-            if info.type != "Linear" and info.groups == info.in_channels > 1:
-                inplace_ops |= {op.index for op in calls[name]}
-    live = _liveness(trace, inplace_ops)
-
-    seg_live: dict[str, int] = dict.fromkeys(order, 0)
-    seg_grad: dict[str, int] = dict.fromkeys(order, 0)
-    seg_mask: dict[str, int] = dict.fromkeys(order, 0)
-    seg_path: dict[str, int] = dict.fromkeys(order, 0)
-    known = _LAYER_FUNCS | _VIEW | _MASK | _SAVES_OUTPUT | _SAVES_INPUT | _PRODUCT | _FREE
+    executor = Executor.from_str(executor)
+    segments, segment_of = _segments(trace)
+    live = live_elements(trace, _in_place_ops(trace, segments, executor))
     unknown: set[str] = set()
-    for op, seg in zip(trace.ops, segment_of, strict=True):
-        if seg is None:
+    for op, name in zip(trace.ops, segment_of, strict=True):
+        if name is None:
             continue
-        seg_live[seg] = max(seg_live[seg], live[op.index])
-        if op.func not in _VIEW:
-            pair = sum(trace.elements(t) for t in op.inputs + op.outputs)
-            seg_grad[seg] = max(seg_grad[seg], pair)
+        segment = segments[name]
+        segment.live = max(segment.live, live[op.index])
+        if op.func not in VIEW_OPS:
+            segment.grad = max(segment.grad, sum(trace.elements(t) for t in op.inputs + op.outputs))
         if _is_layer_call(op, trace):
             continue
-        mask, path = _path_elements(op, trace)
-        seg_mask[seg] += mask
-        seg_path[seg] += path
-        if op.func not in known:
+        mask, path = path_elements(op, trace)
+        segment.mask += mask
+        segment.path += path
+        if op.func not in KNOWN_OPS:
             unknown.add(op.func)
-
-    layers = [
-        _layer_cost(i, trace, calls[name], seg_live[name], seg_grad[name], seg_mask[name], seg_path[name])
-        for i, name in enumerate(order)
-    ]
+    layers = [_layer_cost(i, trace, segment) for i, segment in enumerate(segments.values())]
     uncosted, other = _uncovered(trace, layers)
     first = trace.shapes[trace.input_ids[0]] if trace.input_ids else ()
     return CostTable(
@@ -117,7 +93,36 @@ def costs_from_trace(trace: Trace, model_name: str, executor: str = "layer") -> 
     )
 
 
-def _layer_cost(index: int, trace: Trace, ops: list[Op], live: int, grad: int, mask: int, path: int) -> LayerCost:
+def _segments(trace: Trace) -> tuple[dict[str, _Segment], list[str | None]]:
+    """The layers in the order of their first call, and the layer each op runs with."""
+    segments: dict[str, _Segment] = {}
+    segment_of: list[str | None] = []
+    current: str | None = None
+    for op in trace.ops:
+        if _is_layer_call(op, trace):
+            current = op.module
+            segments.setdefault(current, _Segment()).calls.append(op)
+        segment_of.append(current)
+    if segments:  # ops before the first layer run with it
+        first = next(iter(segments))
+        segment_of = [s if s is not None else first for s in segment_of]
+    return segments, segment_of
+
+
+def _in_place_ops(trace: Trace, segments: dict[str, _Segment], executor: Executor) -> set[int]:
+    """Ops that may write over a dying input: elementwise ones, and depthwise convs under
+    ``executor: inplace-dw``."""
+    ops = {op.index for op in trace.ops if op.func in IN_PLACE_OPS}
+    if executor is Executor.INPLACE_DW:
+        for name, segment in segments.items():
+            info = trace.plannable[name]
+            if info.type != "Linear" and info.groups == info.in_channels > 1:
+                ops |= {op.index for op in segment.calls}
+    return ops
+
+
+def _layer_cost(index: int, trace: Trace, segment: _Segment) -> LayerCost:
+    ops = segment.calls
     info = trace.plannable[ops[0].module]
     in_shape = trace.shapes[ops[0].inputs[0]]
     out_shape = trace.shapes[ops[0].outputs[0]]
@@ -160,11 +165,11 @@ def _layer_cost(index: int, trace: Trace, ops: list[Op], live: int, grad: int, m
         weight_grad_macs_per_channel=per_ch_weight * sum(out_positions),
         bias_elements=info.out_channels if bias_param else 0,
         bias_param=bias_param,
-        mask_elements=mask,
-        path_activation_elements=path,
+        mask_elements=segment.mask,
+        path_activation_elements=segment.path,
         input_grad_macs=forward_macs,
-        forward_live_elements=live,
-        backward_live_elements=grad,
+        forward_live_elements=segment.live,
+        backward_live_elements=segment.grad,
     )
 
 
@@ -226,6 +231,6 @@ def layer_costs(
     >>> table.layers[0].activation_elements_per_channel, table.layers[0].mask_elements
     (16, 128)
     """
-    executor = load_device(device).executor if device is not None else "layer"
+    executor = load_device(device).executor if device is not None else Executor.LAYER
     trace = trace_model(model, example_input)
     return costs_from_trace(trace, model_name or type(model).__name__, executor)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from budgetplan.costs.ops import _VIEW
+from budgetplan.costs.ops import VIEW_OPS
 from budgetplan.costs.trace import Trace
 
 
-def _liveness(trace: Trace, inplace_ops: set[int]) -> list[int]:
+def live_elements(trace: Trace, inplace_ops: set[int]) -> list[int]:
     """Activation elements alive at each op, from storage-level liveness.
 
     View ops alias their input; ops in ``inplace_ops`` may write over an input that
@@ -45,7 +45,7 @@ def _liveness(trace: Trace, inplace_ops: set[int]) -> list[int]:
             if out in storage_of:  # in-place op: same tensor object
                 join(out, storage_of[out])
                 continue
-            if op.func in _VIEW and op.inputs:
+            if op.func in VIEW_OPS and op.inputs:
                 join(out, storage_of[op.inputs[0]])
                 continue
             dying = [storage_of[t] for t in op.inputs if death[storage_of[t]] <= op.index]

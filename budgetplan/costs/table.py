@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from budgetplan.device.profile import DeviceProfile
+from budgetplan.costs.pricing import model_bytes
+from budgetplan.device.profile import DeviceProfile, Executor
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,14 @@ class CostTable:
 
     model: str
     input_shape: tuple[int, ...]  # one sample, e.g. (3, 128, 128)
-    executor: str
+    executor: Executor
     layers: tuple[LayerCost, ...]
     other_param_elements: int = 0  # parameters outside the plannable layers and their biases
     uncosted: tuple[UncostedModule, ...] = ()
     unknown_ops: tuple[str, ...] = ()  # ops assumed to save nothing for backward
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "executor", Executor.from_str(self.executor))
 
     @property
     def forward_macs(self) -> int:
@@ -86,9 +90,7 @@ class CostTable:
 
     def model_bytes(self, device: DeviceProfile) -> int:
         """Bytes of all parameters stored at the device's bit widths (BatchNorm folded)."""
-        weights = sum(layer.weight_elements for layer in self.layers) + self.other_param_elements
-        biases = sum(layer.bias_elements for layer in self.layers)
-        return (weights * device.bits.weight + biases * device.bits.bias + 7) // 8
+        return model_bytes(self, device)
 
     def fingerprint(self) -> list[tuple[str, tuple[int, ...]]]:
         """Layer names and weight shapes: what a plan must match."""

@@ -9,7 +9,8 @@ The result holds no torch objects, so the cost model that reads it is pure Pytho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,19 +153,10 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
     )  # fmt: skip
 
 
-def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.Tensor]) -> Trace:
-    """Run ``model`` once on ``example_input`` (a batch) and record its dataflow.
-
-    The model is run in eval mode without gradients and handed back as it came
-    (training flag restored, hooks removed).
-    """
-    inputs = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
-    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
-        raise ModelError("example_input must be a tensor or a sequence of tensors")
-    batch = int(inputs[0].shape[0]) if inputs[0].dim() > 0 else 1
-    static_ids = {id(p) for p in model.parameters()} | {id(b) for b in model.buffers()}
-    stack: list[str] = []
-    called: set[str] = set()
+@contextlib.contextmanager
+def _module_stack(model: nn.Module, stack: list[str], called: set[str]) -> Iterator[None]:
+    """Keep ``stack`` the names of the modules running now (innermost last), and ``called``
+    every module that ran, through forward hooks removed on the way out."""
     handles = []
     for name, module in model.named_modules():
         if name == "":
@@ -180,11 +172,41 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.T
 
         handles.append(module.register_forward_pre_hook(push))
         handles.append(module.register_forward_hook(pop))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _parameter_owners(model: nn.Module) -> dict[str, tuple[str, str, int]]:
+    """Parameter name -> (module name, module type, elements)."""
+    owners = {}
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            owners[full] = (mod_name, type(module).__name__, p.numel())
+    return owners
+
+
+def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.Tensor]) -> Trace:
+    """Run ``model`` once on ``example_input`` (a batch) and record its dataflow.
+
+    The model is run in eval mode without gradients and handed back as it came
+    (training flag restored, hooks removed).
+    """
+    inputs = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise ModelError("example_input must be a tensor or a sequence of tensors")
+    batch = int(inputs[0].shape[0]) if inputs[0].dim() > 0 else 1
+    static_ids = {id(p) for p in model.parameters()} | {id(b) for b in model.buffers()}
+    stack: list[str] = []
+    called: set[str] = set()
     recorder = _Recorder(static_ids, stack)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), recorder:
+        with _module_stack(model, stack, called), torch.no_grad(), recorder:
             input_ids = tuple(recorder.note(t) for t in inputs)
             output = model(*inputs)
         output_ids = tuple(recorder.note(t) for t in _tensors(output))
@@ -193,25 +215,15 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.T
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"{type(model).__name__} rejects an input of shape {shapes}: {first}") from err
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-
-    plannable = {n: _module_info(n, m) for n, m in model.named_modules() if isinstance(m, PLANNABLE_TYPES)}
-    norms = {n: getattr(m, "bias", None) is not None for n, m in model.named_modules() if isinstance(m, NORM_TYPES)}
-    owners = {}
-    for mod_name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            full = f"{mod_name}.{p_name}" if mod_name else p_name
-            owners[full] = (mod_name, type(module).__name__, p.numel())
     return Trace(
         ops=recorder.ops,
         shapes=recorder.shapes,
         batch=batch,
         input_ids=input_ids,
         output_ids=output_ids,
-        plannable=plannable,
-        norms=norms,
-        parameters=owners,
+        plannable={n: _module_info(n, m) for n, m in model.named_modules() if isinstance(m, PLANNABLE_TYPES)},
+        norms={n: getattr(m, "bias", None) is not None for n, m in model.named_modules() if isinstance(m, NORM_TYPES)},
+        parameters=_parameter_owners(model),
         called_modules=called,
     )

@@ -18,14 +18,29 @@ import dataclasses
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from budgetplan.enums import EnumStr
 from budgetplan.errors import ProfileError
 from budgetplan.files import read_yaml
 from budgetplan.units import SIZE_EXAMPLES, parse_bytes, parse_rate, parse_seconds
 
-EXECUTORS = ("layer", "inplace-dw")
-FROZEN_WEIGHT_HOMES = ("flash", "sram")
+
+class Executor(EnumStr):
+    """How the runtime runs a layer's ops, which sets the working buffers (docs/cost-model.md)."""
+
+    LAYER = "layer"  # each op's inputs and output are live; elementwise ops write in place
+    INPLACE_DW = "inplace-dw"  # a depthwise conv also writes over its input
+
+
+class FrozenWeights(EnumStr):
+    """Where the frozen model lives: in ``flash`` (updated weights are copied to SRAM), or in
+    ``sram``, where it counts against the budget (docs/planner.md)."""
+
+    FLASH = "flash"
+    SRAM = "sram"
+
+
 _BIT_FIELDS = ("weight", "activation", "gradient", "bias", "optimizer", "mask")
 _VALID_BITS = (0, 1, 2, 4, 8, 16, 32, 64)
 _TOP_FIELDS = (
@@ -33,6 +48,7 @@ _TOP_FIELDS = (
     "reserved", "budget", "max_step_latency", "executor", "frozen_weights",
 )  # fmt: skip
 _REQUIRED = ("name", "description", "sram", "flash", "clock", "compute", "bits", "reserved", "budget")
+_Choice = TypeVar("_Choice", bound=EnumStr)
 
 
 @dataclass(frozen=True)
@@ -64,9 +80,17 @@ class DeviceProfile:
     reserved: int
     budget: int
     max_step_latency: float | None = None
-    executor: str = "layer"
-    frozen_weights: str = "flash"
+    executor: Executor = Executor.LAYER
+    frozen_weights: FrozenWeights = FrozenWeights.FLASH
     source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        # a profile made in code may name its choices as text
+        for field, kind in (("executor", Executor), ("frozen_weights", FrozenWeights)):
+            try:
+                object.__setattr__(self, field, kind.from_str(getattr(self, field)))
+            except ValueError as err:
+                raise ProfileError(f"{self.source}: field '{field}': {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain data, in the YAML layout (sizes in bytes)."""
@@ -85,8 +109,8 @@ class DeviceProfile:
             "reserved": self.reserved,
             "budget": self.budget,
             "max_step_latency": self.max_step_latency,
-            "executor": self.executor,
-            "frozen_weights": self.frozen_weights,
+            "executor": self.executor.value,
+            "frozen_weights": self.frozen_weights.value,
         }
 
     @classmethod
@@ -133,8 +157,8 @@ class _Validator:
             reserved=self.size(data, "reserved"),
             budget=self.size(data, "budget", positive=True),
             max_step_latency=self.latency(data.get("max_step_latency")),
-            executor=self.choice(data, "executor", EXECUTORS, "layer"),
-            frozen_weights=self.choice(data, "frozen_weights", FROZEN_WEIGHT_HOMES, "flash"),
+            executor=self.choice(data, "executor", Executor.LAYER),
+            frozen_weights=self.choice(data, "frozen_weights", FrozenWeights.FLASH),
             source=self.source,
         )
         if profile.reserved >= profile.sram:
@@ -205,11 +229,11 @@ class _Validator:
             raise self.fail("max_step_latency", "must be positive, or null for no limit")
         return value
 
-    def choice(self, data: dict, field: str, options: tuple[str, ...], default: str) -> str:
-        value = data.get(field, default)
-        if value not in options:
-            raise self.fail(field, f"{value!r} is not one of {', '.join(options)}")
-        return value
+    def choice(self, data: dict, field: str, default: _Choice) -> _Choice:
+        try:
+            return type(default).from_str(data.get(field, default))
+        except ValueError as err:
+            raise self.fail(field, str(err)) from None
 
 
 def profiles_dir() -> Path:

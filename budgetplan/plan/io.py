@@ -1,4 +1,4 @@
-"""The plan file: ``Plan`` to plain data and back, every field validated on the way in.
+"""The plan file: ``Plan`` to YAML and back, every field validated on the way in.
 
 A plan file may have been edited by hand. Loading checks every field it relies on: types,
 channel counts within ``0..total_channels``, an ``update`` that agrees with the channels
@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import PlanError, ProfileError
+from budgetplan.files import read_yaml, write_atomic
 from budgetplan.plan.model import SCHEMA_VERSION, LayerPlan, Plan
 from budgetplan.planning.memory import Prediction
 
@@ -25,6 +29,16 @@ _LAYER_NUMBERS = (
     "forward_buffer_bytes", "backward_buffer_bytes",
 )  # fmt: skip
 _PREDICTED_COUNTS = ("forward_macs", "backward_macs")
+
+
+def save_plan(plan: Plan, path: str | Path) -> None:
+    """Write the plan as YAML, atomically: the file is either the old one or the new one."""
+    write_atomic(Path(path), yaml.safe_dump(plan_to_dict(plan), sort_keys=False))
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file, checking its schema version and every field."""
+    return plan_from_dict(read_yaml(path, "plan file", PlanError), source=str(path))
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:

@@ -1,32 +1,88 @@
-"""Where a plan's layers sit in a model: the module-name prefix they are found under."""
+"""Whether a plan fits a model: layer names and weight shapes, and where the layers sit.
+
+A plan is made for one model. Its fingerprint (every plannable layer's name and weight
+shape) is compared with the model's before training, and a mismatch names the layers
+that differ rather than failing later inside autograd.
+
+>>> fingerprint_hash([("fc", (10, 64))]) == fingerprint_hash([("fc", (10, 64))])
+True
+>>> compare_layers({"fc": (10, 64)}, [("fc", (5, 64)), ("aux", (3, 3))])
+['fc (plan weight [10, 64], model [5, 64])', 'aux (in the model, not in the plan)']
+>>> list_problems(["a", "b", "c"], shown=2)
+'a; b; and 1 more'
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from budgetplan.errors import PlanError
-from budgetplan.plan.model import Plan, list_problems
+from budgetplan.plan.names import candidate_prefixes, without_prefix
 
-_PLANNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+if TYPE_CHECKING:
+    from torch import nn
+
+    from budgetplan.costs.table import CostTable
+    from budgetplan.plan.model import Plan
+
+Fingerprint = Iterable[tuple[str, tuple[int, ...]]]
+
+
+def fingerprint_hash(layers: Fingerprint) -> str:
+    """A short hash of layer names and weight shapes, the ``fingerprint`` of a plan file."""
+    text = ";".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in layers)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compare_layers(planned: Mapping[str, tuple[int, ...]], model: Fingerprint) -> list[str]:
+    """Layers where a model (its layer names and weight shapes) differs from the planned ones."""
+    theirs = dict(model)
+    problems = []
+    for name, shape in planned.items():
+        if name not in theirs:
+            problems.append(f"{name} (in the plan, not in the model)")
+        elif tuple(theirs[name]) != tuple(shape):
+            problems.append(f"{name} (plan weight {list(shape)}, model {list(theirs[name])})")
+    problems += [f"{n} (in the model, not in the plan)" for n in theirs if n not in planned]
+    return problems
+
+
+def mismatches(plan: Plan, model: Fingerprint) -> list[str]:
+    """Layers where a model differs from ``plan`` (see ``compare_layers``)."""
+    return compare_layers({layer.name: layer.weight_shape for layer in plan.layers}, model)
+
+
+def check_matches(plan: Plan, costs: CostTable) -> None:
+    """Fail with ``PlanError`` naming every layer where ``costs``' model differs from ``plan``."""
+    problems = mismatches(plan, costs.fingerprint())
+    if problems:
+        raise PlanError(f"the plan for {plan.model} does not match this model: {list_problems(problems)}")
+
+
+def list_problems(problems: list[str], shown: int = 8) -> str:
+    """The first ``shown`` problems, and how many more there are."""
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
 
 
 def locate(plan: Plan, pl_module: nn.Module) -> str:
     """The module-name prefix under which the plan's layers sit in ``pl_module``.
 
     A plan solved for ``mobilenet_v2`` applies to a LightningModule that holds it as
-    ``self.net``; the prefix is then ``"net."``. Fails with the mismatched layers.
+    ``self.net``; the prefix is then ``"net."``. Plannable layers outside the prefix are
+    not the plan's concern. Fails with the layers that differ under the closest prefix.
     """
-    first = plan.layers[0].name
-    names = [n for n, _ in pl_module.named_modules()]
-    prefixes = [n[: -len(first)] for n in names if n == first or n.endswith("." + first)]
+    # torch is needed only here: the rest of plan/ reads and compares plans without it
+    from budgetplan.costs.trace import PLANNABLE_TYPES
+
+    modules = dict(pl_module.named_modules())
+    shapes = {n: tuple(m.weight.shape) for n, m in modules.items() if isinstance(m, PLANNABLE_TYPES)}
     best: list[str] | None = None
-    for prefix in prefixes or [""]:
-        found = [
-            (n[len(prefix) :], tuple(m.weight.shape))
-            for n, m in pl_module.named_modules()
-            if n.startswith(prefix) and isinstance(m, _PLANNABLE)
-        ]
-        problems = plan.mismatches(found)
+    for prefix in candidate_prefixes(plan.layers[0].name, modules) or [""]:
+        under = without_prefix({n: s for n, s in shapes.items() if n.startswith(prefix)}, prefix)
+        problems = mismatches(plan, under.items())
         if not problems:
             return prefix
         if best is None or len(problems) < len(best):

@@ -1,8 +1,10 @@
-"""``Plan``: what to train per layer, what it is predicted to cost, and the plan file.
+"""``Plan``: what to train per layer and what it is predicted to cost.
 
-A plan file is YAML and self-contained: it embeds the device profile, the options the
-planner ran with, and a fingerprint of the model (every plannable layer's name and
-weight shape), so that training can check it is applied to the model it was made for.
+A plan is self-contained: it carries the device profile, the options the planner ran
+with, and a fingerprint of the model (every plannable layer's name and weight shape), so
+that training can check it is applied to the model it was made for. The plan file is
+``budgetplan.plan.io``, the check against a model ``budgetplan.plan.match`` and the
+comparison of two plans ``budgetplan.plan.compare``; the methods here call them.
 
 >>> import tempfile, torch, torchvision
 >>> from budgetplan import solve, Plan
@@ -19,21 +21,21 @@ True
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import PlanError
-from budgetplan.files import read_yaml, write_atomic
+from budgetplan.plan import compare, match
+from budgetplan.plan.match import list_problems
 from budgetplan.planning.memory import Prediction
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable
+
+__all__ = ["SCHEMA_VERSION", "LayerPlan", "Plan", "list_problems"]
 
 SCHEMA_VERSION = 1  # the plan file layout this version writes and reads (budgetplan.plan.io)
 
@@ -109,7 +111,7 @@ class Plan:
     @property
     def fingerprint(self) -> str:
         """A short hash of the layer names and weight shapes."""
-        return _fingerprint_hash([(layer.name, layer.weight_shape) for layer in self.layers])
+        return match.fingerprint_hash([(layer.name, layer.weight_shape) for layer in self.layers])
 
     @property
     def exceeds_device(self) -> bool:
@@ -154,71 +156,33 @@ class Plan:
         return {layer.name: layer.channels for layer in self.layers if layer.channels > 0}
 
     def updated(self) -> list[LayerPlan]:
+        """The layers that train a weight or a bias."""
         return [layer for layer in self.layers if layer.update != "none"]
 
     def trained_fraction(self) -> float:
         """Fraction of the model's plannable weights trained at any one time."""
         total = trained = 0.0
         for layer in self.layers:
-            elements = 1
-            for size in layer.weight_shape:
-                elements *= size
+            elements = _elements(layer.weight_shape)
             total += elements
             trained += elements * layer.channels / layer.total_channels
         return trained / total if total else 0.0
 
     def differences(self, other: Plan) -> list[tuple[str, str, str]]:
         """What differs between two plans, as (what, this plan, the other) rows."""
-        rows: list[tuple[str, str, str]] = []
-        for label, mine, theirs in (
-            ("model", self.model, other.model),
-            ("device", self.device.name, other.device.name),
-            ("budget", self.budget_bytes, other.budget_bytes),
-            ("training memory cap", self.training_memory_cap, other.training_memory_cap),
-            ("batch size", self.batch_size, other.batch_size),
-            ("predicted peak", round(self.predicted.peak_bytes), round(other.predicted.peak_bytes)),
-            (
-                "training memory",
-                round(self.predicted.training_memory_bytes),
-                round(other.predicted.training_memory_bytes),
-            ),
-            ("objective", f"{self.objective:.4f}", f"{other.objective:.4f}"),
-            ("importance", self.importance_source, other.importance_source),
-            ("status", self.status, other.status),
-        ):
-            if mine != theirs:
-                rows.append((label, str(mine), str(theirs)))
-        theirs_by_name = {layer.name: layer for layer in other.layers}
-        for layer in self.layers:
-            peer = theirs_by_name.pop(layer.name, None)
-            if peer is None:
-                rows.append((layer.name, _decision(layer), "(no such layer)"))
-            elif (layer.channels, layer.bias) != (peer.channels, peer.bias):
-                rows.append((layer.name, _decision(layer), _decision(peer)))
-        rows += [(name, "(no such layer)", _decision(layer)) for name, layer in theirs_by_name.items()]
-        return rows
+        return compare.differences(self, other)
 
     def check_matches(self, costs: CostTable) -> None:
         """Fail with ``PlanError`` naming every layer where ``costs``' model differs."""
-        problems = self.mismatches(costs.fingerprint())
-        if problems:
-            raise PlanError(f"the plan for {self.model} does not match this model: {list_problems(problems)}")
+        match.check_matches(self, costs)
 
     def mismatches(self, fingerprint: Iterable[tuple[str, tuple[int, ...]]]) -> list[str]:
         """Layers where a model (its layer names and weight shapes) differs from the plan."""
-        mine = {layer.name: layer.weight_shape for layer in self.layers}
-        theirs = dict(fingerprint)
-        problems = []
-        for name, shape in mine.items():
-            if name not in theirs:
-                problems.append(f"{name} (in the plan, not in the model)")
-            elif tuple(theirs[name]) != tuple(shape):
-                problems.append(f"{name} (plan weight {list(shape)}, model {list(theirs[name])})")
-        problems += [f"{n} (in the model, not in the plan)" for n in theirs if n not in mine]
-        return problems
+        return match.mismatches(self, fingerprint)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain data, in the plan file's layout (``budgetplan.plan.io``)."""
+        # io builds Plans from files, so it imports this module; import it in the call
         from budgetplan.plan.io import plan_to_dict
 
         return plan_to_dict(self)
@@ -232,12 +196,16 @@ class Plan:
 
     def save(self, path: str | Path) -> None:
         """Write the plan as YAML, atomically: the file is either the old one or the new one."""
-        write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from budgetplan.plan.io import save_plan
+
+        save_plan(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        """Read a plan file, checking its schema version."""
-        return cls.from_dict(read_yaml(path, "plan file", PlanError), source=str(path))
+        """Read a plan file, checking its schema version and every field."""
+        from budgetplan.plan.io import load_plan
+
+        return load_plan(path)
 
 
 def _elements(shape: tuple[int, ...]) -> int:
@@ -249,21 +217,3 @@ def _elements(shape: tuple[int, ...]) -> int:
 
 def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
-
-
-def list_problems(problems: list[str], shown: int = 8) -> str:
-    """The first ``shown`` problems, and how many more there are."""
-    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
-    return "; ".join(problems[:shown]) + more
-
-
-def _decision(layer: LayerPlan) -> str:
-    if layer.update == "none":
-        return "frozen"
-    text = f"{layer.channels}/{layer.total_channels}" if layer.channels else "bias only"
-    return text + (" +bias" if layer.channels and layer.bias else "")
-
-
-def _fingerprint_hash(items: list[tuple[str, tuple[int, ...]]]) -> str:
-    text = ";".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in items)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

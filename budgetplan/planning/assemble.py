@@ -5,17 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from budgetplan.costs.table import CostTable
+from budgetplan.costs.pricing import layer_bytes
+from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.device.profile import DeviceProfile, load_device
 from budgetplan.plan.model import LayerPlan, Plan
 from budgetplan.planning.diagnose import check_flash
 from budgetplan.planning.ilp import OPTIMALITY_GAP
 from budgetplan.planning.importance import Importance, prior_importance, resolve_importance
-from budgetplan.planning.memory import Choice, backward_macs, layer_bytes, predict
+from budgetplan.planning.memory import Choice, backward_macs, predict
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions, planner_options
 from budgetplan.planning.problem import Problem
-from budgetplan.planning.solve import Solution, solve_choices
+from budgetplan.planning.solve import Solution, solve_problem
+
+
+def plan_problem(problem: Problem) -> Plan:
+    """Check the model fits the device's flash, solve the ILP and assemble the ``Plan``."""
+    check_flash(problem.costs, problem.device)
+    return plan_from_solution(problem, solve_problem(problem))
 
 
 def plan_from_costs(
@@ -24,12 +31,9 @@ def plan_from_costs(
     importance: Importance | None = None,
     options: PlannerOptions | None = None,
 ) -> Plan:
-    """Solve the ILP for a cost table and assemble the ``Plan``."""
-    options = options or PlannerOptions()
-    importance = importance or prior_importance(costs)
-    check_flash(costs, device)
-    solution = solve_choices(costs, device, importance, options)
-    return plan_from_choices(costs, device, importance, options, solution)
+    """Solve the ILP for a cost table and assemble the ``Plan`` (without ``importance``,
+    the documented prior; without ``options``, the defaults)."""
+    return plan_problem(Problem(costs, device, importance or prior_importance(costs), options or PlannerOptions()))
 
 
 def plan_from_choices(
@@ -40,60 +44,69 @@ def plan_from_choices(
     solution: Solution,
 ) -> Plan:
     """The ``Plan`` of a set of choices (the ILP's, or a strategy's own), with its predicted memory."""
+    return plan_from_solution(Problem(costs, device, importance, options), solution)
+
+
+def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
+    """The ``Plan`` of a solution to ``problem``, with its predicted memory and compute."""
+    costs, device, options = problem.costs, problem.device, problem.options
     batch = options.batch_size
     macs = backward_macs(costs, solution.choices, batch)
     first = min((layer.index for layer in costs.layers if layer.name in solution.choices), default=len(costs.layers))
-    layers = []
-    for layer, spent in zip(costs.layers, macs, strict=True):
-        choice = solution.choices.get(layer.name, Choice())
-        terms = layer_bytes(layer, device, batch)
-        update = "weight" if choice.channels else "bias" if choice.bias else "none"
-        layers.append(
-            LayerPlan(
-                name=layer.name,
-                kind=layer.kind,
-                weight_shape=layer.weight_shape,
-                update=update,
-                channels=choice.channels,
-                total_channels=layer.in_channels,
-                bias=choice.bias,
-                bias_param=layer.bias_param,
-                activation_bytes=terms.saved_per_channel * choice.channels,
-                weight_bytes=terms.weight_per_channel * choice.channels,
-                bias_bytes=terms.bias if choice.bias else 0.0,
-                path_bytes=terms.path if layer.index >= first else 0.0,
-                macs=spent,
-                importance=importance.weight.get(layer.name, 0.0) + importance.bias.get(layer.name, 0.0),
-                forward_buffer_bytes=terms.live_forward,
-                backward_buffer_bytes=terms.live_backward if layer.index >= first else 0.0,
-            )
-        )
+    layers = [
+        _layer_plan(problem, layer, solution.choices.get(layer.name, Choice()), spent, on_path=layer.index >= first)
+        for layer, spent in zip(costs.layers, macs, strict=True)
+    ]
     return Plan(
         device=device,
         model=costs.model,
         input_shape=costs.input_shape,
         batch_size=batch,
-        budget_bytes=options.budget_on(device),
+        budget_bytes=problem.budget,
         layers=layers,
         predicted=predict(costs, device, solution.choices, batch),
         status=solution.status,
         solver=solution.solver,
         objective=solution.objective,
         solve_seconds=solution.solve_seconds,
-        importance_source=importance.source,
+        importance_source=problem.importance.source,
         training_memory_cap=options.training_memory,
-        max_step_latency=options.latency_on(device),
+        max_step_latency=problem.latency,
         optimality_gap=OPTIMALITY_GAP,
         options={
             "ratios": list(options.ratios),
             "epochs": options.epochs,
-            "utility": options.utility,
+            "utility": options.utility.value,  # plain text: plan files are YAML
             "max_layers": options.max_layers,
             "require": list(solution.required),
             "include": list(options.include),
             "exclude": list(options.exclude),
             "time_limit": options.time_limit,
         },
+    )
+
+
+def _layer_plan(problem: Problem, layer: LayerCost, choice: Choice, macs: int, on_path: bool) -> LayerPlan:
+    """One layer's line of the plan: what it trains and the bytes each part takes."""
+    terms = layer_bytes(layer, problem.device, problem.options.batch_size)
+    importance = problem.importance
+    return LayerPlan(
+        name=layer.name,
+        kind=layer.kind,
+        weight_shape=layer.weight_shape,
+        update="weight" if choice.channels else "bias" if choice.bias else "none",
+        channels=choice.channels,
+        total_channels=layer.in_channels,
+        bias=choice.bias,
+        bias_param=layer.bias_param,
+        activation_bytes=terms.saved_per_channel * choice.channels,
+        weight_bytes=terms.weight_per_channel * choice.channels,
+        bias_bytes=terms.bias if choice.bias else 0.0,
+        path_bytes=terms.path if on_path else 0.0,
+        macs=macs,
+        importance=importance.weight.get(layer.name, 0.0) + importance.bias.get(layer.name, 0.0),
+        forward_buffer_bytes=terms.live_forward,
+        backward_buffer_bytes=terms.live_backward if on_path else 0.0,
     )
 
 
@@ -128,7 +141,7 @@ def solve(
     profile = load_device(device)
     planner = planner_options(**options)
     costs = layer_costs(model, example_input, profile, model_name=model_name)
-    return plan_from_costs(costs, profile, resolve_importance(importance, costs), planner)
+    return plan_problem(Problem(costs, profile, resolve_importance(importance, costs), planner))
 
 
 def dense_plan(problem: Problem) -> Plan:
@@ -136,5 +149,4 @@ def dense_plan(problem: Problem) -> Plan:
     costs = problem.costs
     choices = {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers}
     value = objective(costs, problem.importance, problem.options, choices)
-    solution = Solution(choices, "unconstrained", value, "none", 0.0)
-    return plan_from_choices(costs, problem.device, problem.importance, problem.options, solution)
+    return plan_from_solution(problem, Solution(choices, "unconstrained", value, "none", 0.0))

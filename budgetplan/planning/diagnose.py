@@ -1,31 +1,30 @@
-"""Why no plan fits: the smallest budget, or the other limit that stands in the way."""
+"""Why no plan fits: the smallest budget, or the other limit that stands in the way
+(docs/planner.md, "When no plan fits").
+
+>>> budget_argument(236.5 * 1024), budget_argument(20 * 1024**2 + 1)
+('237KB', '21MB')
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
+from budgetplan.costs.pricing import model_bytes
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import InfeasibleError
-from budgetplan.planning.ilp import _Program
-from budgetplan.planning.importance import Importance
-from budgetplan.planning.options import PlannerOptions
+from budgetplan.planning.backends import FEASIBLE, OPTIMAL
+from budgetplan.planning.ilp import Goal, Program
+from budgetplan.planning.problem import Problem
+from budgetplan.planning.trainable import Trainable
 from budgetplan.units import format_bytes
 
 
-def _minimum(
-    goal: str,
-    costs: CostTable,
-    device: DeviceProfile,
-    importance: Importance,
-    options: PlannerOptions,
-    allowed: set[str],
-    required: tuple[str, ...],
-) -> float | None:
-    program = _Program(costs, device, importance, options, allowed, required, goal=goal)
-    status, _ = program.solve(options.solver, options.time_limit, options.verbose)
-    return program.value() if status in ("optimal", "feasible") else None
+def smallest(goal: Goal, problem: Problem, trainable: Trainable) -> float | None:
+    """The least value of one limit (``goal``) at which a plan keeps the others, or ``None``."""
+    program = Program(problem, trainable, goal)
+    status, _ = program.solve()
+    return program.value() if status in (OPTIMAL, FEASIBLE) else None
 
 
 def budget_argument(n_bytes: float) -> str:
@@ -35,49 +34,50 @@ def budget_argument(n_bytes: float) -> str:
     return f"{math.ceil(n_bytes / 1024**2 - 1e-9)}MB"
 
 
-def _infeasible(
-    costs: CostTable,
-    device: DeviceProfile,
-    importance: Importance,
-    options: PlannerOptions,
-    allowed: set[str],
-    required: tuple[str, ...],
-) -> InfeasibleError:
-    budget = options.budget_on(device)
-    args = (costs, device, importance, options, allowed, required)
-    what = f"no plan for {costs.model} fits a budget of {format_bytes(budget)} on {device.name}"
-    if required:
-        what += f" while updating {', '.join(required)}"
-    smallest = _minimum("peak", *args)
-    if smallest is not None:
-        arg = budget_argument(smallest)
+def infeasible_error(problem: Problem, trainable: Trainable) -> InfeasibleError:
+    """The error for a problem with no plan: the smallest budget that has one, or else the
+    other limit (training memory, step latency) that stands in the way."""
+    costs, device = problem.costs, problem.device
+    what = f"no plan for {costs.model} fits a budget of {format_bytes(problem.budget)} on {device.name}"
+    if trainable.required:
+        what += f" while updating {', '.join(trainable.required)}"
+    peak = smallest(Goal.PEAK, problem, trainable)
+    if peak is not None:
         return InfeasibleError(
-            f"{what}: the smallest budget at which a plan is feasible is {format_bytes(smallest)} (--budget {arg})",
-            smallest_budget=math.ceil(smallest),
+            f"{what}: the smallest budget at which a plan is feasible is {format_bytes(peak)} "
+            f"(--budget {budget_argument(peak)})",
+            smallest_budget=math.ceil(peak),
         )
-    # the budget is not the only obstacle: find which other limit is
-    hints = []
-    unlimited = dataclasses.replace(options, budget=device.sram * 1024)
-    if options.training_memory is not None:
-        tm = _minimum("training_memory", costs, device, importance, unlimited, allowed, required)
-        if tm is not None and tm > options.training_memory:
-            hints.append(
-                f"the smallest training memory is {format_bytes(tm)} (--training-memory {budget_argument(tm)})"
-            )
-    latency = options.latency_on(device)
-    if latency is not None:
-        macs = _minimum("compute", costs, device, importance, unlimited, allowed, required)
-        if macs is not None:
-            seconds = macs / device.macs_per_second
-            if seconds > latency:
-                hints.append(f"the shortest step takes {seconds:.3g} s, above the limit of {latency:g} s")
+    hints = _other_limits(problem, trainable)
     detail = "; ".join(hints) if hints else "no plan satisfies the other limits at any budget"
     return InfeasibleError(f"{what}: {detail}")
 
 
+def _other_limits(problem: Problem, trainable: Trainable) -> list[str]:
+    """What the training-memory cap and the latency limit need, where they are too tight,
+    with the budget lifted to the whole SRAM."""
+    hints = []
+    unlimited = problem.with_options(budget=problem.device.sram * 1024)
+    cap = problem.options.training_memory
+    if cap is not None:
+        least = smallest(Goal.TRAINING_MEMORY, unlimited, trainable)
+        if least is not None and least > cap:
+            hints.append(
+                f"the smallest training memory is {format_bytes(least)} (--training-memory {budget_argument(least)})"
+            )
+    latency = problem.latency
+    if latency is not None:
+        macs = smallest(Goal.COMPUTE, unlimited, trainable)
+        if macs is not None:
+            seconds = macs / problem.device.macs_per_second
+            if seconds > latency:
+                hints.append(f"the shortest step takes {seconds:.3g} s, above the limit of {latency:g} s")
+    return hints
+
+
 def check_flash(costs: CostTable, device: DeviceProfile) -> None:
     """Raise ``InfeasibleError`` when the whole model does not fit the device's flash."""
-    flash_needed = costs.model_bytes(device)
+    flash_needed = model_bytes(costs, device)
     if flash_needed > device.flash:
         raise InfeasibleError(
             f"{costs.model} needs {format_bytes(flash_needed)} of flash at {device.bits.weight}-bit weights, "

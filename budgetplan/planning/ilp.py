@@ -1,214 +1,211 @@
 """The integer linear program that chooses what to train (docs/planner.md).
 
-Symbols follow docs/planner.md: ``x[l,c]`` = layer ``l`` updates ``c`` of its input channels,
-``b[l]`` = layer ``l`` updates its bias, ``y[l]`` = the gradient reaches layer ``l``.
-Memory is constrained at every layer in forward and in backward, as saved tensors
-accumulate and are released (``budgetplan.planning.memory`` evaluates the same model directly).
+Symbols follow docs/planner.md, "Variables and constraints" and "Memory over time":
 
-The program is small (a few hundred binaries for MobileNetV2) and solves in well under a
-second; HiGHS (``highspy``) is used when installed, CBC otherwise, always with a time limit.
+* ``x[l,c]`` (``x_{l}_{c}``): layer ``l`` updates ``c`` of its input channels;
+* ``b[l]`` (``b_{l}``): layer ``l`` updates its bias;
+* ``y[l]`` (``y_{l}``): the gradient reaches layer ``l``;
+* ``a[l]`` (``a_{l}``, with ``max_layers`` only): layer ``l`` updates anything;
+* ``S[l]`` (``S_{l}``): bytes saved by layers ``0..l``, as saved tensors accumulate in forward;
+* ``peak`` (goal ``PEAK`` only): the largest memory of the step, minimised.
+
+Memory is constrained at every layer in forward and in backward (``budgetplan.planning.memory``
+evaluates the same model directly). The program is small (a few hundred binaries for
+MobileNetV2) and solves in well under a second.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import time
-import warnings
-from typing import Any
+from enum import Enum
 
 import pulp
 
-from budgetplan.costs.table import CostTable
-from budgetplan.device.profile import DeviceProfile
-from budgetplan.errors import BudgetPlanError
-from budgetplan.planning.importance import Importance
-from budgetplan.planning.memory import Choice, LayerBytes, base_bytes, layer_bytes
-from budgetplan.planning.objective import _value, channel_options
-from budgetplan.planning.options import PlannerOptions
-from budgetplan.planning.solver_output import native_output_to
+from budgetplan.costs.pricing import LayerBytes, base_bytes, layer_bytes
+from budgetplan.planning.backends import FEASIBLE, OPTIMAL, run_solver
+from budgetplan.planning.memory import Choice
+from budgetplan.planning.objective import channel_options, layer_value
+from budgetplan.planning.problem import Problem
+from budgetplan.planning.trainable import Trainable
 
 # The objective counts whole units of 1/10,000 of the total importance, so values
 # that close are equal for every solver, and "optimal" is proven exactly (absolute gap
-# below one unit). Among equal plans the tie-break picks one by a fixed rule (``_Program``).
+# below one unit). Among equal plans the tie-break picks one by a fixed rule (``Program``).
 OPTIMALITY_GAP = 1e-4
 
 
-def _allowed_and_required(costs: CostTable, options: PlannerOptions) -> tuple[set[str], tuple[str, ...]]:
-    def matches(name: str, patterns: tuple[str, ...]) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+class Goal(Enum):
+    """What the program optimises: the objective under every limit (``UTILITY``), or one
+    limit, minimised with the others kept: the answer to "what is the smallest budget
+    (training memory, step compute) at which any plan is feasible"."""
 
-    for kind, patterns in (("include", options.include), ("exclude", options.exclude)):
-        for pattern in patterns:
-            if not any(fnmatch.fnmatchcase(layer.name, pattern) for layer in costs.layers):
-                raise BudgetPlanError(f"{kind} pattern '{pattern}' matches no layer of {costs.model}")
-    allowed = {
-        layer.name
-        for layer in costs.layers
-        if (not options.include or matches(layer.name, options.include)) and not matches(layer.name, options.exclude)
-    }
-    if not allowed:
-        raise BudgetPlanError("include/exclude leave no layer to train")
-    if options.require is None:
-        last = costs.layers[-1].name
-        return allowed, (last,) if last in allowed else ()
-    required: list[str] = []
-    for pattern in options.require:
-        hits = [layer.name for layer in costs.layers if fnmatch.fnmatchcase(layer.name, pattern)]
-        if not hits:
-            raise BudgetPlanError(f"required layer pattern '{pattern}' matches no layer of {costs.model}")
-        blocked = [h for h in hits if h not in allowed]
-        if blocked:
-            raise BudgetPlanError(f"layer {blocked[0]} is required but excluded by include/exclude")
-        required += [h for h in hits if h not in required]
-    if options.max_layers is not None and len(required) > options.max_layers:
-        raise BudgetPlanError(f"{len(required)} layers are required but max_layers is {options.max_layers}")
-    return allowed, tuple(required)
+    UTILITY = "utility"
+    PEAK = "peak"
+    TRAINING_MEMORY = "training_memory"
+    COMPUTE = "compute"
 
 
-class _Program:
-    """The ILP for one cost table, device and option set.
+class Program:
+    """The ILP for one problem, built in steps: variables, path constraints, memory
+    constraints, the compute constraint, then the objective of ``goal``."""
 
-    ``goal`` is ``importance`` (maximise the objective under every limit) or the name of
-    one limit (``peak``, ``training_memory``, ``compute``) to minimise with the others kept;
-    the latter answers "what is the smallest budget at which any plan is feasible".
-    """
+    def __init__(self, problem: Problem, trainable: Trainable, goal: Goal = Goal.UTILITY) -> None:
+        self.problem, self.trainable, self.goal = problem, trainable, goal
+        sense = pulp.LpMaximize if goal is Goal.UTILITY else pulp.LpMinimize
+        self.prob = pulp.LpProblem("budgetplan", sense)
+        self.layers = problem.costs.layers
+        self.terms = [layer_bytes(layer, problem.device, problem.options.batch_size) for layer in self.layers]
+        self.channels_of = _channel_choices(problem, trainable)
+        self.tiebreak: pulp.LpAffineExpression | None = None
+        self._add_variables()
+        self._add_path_constraints()
+        self._add_layer_limit()
+        self._add_memory_constraints()
+        self._add_compute_constraint()
+        self._set_objective()
 
-    def __init__(
-        self,
-        costs: CostTable,
-        device: DeviceProfile,
-        importance: Importance,
-        options: PlannerOptions,
-        allowed: set[str],
-        required: tuple[str, ...],
-        goal: str = "importance",
-    ) -> None:
-        self.costs = costs
-        budget = options.budget_on(device)
-        latency = options.latency_on(device)
-        sense = pulp.LpMaximize if goal == "importance" else pulp.LpMinimize
-        prob = pulp.LpProblem("budgetplan", sense)
-        batch = options.batch_size
-        layers = costs.layers
-        terms = [layer_bytes(layer, device, batch) for layer in layers]
-        weights = allowed if not options.bias_only else set()
-        self.options_of = {
-            layer.name: channel_options(layer, options.ratios) if layer.name in weights else [] for layer in layers
-        }
-        for name in required:
-            self.options_of[name] = [self.costs.layer(name).in_channels]
-
-        # x[l,c]: layer l updates c input channels; b[l]: bias update; y[l]: on the backward path
+    def _add_variables(self) -> None:
+        prob, layers = self.prob, self.layers
         self.x = {
             (i, c): prob.add_variable(f"x_{i}_{c}", cat="Binary")
             for i, layer in enumerate(layers)
-            for c in self.options_of[layer.name]
+            for c in self.channels_of[layer.name]
         }
         self.b = {
             i: prob.add_variable(f"b_{i}", cat="Binary")
             for i, layer in enumerate(layers)
-            if layer.name in allowed and layer.bias_elements > 0
+            if layer.name in self.trainable.allowed and layer.bias_elements > 0
         }
-        y = [prob.add_variable(f"y_{i}", cat="Binary") for i in range(len(layers))]
-        weight_on = [pulp.lpSum(self.x[i, c] for c in self.options_of[layer.name]) for i, layer in enumerate(layers)]
+        self.y = [prob.add_variable(f"y_{i}", cat="Binary") for i in range(len(layers))]
+        # Σ_c x[l,c]: 1 when layer l updates some of its weight
+        self.weight_on = [
+            pulp.lpSum(self.x[i, c] for c in self.channels_of[layer.name]) for i, layer in enumerate(layers)
+        ]
 
-        for i in range(len(layers)):
-            # at most one channel count per layer
-            prob += weight_on[i] <= 1, f"one_choice_{i}"
-            # the gradient reaches every layer after the earliest updated one
+    def _add_path_constraints(self) -> None:
+        prob, x_on, b, y = self.prob, self.weight_on, self.b, self.y
+        for i in range(len(self.layers)):
+            # Σ_c x[l,c] ≤ 1: at most one channel count per layer
+            prob += x_on[i] <= 1, f"one_choice_{i}"
+            # y[l] ≥ y[l-1], y[l] ≥ Σ_c x[l,c], y[l] ≥ b[l]: the gradient reaches every
+            # layer after the earliest updated one
             if i > 0:
                 prob += y[i] >= y[i - 1], f"path_monotone_{i}"
-            prob += y[i] >= weight_on[i], f"path_weight_{i}"
-            if i in self.b:
-                prob += y[i] >= self.b[i], f"path_bias_{i}"
-        for name in required:
+            prob += y[i] >= x_on[i], f"path_weight_{i}"
+            if i in b:
+                prob += y[i] >= b[i], f"path_bias_{i}"
+        for name in self.trainable.required:
             # a required layer (a new classifier head) is trained in full, bias included
-            i = next(k for k, layer in enumerate(layers) if layer.name == name)
-            prob += weight_on[i] == 1, f"required_{i}"
-            if i in self.b:
-                prob += self.b[i] == 1, f"required_bias_{i}"
-        # a plan trains something
-        prob += pulp.lpSum(weight_on) + pulp.lpSum(self.b.values()) >= 1, "trains_something"
-        if options.max_layers is not None:
-            a = [prob.add_variable(f"a_{i}", cat="Binary") for i in range(len(layers))]
-            for i in range(len(layers)):
-                prob += a[i] >= weight_on[i], f"updated_weight_{i}"
-                if i in self.b:
-                    prob += a[i] >= self.b[i], f"updated_bias_{i}"
-            prob += pulp.lpSum(a) <= options.max_layers, "max_layers"
+            i = next(k for k, layer in enumerate(self.layers) if layer.name == name)
+            prob += x_on[i] == 1, f"required_{i}"
+            if i in b:
+                prob += b[i] == 1, f"required_bias_{i}"
+        # Σ x + Σ b ≥ 1: a plan trains something
+        prob += pulp.lpSum(x_on) + pulp.lpSum(b.values()) >= 1, "trains_something"
 
-        # memory held for the whole step: updated weights, biases, their gradients and state
-        resident = pulp.lpSum(
-            [terms[i].weight_per_channel * c * v for (i, c), v in self.x.items()]
+    def _add_layer_limit(self) -> None:
+        limit = self.problem.options.max_layers
+        if limit is None:
+            return
+        prob, b = self.prob, self.b
+        a = [prob.add_variable(f"a_{i}", cat="Binary") for i in range(len(self.layers))]
+        for i in range(len(self.layers)):
+            # a[l] ≥ Σ_c x[l,c], a[l] ≥ b[l]: a[l] counts layer l as updated
+            prob += a[i] >= self.weight_on[i], f"updated_weight_{i}"
+            if i in b:
+                prob += a[i] >= b[i], f"updated_bias_{i}"
+        # Σ a ≤ max_layers
+        prob += pulp.lpSum(a) <= limit, "max_layers"
+
+    def _add_memory_constraints(self) -> None:
+        prob, terms, x, y = self.prob, self.terms, self.x, self.y
+        # resident: updated weights and biases with their gradients and state, held all step
+        self.resident = pulp.lpSum(
+            [terms[i].weight_per_channel * c * v for (i, c), v in x.items()]
             + [terms[i].bias * v for i, v in self.b.items()]
         )
+        # saved(l): the selected input channels, plus masks and activations when on the path
         saved = [
-            pulp.lpSum([terms[i].saved_per_channel * c * self.x[i, c] for c in self.options_of[layer.name]])
+            pulp.lpSum([terms[i].saved_per_channel * c * x[i, c] for c in self.channels_of[layer.name]])
             + terms[i].path * y[i]
-            for i, layer in enumerate(layers)
+            for i, layer in enumerate(self.layers)
         ]
-        base = base_bytes(costs, device)
-        peak = prob.add_variable("peak", lowBound=0) if goal == "peak" else None
-        limit = peak if peak is not None else budget
-        # S[i]: everything saved by layers 0..i (saved tensors only accumulate in forward)
-        held = [prob.add_variable(f"S_{i}", lowBound=0) for i in range(len(layers))]
-        for i in range(len(layers)):
+        base = base_bytes(self.problem.costs, self.problem.device)
+        self.peak = prob.add_variable("peak", lowBound=0) if self.goal is Goal.PEAK else None
+        limit = self.peak if self.peak is not None else self.problem.budget
+        held = [prob.add_variable(f"S_{i}", lowBound=0) for i in range(len(self.layers))]
+        for i in range(len(self.layers)):
+            # S[l] = S[l-1] + saved(l): saved tensors only accumulate in forward
             prob += held[i] == (held[i - 1] if i else 0) + saved[i], f"saved_so_far_{i}"
         forward, backward = _binding_points(terms)
         for i in forward:
-            # forward at layer i: its working buffer plus everything saved so far
-            prob += base + resident + terms[i].live_forward + held[i] <= limit, f"forward_{i}"
+            # forward at l: its working buffer plus everything saved so far
+            prob += base + self.resident + terms[i].live_forward + held[i] <= limit, f"forward_{i}"
         for i in backward:
-            # backward at layer i: its gradient buffer (when on the path) plus what is still saved
-            prob += base + resident + terms[i].live_backward * y[i] + held[i] <= limit, f"backward_{i}"
+            # backward at l: its gradient buffer (when on the path) plus what is still saved
+            prob += base + self.resident + terms[i].live_backward * y[i] + held[i] <= limit, f"backward_{i}"
+        # training memory, the published accounting: resident + Σ saved, no working buffers
+        self.training_memory = self.resident + pulp.lpSum(saved)
+        cap = self.problem.options.training_memory
+        if self.goal is not Goal.TRAINING_MEMORY and cap is not None:
+            prob += self.training_memory <= cap, "training_memory"
 
-        # published accounting: updated weights + saved tensors, no working buffers
-        training_memory = resident + pulp.lpSum(saved)
-        if goal != "training_memory" and options.training_memory is not None:
-            prob += training_memory <= options.training_memory, "training_memory"
-
-        # compute of one step: forward + input gradients on the path + weight gradients
-        step_macs = batch * (
+    def _add_compute_constraint(self) -> None:
+        costs, layers, y = self.problem.costs, self.layers, self.y
+        # MACs of one step: forward, input gradients on the path, weight gradients of the selection
+        self.step_macs = self.problem.options.batch_size * (
             costs.forward_macs
             + pulp.lpSum(layers[i].input_grad_macs * y[i - 1] for i in range(1, len(layers)))
             + pulp.lpSum(layers[i].weight_grad_macs_per_channel * c * v for (i, c), v in self.x.items())
         )
-        if goal != "compute" and latency is not None:
-            prob += step_macs <= device.macs_per_second * latency, "compute"
+        latency = self.problem.latency
+        if self.goal is not Goal.COMPUTE and latency is not None:
+            prob = self.prob
+            prob += self.step_macs <= self.problem.device.macs_per_second * latency, "compute"
 
-        self.tiebreak: pulp.LpAffineExpression | None = None
-        if goal == "importance":
-            # utility in whole units, then, among plans of equal utility, the one that trains
-            # the most of the latest layers: weight (i+1)^2 per sixteenth of a layer's channels
-            # and per bias, so that a later layer outweighs any swap of two earlier ones
-            def units(i: int, choice: Choice) -> int:
-                return round(_value(layers[i], choice, importance, options) / OPTIMALITY_GAP)
-
-            prob += pulp.lpSum(
-                [units(i, Choice(c)) * v for (i, c), v in self.x.items()]
-                + [units(i, Choice(bias=True)) * v for i, v in self.b.items()]
-            )
-            self.tiebreak = pulp.lpSum(
-                [(i + 1) ** 2 * math.ceil(16 * c / layers[i].in_channels) * v for (i, c), v in self.x.items()]
-                + [(i + 1) ** 2 * 16 * v for i, v in self.b.items()]
-            )
-        elif goal == "peak":
-            assert peak is not None
-            prob += peak
-        elif goal == "training_memory":
-            prob += training_memory
+    def _set_objective(self) -> None:
+        prob = self.prob
+        if self.goal is Goal.PEAK:
+            prob += self.peak
+        elif self.goal is Goal.TRAINING_MEMORY:
+            prob += self.training_memory
+        elif self.goal is Goal.COMPUTE:
+            prob += self.step_macs
         else:
-            prob += step_macs
-        self.prob = prob
+            prob += self._utility_units()
+            self.tiebreak = self._tiebreak()
 
-    def solve(self, solver: str, time_limit: float, verbose: bool = False) -> tuple[str, str]:
-        """Run the solver; return (status, solver name). Status is ``optimal``,
+    def _utility_units(self) -> pulp.LpAffineExpression:
+        """The objective in whole units of ``OPTIMALITY_GAP``: Σ x[l,c]·w_l·u(c/C_in) + Σ b[l]·w_b[l]."""
+        layers, importance, options = self.layers, self.problem.importance, self.problem.options
+
+        def units(i: int, choice: Choice) -> int:
+            return round(layer_value(layers[i], choice, importance, options) / OPTIMALITY_GAP)
+
+        return pulp.lpSum(
+            [units(i, Choice(c)) * v for (i, c), v in self.x.items()]
+            + [units(i, Choice(bias=True)) * v for i, v in self.b.items()]
+        )
+
+    def _tiebreak(self) -> pulp.LpAffineExpression:
+        """Among plans of equal utility, the one that trains the most of the latest layers:
+        weight (l+1)^2 per sixteenth of a layer's channels and 16·(l+1)^2 per bias, so that a
+        later layer outweighs any swap of two earlier ones."""
+        layers = self.layers
+        return pulp.lpSum(
+            [(i + 1) ** 2 * math.ceil(16 * c / layers[i].in_channels) * v for (i, c), v in self.x.items()]
+            + [(i + 1) ** 2 * 16 * v for i, v in self.b.items()]
+        )
+
+    def solve(self) -> tuple[str, str]:
+        """Run the solver of the options; return (status, solver name). Status is ``optimal``,
         ``feasible``, ``infeasible`` or ``no solution`` (time limit, nothing found).
         Nothing the solver prints reaches stdout; its log goes to stderr when ``verbose``."""
+        options = self.problem.options
         start = time.perf_counter()
-        status, name = self._run(solver, time_limit, verbose)
-        if status == "optimal" and self.tiebreak is not None:
+        status, name = run_solver(self.prob, options.solver, options.time_limit, options.verbose)
+        if status == OPTIMAL and self.tiebreak is not None:
             # second stage: keep the optimal utility, choose among equal plans by the tie-break
             first = {v.name: v.value() for v in self.prob.variables()}
             self.prob += self.prob.objective >= self.value() - 0.5, "utility_kept"
@@ -216,35 +213,40 @@ class _Program:
             # the tie-break may take what is left of the limit, but at most twice the first
             # solve (and at least a second): breaking a tie must not cost more than planning
             spent = time.perf_counter() - start
-            left = max(1.0, min(time_limit - spent, 2 * spent))
-            if self._run(solver, left, verbose, warm_start=True)[0] not in ("optimal", "feasible"):
+            left = max(1.0, min(options.time_limit - spent, 2 * spent))
+            second, _ = run_solver(self.prob, options.solver, left, options.verbose, warm_start=True)
+            if second not in (OPTIMAL, FEASIBLE):
                 for v in self.prob.variables():  # out of time: the first stage's plan stands
                     v.varValue = first[v.name]
         return status, name
 
-    def _run(self, solver: str, time_limit: float, verbose: bool, warm_start: bool = False) -> tuple[str, str]:
-        with native_output_to(echo=verbose):
-            backend, name = _backend(solver, time_limit, verbose, warm_start)
-            self.prob.solve(backend)
-        if self.prob.sol_status == pulp.LpSolutionOptimal:
-            return "optimal", name
-        if self.prob.sol_status == pulp.LpSolutionIntegerFeasible:
-            return "feasible", name
-        if self.prob.status == pulp.LpStatusInfeasible:
-            return "infeasible", name
-        return "no solution", name
-
     def choices(self) -> dict[str, Choice]:
+        """The solved choice of every layer that updates anything."""
         picked: dict[str, Choice] = {}
-        for i, layer in enumerate(self.costs.layers):
-            channels = sum(c for c in self.options_of[layer.name] if (self.x[i, c].value() or 0) > 0.5)
+        for i, layer in enumerate(self.layers):
+            channels = sum(c for c in self.channels_of[layer.name] if (self.x[i, c].value() or 0) > 0.5)
             bias = i in self.b and (self.b[i].value() or 0) > 0.5
             if channels or bias:
                 picked[layer.name] = Choice(channels, bool(bias))
         return picked
 
     def value(self) -> float:
+        """The value of the objective in force at the solution."""
         return float(pulp.value(self.prob.objective) or 0.0)
+
+
+def _channel_choices(problem: Problem, trainable: Trainable) -> dict[str, list[int]]:
+    """The channel counts ``c`` each layer may train: the ratio grid where weights may
+    train, every channel for a required layer, none elsewhere."""
+    options = problem.options
+    weights = trainable.allowed if not options.bias_only else frozenset()
+    counts = {
+        layer.name: channel_options(layer, options.ratios) if layer.name in weights else []
+        for layer in problem.costs.layers
+    }
+    for name in trainable.required:
+        counts[name] = [problem.costs.layer(name).in_channels]
+    return counts
 
 
 def _binding_points(terms: list[LayerBytes]) -> tuple[list[int], list[int]]:
@@ -268,35 +270,3 @@ def _binding_points(terms: list[LayerBytes]) -> tuple[list[int], list[int]]:
         later_forward = max(later_forward, fwd)
         later_any = max(later_any, fwd, bwd)
     return sorted(forward), sorted(backward)
-
-
-class _HiGHS(pulp.HiGHS):  # type: ignore[misc,valid-type]
-    """HiGHS through highspy, started from the variables' current values when ``warm_start``
-    (PuLP passes a start to CBC but not to highspy): the tie-break solve then begins at the
-    first solve's optimum instead of searching for any feasible plan."""
-
-    def __init__(self, warm_start: bool, **options: Any) -> None:
-        super().__init__(**options)
-        self.warm_start = warm_start
-
-    def callSolver(self, lp: pulp.LpProblem) -> None:  # PuLP names it
-        if self.warm_start:
-            import highspy
-
-            start = highspy.HighsSolution()
-            start.col_value = [float(v.varValue or 0.0) for v in sorted(lp.variables(), key=lambda v: v.index)]
-            start.value_valid = True
-            lp.solverModel.setSolution(start)
-        super().callSolver(lp)
-
-
-def _backend(solver: str, time_limit: float, verbose: bool, warm_start: bool = False) -> tuple[pulp.LpSolver, str]:
-    if solver in ("auto", "highs"):
-        highs = _HiGHS(warm_start, msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5)
-        if highs.available():
-            return highs, "HiGHS"
-        if solver == "highs":
-            raise BudgetPlanError("the HiGHS solver is not available: pip install highspy")
-    with warnings.catch_warnings():  # the CBC bundled with PuLP 3 announces its move in PuLP 4
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, warmStart=warm_start), "CBC"

@@ -33,6 +33,7 @@ from typing import Any
 from budgetplan.costs.table import CostTable
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import read_yaml
+from budgetplan.plan.names import find_prefix, with_prefix
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
 TABLES = Path(__file__).resolve().parent.parent / "tables"  # measured importance shipped with the package
@@ -156,22 +157,12 @@ def _scores(data: Any, where: str) -> tuple[dict[str, float], dict[str, float]]:
     return weight, bias
 
 
-def _prefix(names: set[str], measured: list[str]) -> str | None:
-    """The module prefix (e.g. ``"net."``) under which measured names are the model's."""
-    if set(measured) == names:
-        return ""
-    for prefix in {n[: -len(f)] for n in names for f in measured[:1] if n.endswith("." + f)}:
-        if {prefix + f for f in measured} == names:
-            return prefix
-    return None
-
-
 def _read(data: Any, costs: CostTable, where: str, label: str) -> Importance | str:
     """The scores in ``data`` (read from ``where``) as ``costs``' importance, named
     ``label``, or why they do not fit it."""
     weight, bias = _scores(data, where)
     names = {layer.name for layer in costs.layers}
-    prefix = _prefix(names, list(weight))
+    prefix = find_prefix(weight, names)  # scores measured on the bare model fit it inside a LightningModule
     if prefix is None:
         missing = sorted(n for n in names if n not in weight)
         extra = sorted(f for f in weight if f not in names)
@@ -187,6 +178,6 @@ def _read(data: Any, costs: CostTable, where: str, label: str) -> Importance | s
         return f"input channels differ at {', '.join(wrong[:5])} (measured on another width or architecture)"
     return Importance(
         f"{label} ({data.get('source', 'measured')})",
-        {prefix + k: v for k, v in weight.items()},
-        {prefix + k: v for k, v in bias.items()},
+        with_prefix(weight, prefix),
+        with_prefix(bias, prefix),
     ).normalised()

@@ -12,7 +12,8 @@ the largest of, for each layer ``l`` in forward order,
 selected channels is taken while the layer's input is still live, so the forward sum
 includes layer ``l``'s own saved tensors. ``resident`` is the updated weights and biases
 (with their gradients and optimizer state), held for the whole run; ``base`` is the
-frozen model itself when the device keeps weights in RAM (``frozen_weights: sram``).
+frozen model itself when the device keeps weights in RAM (``frozen_weights: sram``). The
+byte terms come from ``budgetplan.costs.pricing``.
 
 The planner (``budgetplan.planning.ilp``) states the same model as linear constraints; this
 module is the reference it is tested against.
@@ -24,8 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from budgetplan.costs.pricing import base_bytes, layer_bytes
+
 if TYPE_CHECKING:
-    from budgetplan.costs.table import CostTable, LayerCost
+    from budgetplan.costs.table import CostTable
     from budgetplan.device.profile import DeviceProfile
 
 
@@ -39,40 +42,6 @@ class Choice:
     @property
     def updates(self) -> bool:
         return self.channels > 0 or self.bias
-
-
-@dataclass(frozen=True)
-class LayerBytes:
-    """A layer's memory coefficients on one device, for one batch size, in bytes."""
-
-    saved_per_channel: float  # selected input channel kept for the weight gradient
-    weight_per_channel: float  # updated weight copy + gradient + optimizer state
-    bias: float  # updated bias + gradient + optimizer state (0 if the layer has none)
-    path: float  # masks and activations kept when the gradient reaches the layer
-    live_forward: float
-    live_backward: float
-
-
-def layer_bytes(layer: LayerCost, device: DeviceProfile, batch_size: int) -> LayerBytes:
-    """Bytes per unit of decision for ``layer`` on ``device``."""
-    bits = device.bits
-    copy = device.frozen_weights == "flash"  # weights in flash are copied to SRAM to update
-    per_weight = ((bits.weight if copy else 0) + bits.gradient + bits.optimizer) / 8
-    per_bias = ((bits.bias if copy else 0) + bits.gradient + bits.optimizer) / 8
-    act = batch_size * bits.activation / 8
-    return LayerBytes(
-        saved_per_channel=layer.activation_elements_per_channel * act,
-        weight_per_channel=layer.weight_elements_per_channel * per_weight,
-        bias=layer.bias_elements * per_bias,
-        path=batch_size * (layer.mask_elements * bits.mask + layer.path_activation_elements * bits.activation) / 8,
-        live_forward=layer.forward_live_elements * act,
-        live_backward=layer.backward_live_elements * act,
-    )
-
-
-def base_bytes(costs: CostTable, device: DeviceProfile) -> int:
-    """Memory the frozen model takes in the training budget (0 when it stays in flash)."""
-    return costs.model_bytes(device) if device.frozen_weights == "sram" else 0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,13 @@
-"""What the planner may choose and the limits it keeps: ``PlannerOptions``."""
+"""What the planner may choose and the limits it keeps: ``PlannerOptions``.
+
+>>> options = planner_options(budget="200KB", utility="linear")
+>>> options.budget, options.utility is Utility.LINEAR, options.solver
+(204800, True, <Solver.AUTO: 'auto'>)
+>>> PlannerOptions(solver="glpk")
+Traceback (most recent call last):
+...
+budgetplan.errors.BudgetPlanError: solver must be one of auto, highs, cbc, got 'glpk'
+"""
 
 from __future__ import annotations
 
@@ -7,16 +16,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from budgetplan.device.profile import DeviceProfile
+from budgetplan.enums import EnumStr
 from budgetplan.errors import BudgetPlanError
 from budgetplan.units import parse_bytes, parse_seconds
 
 DEFAULT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
 
 
-UTILITIES = ("coverage", "linear")
+class Utility(EnumStr):
+    """What training a fraction ``r`` of a layer's input channels is worth (docs/planner.md)."""
+
+    COVERAGE = "coverage"  # 1-(1-r)^E: channels reached at least once in E epochs of resampling
+    LINEAR = "linear"  # r: a static selection
 
 
-SOLVERS = ("auto", "highs", "cbc")
+class Solver(EnumStr):
+    """The MILP solver: HiGHS when installed (``auto``), or one named."""
+
+    AUTO = "auto"
+    HIGHS = "highs"
+    CBC = "cbc"
 
 
 @dataclass(frozen=True)
@@ -38,7 +57,7 @@ class PlannerOptions:
     training_memory: int | None = None
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     epochs: int = 10
-    utility: str = "coverage"
+    utility: Utility = Utility.COVERAGE
     max_layers: int | None = None
     require: tuple[str, ...] | None = None
     include: tuple[str, ...] = ()
@@ -46,9 +65,18 @@ class PlannerOptions:
     batch_size: int = 1
     max_step_latency: float | None = None
     time_limit: float = 10.0
-    solver: str = "auto"
+    solver: Solver = Solver.AUTO
     bias_only: bool = False
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        # choices may be given as text, as on the command line
+        for name, kind in (("utility", Utility), ("solver", Solver)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind.from_str(value))
+            except ValueError:
+                raise BudgetPlanError(f"{name} must be one of {', '.join(kind.choices())}, got {value!r}") from None
 
     def budget_on(self, device: DeviceProfile) -> int:
         """The budget in force: this option, else the device's."""
@@ -59,20 +87,17 @@ class PlannerOptions:
         return self.max_step_latency if self.max_step_latency is not None else device.max_step_latency
 
     def check(self) -> None:
+        """Raise ``BudgetPlanError`` naming the first option out of its range."""
         if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
             raise BudgetPlanError(f"ratios must lie in (0, 1], got {list(self.ratios)}")
         if self.epochs < 1:
             raise BudgetPlanError(f"epochs must be at least 1, got {self.epochs}")
-        if self.utility not in UTILITIES:
-            raise BudgetPlanError(f"utility must be one of {', '.join(UTILITIES)}, got {self.utility!r}")
         if self.batch_size < 1:
             raise BudgetPlanError(f"batch size must be at least 1, got {self.batch_size}")
         if self.max_layers is not None and self.max_layers < 1:
             raise BudgetPlanError(f"max_layers must be at least 1, got {self.max_layers}")
         if self.time_limit <= 0:
             raise BudgetPlanError(f"time limit must be positive, got {self.time_limit}")
-        if self.solver not in SOLVERS:
-            raise BudgetPlanError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         for name, value in (("budget", self.budget), ("training_memory", self.training_memory)):
             if value is not None and value <= 0:
                 raise BudgetPlanError(f"{name} must be positive, got {value}")

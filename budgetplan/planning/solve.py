@@ -1,4 +1,4 @@
-"""Solving the program for a cost table: the choices per layer, checked and filled."""
+"""Solving the program for a problem: the choices per layer, checked and filled."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import BudgetPlanError
-from budgetplan.planning.diagnose import _infeasible
-from budgetplan.planning.ilp import _allowed_and_required, _Program
+from budgetplan.planning.backends import FEASIBLE, NO_SOLUTION, OPTIMAL
+from budgetplan.planning.diagnose import infeasible_error
+from budgetplan.planning.ilp import Program
 from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, predict
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions
+from budgetplan.planning.problem import Problem
+from budgetplan.planning.trainable import trainable_layers
 
 
 @dataclass(frozen=True)
@@ -28,24 +31,30 @@ class Solution:
     required: tuple[str, ...] = field(default=())
 
 
-def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions) -> Solution:
+def solve_problem(problem: Problem) -> Solution:
     """Solve the ILP; raise ``InfeasibleError`` saying what budget would work."""
+    options = problem.options
     options.check()
-    if not costs.layers:
-        raise BudgetPlanError(f"{costs.model} has no layer the planner can train (no Conv or Linear ran)")
+    if not problem.costs.layers:
+        raise BudgetPlanError(f"{problem.costs.model} has no layer the planner can train (no Conv or Linear ran)")
     start = time.perf_counter()
-    allowed, required = _allowed_and_required(costs, options)
-    program = _Program(costs, device, importance, options, allowed, required)
-    status, solver = program.solve(options.solver, options.time_limit, options.verbose)
-    if status in ("optimal", "feasible"):
-        choices = _fill(costs, device, importance, options, program)
-        value = objective(costs, importance, options, choices)
-        return Solution(choices, status, value, solver, time.perf_counter() - start, required)
-    if status == "no solution":
+    trainable = trainable_layers(problem)
+    program = Program(problem, trainable)
+    status, solver = program.solve()
+    if status in (OPTIMAL, FEASIBLE):
+        choices = _fill(problem, program)
+        value = objective(problem.costs, problem.importance, options, choices)
+        return Solution(choices, status, value, solver, time.perf_counter() - start, trainable.required)
+    if status == NO_SOLUTION:
         raise BudgetPlanError(
             f"no plan found within the time limit of {options.time_limit:g} s ({solver}); raise --time-limit"
         )
-    raise _infeasible(costs, device, importance, options, allowed, required)
+    raise infeasible_error(problem, trainable)
+
+
+def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions) -> Solution:
+    """``solve_problem`` for a cost table, device, importance and options."""
+    return solve_problem(Problem(costs, device, importance, options))
 
 
 def fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]) -> bool:
@@ -60,9 +69,7 @@ def fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choic
     )
 
 
-def _fill(
-    costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions, program: _Program
-) -> dict[str, Choice]:
+def _fill(problem: Problem, program: Program) -> dict[str, Choice]:
     """Spend memory the solution left unused on the layers it updates.
 
     Options whose objective values differ by less than the optimality gap (with E=10,
@@ -70,12 +77,13 @@ def _fill(
     count or switching a bias on never lowers the objective, so do it wherever every
     limit still holds, most important layers first.
     """
+    importance = problem.importance
     choices = program.choices()
     order = sorted(choices, key=lambda n: -(importance.weight.get(n, 0.0) + importance.bias.get(n, 0.0)))
     for name in order:
-        layer = costs.layer(name)
+        layer = problem.costs.layer(name)
         current = choices[name]
-        candidates = [Choice(c, b) for c in reversed(program.options_of[name]) for b in (True, False)]
+        candidates = [Choice(c, b) for c in reversed(program.channels_of[name]) for b in (True, False)]
         for candidate in candidates:
             if candidate.bias and not layer.bias_elements:
                 continue
@@ -84,7 +92,7 @@ def _fill(
             if candidate == current:
                 break
             trial = {**choices, name: candidate}
-            if fits(costs, device, options, trial):
+            if fits(problem.costs, problem.device, problem.options, trial):
                 choices = trial
                 break
     return choices

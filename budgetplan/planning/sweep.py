@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import BudgetPlanError, InfeasibleError
-from budgetplan.planning.assemble import plan_from_costs
-from budgetplan.planning.importance import Importance
+from budgetplan.planning.assemble import plan_problem
+from budgetplan.planning.importance import Importance, prior_importance
 from budgetplan.planning.options import PlannerOptions
+from budgetplan.planning.problem import Problem
 from budgetplan.units import parse_bytes
 
 
@@ -63,13 +63,13 @@ def sweep(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> list[SweepRow]:
     """Solve at each budget; ``progress(i, n, budget)`` is called before each solve."""
-    options = options or PlannerOptions()
+    problem = Problem(costs, device, importance or prior_importance(costs), options or PlannerOptions())
     rows = []
     for i, budget in enumerate(budgets):
         if progress is not None:
             progress(i, len(budgets), budget)
         try:
-            plan = plan_from_costs(costs, device, importance, dataclasses.replace(options, budget=budget))
+            plan = plan_problem(problem.with_options(budget=budget))
         except InfeasibleError as err:
             rows.append(SweepRow(budget, False, note=str(err).split(": ", 1)[-1]))
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from budgetplan.device.profile import FrozenWeights
 from budgetplan.units import format_bytes, format_count
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
     if plan.exceeds_device:
         free = format_bytes(dev.sram - dev.reserved)
         out.append(f"          note: the budget exceeds {dev.name}'s free SRAM ({free}); this plan will not run on it")
-    where = "in RAM" if dev.frozen_weights == "sram" else "in flash"
+    where = "in RAM" if dev.frozen_weights is FrozenWeights.SRAM else "in flash"
     out.append(
         f"          frozen model {where}; device: {format_bytes(dev.sram)} SRAM, {format_bytes(dev.flash)} flash"
     )

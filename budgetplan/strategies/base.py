@@ -1,9 +1,10 @@
 """``Strategy``: what trains and how its choices change; one registry of strategies by name.
 
 Every budgeted strategy is held to the same limits (budget, training-memory cap, step
-latency) with the same memory model (``budgetplan.planning.memory``); strategies differ in
-which layers train and how the input channels inside them are chosen. A new strategy is
-one subclass with a ``name``, registered with ``register_strategy``::
+latency) with the same memory model (``budgetplan.planning.memory``, docs/cost-model.md);
+strategies differ in which layers train and how the input channels inside them are chosen
+(docs/training.md). A new strategy is one subclass with a ``name``, registered with
+``register_strategy``::
 
     @register_strategy
     class LastLayers(Strategy):
@@ -12,33 +13,107 @@ one subclass with a ``name``, registered with ``register_strategy``::
 
         def planner_overrides(self, costs):
             return {"include": tuple(layer.name for layer in costs.layers[-2:]), "ratios": (1.0,)}
+
+>>> Resample.from_str("step") is Resample.STEP, Resample.STEP == "step"
+(True, True)
+>>> Resample.EPOCH.due_at_epoch(drawn_at=(0, 0)), Resample.NEVER.due_at_epoch(drawn_at=(0, 0))
+(True, False)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from budgetplan.errors import BudgetPlanError
 
 if TYPE_CHECKING:
-    from budgetplan.costs.table import CostTable, LayerCost
-    from budgetplan.planning.memory import Choice
+    from budgetplan.costs.table import CostTable
+    from budgetplan.plan.model import Plan
     from budgetplan.planning.problem import Problem
+
+
+class Resample(str, Enum):
+    """When the channels of the trained layers are drawn again."""
+
+    EPOCH = "epoch"
+    STEP = "step"
+    NEVER = "never"
+
+    @classmethod
+    def from_str(cls, value: str) -> Resample:
+        """The member called ``value``, or a clear error listing them."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise BudgetPlanError(f"resample must be one of {', '.join(m.value for m in cls)}, got {value!r}") from None
+
+    def __str__(self) -> str:
+        return self.value
+
+    def due_at_epoch(self, drawn_at: tuple[int, int] | None) -> bool:
+        """Whether an epoch starts with a new draw: every epoch, or the first draw of a fit."""
+        return self is Resample.EPOCH or drawn_at is None
+
+    def due_at_step(self, drawn_at: tuple[int, int] | None, epoch: int, step: int) -> bool:
+        """Whether a step starts with a new draw (once per optimizer step)."""
+        return self is Resample.STEP and drawn_at != (epoch, step)
+
+
+@dataclass(frozen=True)
+class LayerToTrain:
+    """A layer whose weight trains ``count`` of its ``total`` input channels (0: a count
+    the strategy draws afresh each time); ``bias_param`` is the bias after it, if any."""
+
+    name: str
+    total: int
+    count: int
+    bias_param: str | None
+
+
+@dataclass(frozen=True)
+class Training:
+    """What trains for the whole fit: layer weights and bias parameters, named as in the
+    plan's model, and the plan reported (None: each draw brings its own plan)."""
+
+    layers: tuple[LayerToTrain, ...]
+    biases: tuple[str, ...]
+    plan: Plan | None
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Training:
+        """The layers with planned channels, and the planned biases."""
+        layers = tuple(
+            LayerToTrain(layer.name, layer.total_channels, layer.channels, layer.bias_param)
+            for layer in plan.layers
+            if layer.channels
+        )
+        biases = tuple(layer.bias_param for layer in plan.layers if layer.bias and layer.bias_param)
+        return cls(layers, biases, plan)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A strategy's own draw: its plan and the input channels of each trained layer."""
+
+    plan: Plan
+    channels: dict[str, list[int]]
 
 
 class Strategy:
     """How a strategy trains: ``sampler`` (a name in ``budgetplan.training.samplers``)
-    redrawn per ``resample`` (``epoch``, ``step`` or ``never``).
+    redrawn per ``resample`` (``epoch``, ``step`` or ``never``); ``source`` cites it.
 
     ``planned``: its layers and channel counts come from the ILP plan, shaped by
-    ``planner_overrides``. Otherwise it draws its own choices across layers each time
-    (``layers``, ``biases``, ``draw``). ``dense``: nothing is frozen and nothing is
-    enforced (the reference run); its prediction is reported only.
+    ``planner_overrides``; the sampler picks the channels. Otherwise ``prepare`` reads the
+    problem and ``draw`` makes its own choices across layers each time. ``dense``: nothing
+    is frozen and nothing is enforced (the reference run); its prediction is reported only.
     """
 
     name: ClassVar[str] = ""
     sampler: ClassVar[str] = "uniform"
-    resample: ClassVar[str] = "epoch"
+    resample: ClassVar[str] = Resample.EPOCH
     planned: ClassVar[bool] = True
     dense: ClassVar[bool] = False
     source: ClassVar[str] = ""
@@ -47,21 +122,17 @@ class Strategy:
         """``PlannerOptions`` fields this strategy sets for ``costs``."""
         return {}
 
-    def layers(self, problem: Problem) -> list[LayerCost]:
-        """The layers whose weights may train, for a strategy that is not planned."""
-        raise NotImplementedError(f"strategy {self.name!r} is planned: its layers come from the plan")
+    def prepare(self, plan: Plan | None, problem: Problem | None) -> Training:
+        """What trains for the whole fit: a planned strategy is given the plan, any other
+        the problem (costs, device, importance, options)."""
+        if plan is None:
+            raise BudgetPlanError(f"strategy {self.name!r} trains what a plan says: it needs one")
+        return Training.from_plan(plan)
 
-    def biases(self, problem: Problem) -> list[str | None]:
-        """The bias parameters that train for the whole fit, for a strategy that is not planned."""
-        raise NotImplementedError(f"strategy {self.name!r} is planned: its biases come from the plan")
-
-    def draw(self, problem: Problem, seed: int) -> tuple[dict[str, Choice], dict[str, list[int]]]:
-        """One draw's choices and input channels per layer, for a strategy that is not planned."""
-        raise NotImplementedError(f"strategy {self.name!r} is planned: its channels come from the sampler")
-
-    def required(self, problem: Problem) -> tuple[str, ...]:
-        """The layers a drawn plan reports as required."""
-        return ()
+    def draw(self, seed: int) -> Draw | None:
+        """This draw's plan and channels, for a strategy that chooses them itself; None
+        leaves the channels to the sampler and the plan unchanged."""
+        return None
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}

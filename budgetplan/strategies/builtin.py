@@ -41,12 +41,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from budgetplan.costs.table import CostTable, LayerCost
-from budgetplan.planning.importance import top_layers
-from budgetplan.planning.memory import Choice
+from budgetplan.costs.table import CostTable
+from budgetplan.plan.model import Plan
+from budgetplan.planning.assemble import dense_plan
 from budgetplan.planning.problem import Problem
-from budgetplan.strategies.base import Strategy, register_strategy
-from budgetplan.strategies.trady import required_layers, trady_draw
+from budgetplan.strategies.base import Strategy, Training, register_strategy
+from budgetplan.strategies.trady import TraDy
 
 
 @register_strategy
@@ -58,31 +58,7 @@ class BudgetPlan(Strategy):
     source = "ILP plan, uniform channels each epoch"
 
 
-@register_strategy
-class TraDy(Strategy):
-    """The fewest layers holding 97% of the cumulative importance (top-K), then input
-    channels drawn uniformly at random across those layers, one by one, until the next
-    would break a limit; redrawn every epoch, so per-layer counts vary. The classifier
-    (the required layers) is trained in full first. Memory: each epoch's draw is checked
-    with the memory model before it is used."""
-
-    name = "trady"
-    planned = False
-    source = "Quélennec et al., ICLR 2026"
-
-    def layers(self, problem: Problem) -> list[LayerCost]:
-        required = required_layers(problem.costs, problem.options)
-        names = dict.fromkeys([*required, *top_layers(problem.importance)])
-        return [problem.costs.layer(n) for n in names]
-
-    def biases(self, problem: Problem) -> list[str | None]:
-        return [problem.costs.layer(n).bias_param for n in required_layers(problem.costs, problem.options)]
-
-    def draw(self, problem: Problem, seed: int) -> tuple[dict[str, Choice], dict[str, list[int]]]:
-        return trady_draw(problem.costs, problem.device, problem.importance, problem.options, seed)
-
-    def required(self, problem: Problem) -> tuple[str, ...]:
-        return required_layers(problem.costs, problem.options)
+register_strategy(TraDy)  # after budgetplan: the registry lists the default first
 
 
 @register_strategy
@@ -156,3 +132,7 @@ class Full(Strategy):
     planned = False
     dense = True
     source = "dense fine-tuning, no budget"
+
+    def prepare(self, plan: Plan | None, problem: Problem | None) -> Training:
+        assert problem is not None, "the dense plan is predicted from the problem"
+        return Training((), (), dense_plan(problem))

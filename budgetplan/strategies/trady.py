@@ -1,4 +1,4 @@
-"""TraDy's draw (Quélennec et al., ICLR 2026, §4): channels across the top-K layers, until a limit."""
+"""TraDy (Quélennec et al., ICLR 2026, §4): channels across the top-K layers, until a limit."""
 
 from __future__ import annotations
 
@@ -7,11 +7,50 @@ import random
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import InfeasibleError
+from budgetplan.plan.model import Plan
+from budgetplan.planning.assemble import plan_from_choices
 from budgetplan.planning.importance import TOP_SHARE, Importance, top_layers
 from budgetplan.planning.memory import Choice
+from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions
-from budgetplan.planning.solve import fits
+from budgetplan.planning.problem import Problem
+from budgetplan.planning.solve import Solution, fits
+from budgetplan.strategies.base import Draw, LayerToTrain, Strategy, Training
 from budgetplan.units import format_bytes
+
+
+class TraDy(Strategy):
+    """The fewest layers holding 97% of the cumulative importance (top-K), then input
+    channels drawn uniformly at random across those layers, one by one, until the next
+    would break a limit; redrawn every epoch, so per-layer counts vary. The classifier
+    (the required layers) is trained in full first. Memory: each epoch's draw is checked
+    with the memory model before it is used (docs/planner.md)."""
+
+    name = "trady"
+    planned = False
+    source = "Quélennec et al., ICLR 2026"
+
+    def __init__(self) -> None:
+        self.problem: Problem | None = None
+
+    def prepare(self, plan: Plan | None, problem: Problem | None) -> Training:
+        assert problem is not None, "trady draws from the problem"
+        self.problem = problem
+        costs = problem.costs
+        required = required_layers(costs, problem.options)
+        names = dict.fromkeys([*required, *top_layers(problem.importance)])
+        layers = tuple(LayerToTrain(n, costs.layer(n).in_channels, 0, costs.layer(n).bias_param) for n in names)
+        biases = tuple(bias for n in required if (bias := costs.layer(n).bias_param))
+        return Training(layers, biases, None)
+
+    def draw(self, seed: int) -> Draw:
+        problem = self.problem
+        assert problem is not None, "prepare comes first"
+        costs, device, importance, options = problem.costs, problem.device, problem.importance, problem.options
+        choices, channels = trady_draw(costs, device, importance, options, seed)
+        value = objective(costs, importance, options, choices)
+        solution = Solution(choices, "drawn", value, self.name, 0.0, required_layers(costs, options))
+        return Draw(plan_from_choices(costs, device, importance, options, solution), channels)
 
 
 def required_layers(costs: CostTable, options: PlannerOptions) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from budgetplan.costs.build import layer_costs
 from budgetplan.costs.table import CostTable
 from budgetplan.files import write_atomic
+from budgetplan.plan.names import without_prefix
 from budgetplan.planning.importance import TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.training.channels import channel_norms
 
@@ -164,12 +165,8 @@ def measure_importance(
     prefix = "model." if isinstance(module, _Classifier) else ""  # names as in the user's model
     importance = Importance(
         importance.source,
-        {_strip(n, prefix): v for n, v in importance.weight.items()},
-        {_strip(n, prefix): v for n, v in importance.bias.items()},
+        without_prefix(importance.weight, prefix),
+        without_prefix(importance.bias, prefix),
     )
-    channels = {_strip(n, prefix): v.tolist() for n, v in meter.channels.items()}
+    channels = {n: v.tolist() for n, v in without_prefix(meter.channels, prefix).items()}
     return MeasuredImportance(importance, channels, meter.steps, data_name)
-
-
-def _strip(name: str, prefix: str) -> str:
-    return name[len(prefix) :] if name.startswith(prefix) else name

@@ -2,8 +2,9 @@
 
 It owns the trained layers (weight, input channels, groups, planned count), the current
 selection (layer name -> sorted channel indices; the lean backward reads the same dict),
-the channels each layer has trained at least once, and the masks that keep every entry
-outside the selection unchanged by the optimizer (``SelectionGuard``, docs/training.md).
+the channels each layer has trained at least once, the sampler that picks the next ones
+with its scores, and the masks that keep every entry outside the selection unchanged by
+the optimizer (``SelectionGuard``, docs/training.md).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from budgetplan.training.channels import weight_mask
+from budgetplan.training.channels import channel_norms, weight_mask
 from budgetplan.training.guard import SelectionGuard
+from budgetplan.training.samplers import ChannelSampler, draw_seed
 
 
 @dataclass(frozen=True)
@@ -30,23 +32,42 @@ class TrainedLayer:
 
 
 class ChannelSelection:
-    """The trained layers and their current and past channel choices."""
+    """The trained layers and their current and past channel choices.
 
-    def __init__(self, guard: SelectionGuard) -> None:
+    >>> from budgetplan.training.samplers import get_sampler
+    >>> conv = nn.Conv2d(4, 2, 1)
+    >>> channels = ChannelSelection(SelectionGuard(), get_sampler("uniform"))
+    >>> channels.use({"conv": TrainedLayer(conv.weight, total=4, groups=1, count=2)})
+    >>> channels.redraw(seed=0, epoch=0, step=0)
+    >>> len(channels.current["conv"]), channels.trained_fraction(), channels.coverage()
+    (2, 0.5, 0.5)
+    """
+
+    def __init__(self, guard: SelectionGuard, sampler: ChannelSampler) -> None:
         self.guard = guard
+        self.sampler = sampler
         self.layers: dict[str, TrainedLayer] = {}
         self.current: dict[str, Tensor] = {}
         self.seen: dict[str, Tensor] = {}
 
-    def add(self, name: str, layer: TrainedLayer) -> None:
-        self.layers[name] = layer
+    def use(self, layers: dict[str, TrainedLayer]) -> None:
+        """Train these layers from now on (the current selection is kept: the lean backward reads it)."""
+        self.layers = dict(layers)
 
-    def start(self, name: str) -> bool:
-        """Begin recording layer ``name``; False when it was already begun."""
-        if name in self.seen:
-            return False
-        self.seen[name] = torch.zeros(self.layers[name].total, dtype=torch.bool)
-        return True
+    def redraw(self, seed: int, epoch: int, step: int, channels: dict[str, list[int]] | None = None) -> None:
+        """Draw every layer's channels: ``channels`` when a strategy chose them, else by the sampler."""
+        for position, (name, layer) in enumerate(self.layers.items()):
+            if name not in self.seen:
+                self.seen[name] = torch.zeros(layer.total, dtype=torch.bool)
+                self.sampler.track(name, layer.total)
+            if channels is not None:
+                idx = torch.tensor(channels.get(name, []), dtype=torch.long)
+            elif self.sampler.keeps and name in self.current:
+                continue  # chosen once, kept
+            else:
+                layer_seed = draw_seed(seed, epoch, step, position)
+                idx = self.sampler.draw(name, layer.weight, layer.total, layer.groups, layer.count, layer_seed)
+            self.select(name, idx)
 
     def select(self, name: str, idx: Tensor) -> None:
         """Train input channels ``idx`` of layer ``name`` from the next forward on."""
@@ -61,6 +82,16 @@ class ChannelSelection:
             self.current[name] = idx.to(weight.device)
         if idx.numel() < layer.total:
             self.guard.set_mask(weight, weight_mask(weight.shape, idx.to(weight.device), layer.groups))
+
+    def observe_gradients(self) -> None:
+        """Hand the sampler the gradient norms of the selected channels (after backward)."""
+        if not self.sampler.observes:
+            return  # no norms to compute
+        for name, layer in self.layers.items():
+            grad = layer.weight.grad
+            if grad is not None and name in self.sampler.scores and name in self.current:
+                norms = channel_norms(grad, layer.total, layer.groups).cpu()
+                self.sampler.observe(name, self.current[name].cpu(), norms)
 
     def trained_fraction(self) -> float:
         """Fraction of the trained layers' weights trained under the current selection."""
@@ -80,14 +111,14 @@ class ChannelSelection:
         return {
             "selection": {k: v.cpu().tolist() for k, v in self.current.items()},
             "seen": {k: v.nonzero().squeeze(1).tolist() for k, v in self.seen.items()},
+            "scores": self.sampler.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
-        """Restore the selection and what was seen; the names of the layers restored."""
-        restored = []
-        for name, layer in self.layers.items():
-            if name not in state["seen"]:
-                continue
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the selection, what was seen and the sampler's scores of the layers trained now."""
+        restored = [name for name in self.layers if name in state["seen"]]
+        for name in restored:
+            layer = self.layers[name]
             weight = layer.weight
             idx = torch.tensor(state["selection"].get(name, []), dtype=torch.long, device=weight.device)
             weight.requires_grad_(idx.numel() > 0)
@@ -98,5 +129,4 @@ class ChannelSelection:
             if idx.numel() < layer.total:
                 # the optimizer state of these channels is in the checkpoint: keep it
                 self.guard.set_mask(weight, weight_mask(weight.shape, idx, layer.groups), reset=False)
-            restored.append(name)
-        return restored
+        self.sampler.load_state_dict({name: state["scores"][name] for name in restored})
