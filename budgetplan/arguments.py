@@ -1,0 +1,188 @@
+"""The ``budgetplan`` command line's flags: their types (checked as they are read) and the parser.
+
+>>> build_parser().parse_args(["solve", "--budget", "300KB"]).budget
+307200
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import NoReturn
+
+from budgetplan.planning.options import Solver, Utility
+from budgetplan.units import parse_bytes, parse_seconds
+
+FORMATS = ("table", "yaml", "json")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_seconds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive, finite number")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"budgetplan: error: {message} (see {self.prog} --help)\n")
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        values = []
+        for part in text.split(","):
+            num, _, den = part.strip().partition("/")
+            values.append(float(num) / float(den) if den else float(num))
+        return tuple(values)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected fractions such as 1/16,1/4,1/2,1") from None
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="mobilenet_v2", help="torchvision model name or package.module:factory")
+    group.add_argument("--input-size", default="128", help="128, 96x128 or 3x128x128 (default 128)")
+    group.add_argument("--num-classes", type=_count, default=10, help="classes of the new head (default 10)")
+    group.add_argument("--width-mult", type=_positive, help="width of mobilenet_v2 (default 0.35 for it)")
+
+
+def _format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``budgetplan`` command line: one subcommand a job."""
+    parser = _Parser(
+        prog="budgetplan",
+        description="Plan sparse on-device fine-tuning that fits a device's memory budget.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_solve, _add_devices, _add_sweep, _add_importance, _add_plan_files):
+        add(sub)
+    return parser
+
+
+def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``solve``: plan for a device."""
+    solve = sub.add_parser("solve", help="choose the layers and channels to train on a device")
+    solve.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
+    _model_arguments(solve)
+    plan = solve.add_argument_group("planning")
+    plan.add_argument("--budget", type=_size, help="memory budget, e.g. 256KB (default: the device's)")
+    plan.add_argument("--training-memory", type=_size, help="also cap the published accounting, e.g. 100KB")
+    plan.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
+    plan.add_argument("--epochs", type=_count, default=10, help="epochs E of the coverage utility (default 10)")
+    plan.add_argument("--utility", choices=Utility.choices(), default=Utility.COVERAGE.value)
+    plan.add_argument("--ratios", type=_ratios, help="channel ratio grid (default 1/16,1/8,1/4,1/2,3/4,1)")
+    plan.add_argument("--max-layers", type=_count, help="update at most this many layers")
+    plan.add_argument("--require", action="append", help="layer pattern trained in full (default: the classifier)")
+    plan.add_argument("--no-require", action="store_true", help="do not force the classifier to train")
+    plan.add_argument("--include", action="append", default=[], help="only layers matching this pattern")
+    plan.add_argument("--exclude", action="append", default=[], help="never layers matching this pattern")
+    plan.add_argument("--max-step-latency", type=_seconds, help="compute limit per step, e.g. 2s")
+    plan.add_argument(
+        "--importance",
+        help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
+    )
+    plan.add_argument("--time-limit", type=_positive, default=10.0, help="solver time limit in seconds (default 10)")
+    plan.add_argument("--solver", choices=Solver.choices(), default=Solver.AUTO.value)
+    plan.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
+    solve.add_argument("--out", help="write the plan to this YAML file (atomically)")
+    solve.add_argument("--all-layers", action="store_true", help="list frozen layers too")
+    _format_argument(solve)
+
+
+def _add_devices(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``devices``, ``validate`` and ``profile``: what a device and a model are."""
+    devices = sub.add_parser("devices", help="list the device profiles")
+    devices.add_argument("--show", metavar="DEVICE", help="print one profile in full (name, alias or path)")
+    _format_argument(devices)
+
+    validate = sub.add_parser("validate", help="check a device profile file")
+    validate.add_argument("profile", help="profile YAML file (may use extends:)")
+    _format_argument(validate)
+
+    profile = sub.add_parser("profile", help="print a model's per-layer cost table")
+    profile.add_argument("--device", help="device whose executor model sets the working buffers")
+    profile.add_argument("--list-models", action="store_true", help="list the torchvision model names")
+    _model_arguments(profile)
+    _format_argument(profile)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``sweep``: plans across budgets."""
+    sweep = sub.add_parser("sweep", help="solve at a range of budgets; table and plot")
+    sweep.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
+    sweep.add_argument("--budgets", required=True, help="LOW:HIGH:N (log-spaced) or a list, e.g. 64KB:1MB:8")
+    _model_arguments(sweep)
+    sweep.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
+    sweep.add_argument(
+        "--importance",
+        help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
+    )
+    sweep.add_argument("--time-limit", type=_positive, default=10.0, help="solver time limit per budget (default 10)")
+    sweep.add_argument("--plot", help="write a PNG of objective and trained fraction against budget")
+    sweep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    sweep.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
+    _format_argument(sweep)
+
+
+def _add_importance(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``importance``: measure layer importance on data."""
+    importance = sub.add_parser("importance", help="measure layer importance by fine-tuning on data")
+    _model_arguments(importance)
+    importance.add_argument("--pretrained", action="store_true", help="ImageNet weights (mobilenet_v2, width 1.0)")
+    importance.add_argument("--data", default="digits", help="'digits' (offline) or an ImageFolder directory")
+    importance.add_argument("--steps", type=_count, default=100, help="optimizer steps of dense fine-tuning")
+    importance.add_argument("--batch-size", type=_count, default=32)
+    importance.add_argument("--lr", type=_positive, default=0.005)
+    importance.add_argument("--out", required=True, help="importance YAML to write")
+
+
+def _add_plan_files(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``show``, ``compare`` and ``export``: read plan files."""
+    compare = sub.add_parser("compare", help="what differs between two plans")
+    compare.add_argument("first", help="plan YAML file")
+    compare.add_argument("second", help="plan YAML file")
+    _format_argument(compare)
+
+    export = sub.add_parser("export", help="write a plan for an on-device training runtime")
+    export.add_argument("plan", help="plan YAML file")
+    export.add_argument("--format", choices=("c-header", "json"), default="c-header")
+    export.add_argument("--out", help="file to write (default: standard output)")
+
+    show = sub.add_parser("show", help="print a saved plan")
+    show.add_argument("plan", help="plan YAML file")
+    show.add_argument("--all-layers", action="store_true", help="list frozen layers too")
+    show.add_argument("--plot", help="write a PNG: channels per layer, memory by kind against the budget")
+    _format_argument(show)
