@@ -7,7 +7,7 @@ from budgetplan import BudgetPlanError, load_device
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.importance import PRIOR_SOURCE, load_importance, prior_importance
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 
 def test_prior_is_the_share_of_trainable_elements(default_costs_by_executor):

@@ -18,7 +18,7 @@ from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.solve import solve_choices
 from budgetplan.zoo.models import build_model
 
-from .conftest import make_device, random_costs
+from ..conftest import make_device, random_costs
 
 TOL = 1e-6
 

@@ -8,7 +8,7 @@ import torch
 
 
 def test_two_ranks_train_the_same_selection(tmp_path):
-    script = Path(__file__).resolve().parent / "ddp_fit.py"
+    script = Path(__file__).resolve().parent.parent / "ddp_fit.py"
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
@@ -21,7 +21,7 @@ def test_two_ranks_train_the_same_selection(tmp_path):
 
 
 def test_an_infeasible_budget_stops_every_rank(tmp_path):
-    script = Path(__file__).resolve().parent / "ddp_fit.py"
+    script = Path(__file__).resolve().parent.parent / "ddp_fit.py"
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path), "100B"], capture_output=True, text=True, timeout=600
     )

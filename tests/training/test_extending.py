@@ -13,7 +13,7 @@ from budgetplan.planning.solve import Solution
 from budgetplan.strategies import STRATEGIES, Draw, LayerToTrain, Strategy, Training, register_strategy
 from budgetplan.training.samplers import SAMPLERS, ChannelSampler, register_sampler
 
-from .lightning_helpers import TinyModule, data, trainer
+from ..lightning_helpers import TinyModule, data, trainer
 
 
 class LastChannels(ChannelSampler):

@@ -12,7 +12,7 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.importance import load_importance
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 
 def small_net():

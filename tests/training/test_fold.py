@@ -13,7 +13,7 @@ from budgetplan import BudgetPlanCallback, fold_batchnorm
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 
-from .lightning_helpers import TinyModule, data, trainer
+from ..lightning_helpers import TinyModule, data, trainer
 
 
 def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
