@@ -23,10 +23,11 @@ strategies differ in which layers train and how the input channels inside them a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from budgetplan.enums import EnumStr
 from budgetplan.errors import BudgetPlanError
+from budgetplan.registry import Registry
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from budgetplan.planning.problem import Problem
 
 
-class Resample(str, Enum):
+class Resample(EnumStr):
     """When the channels of the trained layers are drawn again."""
 
     EPOCH = "epoch"
@@ -42,15 +43,12 @@ class Resample(str, Enum):
     NEVER = "never"
 
     @classmethod
-    def from_str(cls, value: str) -> Resample:
-        """The member called ``value``, or a clear error listing them."""
+    def from_str(cls, value: Any) -> Resample:
+        """The member called ``value``, or the error the callback gives for a bad ``resample=``."""
         try:
-            return cls(value)
+            return super().from_str(value)
         except ValueError:
-            raise BudgetPlanError(f"resample must be one of {', '.join(m.value for m in cls)}, got {value!r}") from None
-
-    def __str__(self) -> str:
-        return self.value
+            raise BudgetPlanError(f"resample must be one of {', '.join(cls.choices())}, got {value!r}") from None
 
     def due_at_epoch(self, drawn_at: tuple[int, int] | None) -> bool:
         """Whether an epoch starts with a new draw: every epoch, or the first draw of a fit."""
@@ -135,19 +133,8 @@ class Strategy:
         return None
 
 
-STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    """Make a strategy class available by its ``name`` (``BudgetPlanCallback(strategy=...)``)."""
-    if not cls.name:
-        raise BudgetPlanError(f"{cls.__name__} needs a name to be registered")
-    STRATEGIES[cls.name] = cls
-    return cls
-
-
-def get_strategy(name: str) -> Strategy:
-    """The strategy called ``name``, or a clear error listing the known ones."""
-    if name not in STRATEGIES:
-        raise BudgetPlanError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]()
+STRATEGIES: Registry[Strategy] = Registry(
+    lambda name, known: f"unknown strategy {name!r}; choose one of {', '.join(known)}"
+)
+register_strategy = STRATEGIES.register  # class decorator: a strategy available by its name
+get_strategy = STRATEGIES.create  # a new strategy by name, or a clear error listing the known ones

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from budgetplan.errors import BudgetPlanError
+from budgetplan.registry import Registry
 from budgetplan.training.channels import channel_norms
 
 
@@ -84,22 +84,11 @@ class ChannelSampler:
         self.scores = {name: torch.tensor(values) for name, values in state.items()}
 
 
-SAMPLERS: dict[str, type[ChannelSampler]] = {}
-
-
-def register_sampler(cls: type[ChannelSampler]) -> type[ChannelSampler]:
-    """Make a sampler class available by its ``name`` (``BudgetPlanCallback(sampler=...)``)."""
-    if not cls.name:
-        raise BudgetPlanError(f"{cls.__name__} needs a name to be registered")
-    SAMPLERS[cls.name] = cls
-    return cls
-
-
-def get_sampler(name: str) -> ChannelSampler:
-    """A new sampler called ``name``, or a clear error listing the known ones."""
-    if name not in SAMPLERS:
-        raise BudgetPlanError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
-    return SAMPLERS[name]()
+SAMPLERS: Registry[ChannelSampler] = Registry(
+    lambda name, known: f"sampler must be one of {', '.join(known)}, got {name!r}"
+)
+register_sampler = SAMPLERS.register  # class decorator: a sampler available by its name
+get_sampler = SAMPLERS.create  # a new sampler by name, or a clear error listing the known ones
 
 
 @register_sampler
