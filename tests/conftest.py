@@ -142,7 +142,7 @@ def default_costs_by_executor() -> dict[str, CostTable]:
     example = torch.zeros(1, 3, 128, 128)
     return {
         executor: layer_costs(model, example, make_device(executor=executor), model_name=name)
-        for executor in ("layer", "inplace-dw")
+        for executor in ("layer", "inplace-dw", "patch")
     }
 
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from budgetplan.costs.liveness import live_elements
 from budgetplan.costs.ops import IN_PLACE_OPS, KNOWN_OPS, LAYER_FUNCS, VIEW_OPS, path_elements
+from budgetplan.costs.patches import PatchOption, patch_options
 from budgetplan.costs.table import CostTable, LayerCost, UncostedModule
 from budgetplan.costs.trace import Op, Trace, trace_model
 from budgetplan.device.profile import DeviceProfile, Executor, load_device
@@ -63,7 +64,8 @@ def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = E
     """Turn a recorded forward pass into a per-layer cost table (pure; no torch)."""
     executor = Executor.from_str(executor)
     segments, segment_of = _segments(trace)
-    live = live_elements(trace, _in_place_ops(trace, segments, executor))
+    inplace = _in_place_ops(trace, segments, executor)
+    live = live_elements(trace, inplace)
     unknown: set[str] = set()
     for op, name in zip(trace.ops, segment_of, strict=True):
         if name is None:
@@ -81,6 +83,10 @@ def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = E
             unknown.add(op.func)
     layers = [_layer_cost(i, trace, segment) for i, segment in enumerate(segments.values())]
     uncosted, other = _uncovered(trace, layers)
+    patches: tuple[PatchOption, ...] = ()
+    if executor is Executor.PATCH:
+        starts = [segment.calls[0].index for segment in segments.values()]
+        patches = patch_options(trace, starts, [layer.forward_live_elements for layer in layers], inplace)
     first = trace.shapes[trace.input_ids[0]] if trace.input_ids else ()
     return CostTable(
         model=model_name,
@@ -90,6 +96,7 @@ def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = E
         other_param_elements=other,
         uncosted=tuple(uncosted),
         unknown_ops=tuple(sorted(unknown)),
+        patch_options=patches,
     )
 
 
@@ -113,7 +120,7 @@ def _in_place_ops(trace: Trace, segments: dict[str, _Segment], executor: Executo
     """Ops that may write over a dying input: elementwise ones, and depthwise convs under
     ``executor: inplace-dw``."""
     ops = {op.index for op in trace.ops if op.func in IN_PLACE_OPS}
-    if executor is Executor.INPLACE_DW:
+    if executor.inplace_depthwise:
         for name, segment in segments.items():
             info = trace.plannable[name]
             if info.type != "Linear" and info.groups == info.in_channels > 1:

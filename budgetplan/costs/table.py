@@ -61,6 +61,21 @@ class LayerCost:
 
 
 @dataclass(frozen=True)
+class PatchOption:
+    """Running the ops before layer ``split`` (its index in the cost table) on a
+    ``grid × grid`` patch grid. Elements and MACs are per sample."""
+
+    split: int
+    grid: int
+    live_elements: int  # one patch's working set + the split's outputs + the input, at the worst patch
+    extra_macs: int  # MACs of the halo, computed by more than one patch
+    split_op: int = 0  # index in the trace of the first op after the prefix
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class UncostedModule:
     """A module left out of planning (stays frozen), and why."""
 
@@ -80,6 +95,7 @@ class CostTable:
     other_param_elements: int = 0  # parameters outside the plannable layers and their biases
     uncosted: tuple[UncostedModule, ...] = ()
     unknown_ops: tuple[str, ...] = ()  # ops assumed to save nothing for backward
+    patch_options: tuple[PatchOption, ...] = ()  # with ``executor: patch``: prefixes that can run in patches
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "executor", Executor.from_str(self.executor))

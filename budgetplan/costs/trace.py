@@ -26,6 +26,19 @@ _SKIP_NAMES = {"__get__", "__set__", "size", "dim", "numel", "stride", "is_conti
 
 
 @dataclass(frozen=True)
+class Window:
+    """The sliding window of a 2-d conv, pool or pad, per spatial dimension (height, width):
+    output position ``o`` reads inputs ``o·stride - pad_before + dilation·j`` for ``j < kernel``
+    (``docs/cost-model.md``, "Patch-based execution")."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad_before: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
+    fill: float = 0.0  # what the padding holds: 0, or -inf for max pooling
+
+
+@dataclass(frozen=True)
 class Op:
     """One recorded call: ``func`` normalised (``relu_`` and ``__iadd__`` become
     ``relu`` and ``add``), tensor ids read (activations only) and written."""
@@ -37,6 +50,7 @@ class Op:
     outputs: tuple[int, ...]
     inplace: bool = False
     scalar_operand: bool = False
+    window: Window | None = None  # 2-d convs, pools and pads; ``None`` for other ops
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,76 @@ def _normalise(name: str) -> str:
     return name
 
 
+def _pair(value: Any, default: int) -> tuple[int, int] | None:
+    if value is None:
+        return (default, default)
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    return None
+
+
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str, default: Any) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else default
+
+
+def op_window(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Window | None:
+    """The window of a 2-d ``conv2d``, ``max_pool2d``, ``avg_pool2d`` or constant ``pad``
+    call, from its arguments; ``None`` for other calls and for forms patches cannot
+    follow (ceil mode, padding left out of an average)."""
+    if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4:
+        return None
+    if name == "conv2d":
+        kernel = tuple(args[1].shape[2:]) if len(args) > 1 and isinstance(args[1], torch.Tensor) else None
+        stride = _pair(_argument(args, kwargs, 3, "stride", 1), 1)
+        dilation = _pair(_argument(args, kwargs, 5, "dilation", 1), 1)
+        padding: Any = _argument(args, kwargs, 4, "padding", 0)
+        if kernel is None or stride is None or dilation is None:
+            return None
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation, strict=True))
+        before = _pair(padding, 0)
+        return Window((kernel[0], kernel[1]), stride, before, dilation) if before else None
+    if name in ("max_pool2d", "avg_pool2d"):
+        kernel_ = _pair(_argument(args, kwargs, 1, "kernel_size", None), 1)
+        stride = _pair(_argument(args, kwargs, 2, "stride", None) or kernel_, 1)
+        before = _pair(_argument(args, kwargs, 3, "padding", 0), 0)
+        if name == "max_pool2d":
+            dilation = _pair(_argument(args, kwargs, 4, "dilation", 1), 1)
+            ceil, fill = _argument(args, kwargs, 5, "ceil_mode", False), float("-inf")
+        else:
+            dilation, fill = (1, 1), 0.0
+            ceil = _argument(args, kwargs, 4, "ceil_mode", False)
+            if before != (0, 0) and not _argument(args, kwargs, 5, "count_include_pad", True):
+                return None
+        if ceil or kernel_ is None or stride is None or before is None or dilation is None:
+            return None
+        return Window(kernel_, stride, before, dilation, fill)
+    if name == "pad":
+        pad = _argument(args, kwargs, 1, "pad", None)
+        mode = _argument(args, kwargs, 2, "mode", "constant")
+        value = _argument(args, kwargs, 3, "value", None)
+        if mode != "constant" or not isinstance(pad, (tuple, list)) or len(pad) != 4 or min(pad) < 0:
+            return None
+        # (left, right, top, bottom): rows first in a window
+        return Window((1, 1), (1, 1), (int(pad[2]), int(pad[0])), (1, 1), float(value or 0.0))
+    return None
+
+
+def recorded(func: Any, out: Any) -> str | None:
+    """The normalised name under which a call is recorded, or ``None`` when the trace
+    leaves it out (no tensor output, or a query such as ``size``)."""
+    name = getattr(func, "__name__", "")
+    if not _tensors(out) or name in _SKIP_NAMES:
+        return None
+    return _normalise(name)
+
+
 def _tensors(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         return [obj]
@@ -117,10 +201,10 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        name = getattr(func, "__name__", "")
-        outs = _tensors(out)
-        if not outs or name in _SKIP_NAMES:
+        name = recorded(func, out)
+        if name is None:
             return out
+        outs = _tensors(out)
         ins = [t for t in _tensors((args, kwargs)) if id(t) not in self.static_ids]
         in_ids = tuple(self.note(t) for t in ins)
         out_ids = tuple(self.note(t) for t in outs)
@@ -128,12 +212,13 @@ class _Recorder(TorchFunctionMode):
         self.ops.append(
             Op(
                 index=len(self.ops),
-                func=_normalise(name),
+                func=name,
                 module=self.module_stack[-1] if self.module_stack else "",
                 inputs=in_ids,
                 outputs=out_ids,
                 inplace=bool(set(in_ids) & set(out_ids)),
                 scalar_operand=scalar or len(ins) == 1,
+                window=op_window(name, args, kwargs),
             )
         )
         return out

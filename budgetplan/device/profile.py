@@ -31,6 +31,11 @@ class Executor(EnumStr):
 
     LAYER = "layer"  # each op's inputs and output are live; elementwise ops write in place
     INPLACE_DW = "inplace-dw"  # a depthwise conv also writes over its input
+    PATCH = "patch"  # inplace-dw, and the frozen leading layers may run patch by patch
+
+    @property
+    def inplace_depthwise(self) -> bool:
+        return self is not Executor.LAYER
 
 
 class FrozenWeights(EnumStr):

@@ -54,7 +54,14 @@ def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
     macs = backward_macs(costs, solution.choices, batch)
     first = min((layer.index for layer in costs.layers if layer.name in solution.choices), default=len(costs.layers))
     layers = [
-        _layer_plan(problem, layer, solution.choices.get(layer.name, Choice()), spent, on_path=layer.index >= first)
+        _layer_plan(
+            problem,
+            layer,
+            solution.choices.get(layer.name, Choice()),
+            spent,
+            on_path=layer.index >= first,
+            patched=solution.patch is not None and layer.index < solution.patch.split,
+        )
         for layer, spent in zip(costs.layers, macs, strict=True)
     ]
     return Plan(
@@ -64,7 +71,7 @@ def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
         batch_size=batch,
         budget_bytes=problem.budget,
         layers=layers,
-        predicted=predict(costs, device, solution.choices, batch),
+        predicted=predict(costs, device, solution.choices, batch, solution.patch),
         status=solution.status,
         solver=solution.solver,
         objective=solution.objective,
@@ -86,7 +93,9 @@ def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
     )
 
 
-def _layer_plan(problem: Problem, layer: LayerCost, choice: Choice, macs: int, on_path: bool) -> LayerPlan:
+def _layer_plan(
+    problem: Problem, layer: LayerCost, choice: Choice, macs: int, on_path: bool, patched: bool = False
+) -> LayerPlan:
     """One layer's line of the plan: what it trains and the bytes each part takes."""
     terms = layer_bytes(layer, problem.device, problem.options.batch_size)
     importance = problem.importance
@@ -105,7 +114,7 @@ def _layer_plan(problem: Problem, layer: LayerCost, choice: Choice, macs: int, o
         path_bytes=terms.path if on_path else 0.0,
         macs=macs,
         importance=importance.weight.get(layer.name, 0.0) + importance.bias.get(layer.name, 0.0),
-        forward_buffer_bytes=terms.live_forward,
+        forward_buffer_bytes=0.0 if patched else terms.live_forward,
         backward_buffer_bytes=terms.live_backward if on_path else 0.0,
     )
 

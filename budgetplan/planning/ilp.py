@@ -6,6 +6,8 @@ Symbols follow docs/planner.md, "Variables and constraints" and "Memory over tim
 * ``b[l]`` (``b_{l}``): layer ``l`` updates its bias;
 * ``y[l]`` (``y_{l}``): the gradient reaches layer ``l``;
 * ``a[l]`` (``a_{l}``, with ``max_layers`` only): layer ``l`` updates anything;
+* ``z[o]`` (``z_{o}``, with ``executor: patch`` only): the layers before option ``o``'s split
+  run patch by patch on its grid (``budgetplan.costs.patches``);
 * ``S[l]`` (``S_{l}``): bytes saved by layers ``0..l``, as saved tensors accumulate in forward;
 * ``peak`` (goal ``PEAK`` only): the largest memory of the step, minimised.
 
@@ -23,6 +25,8 @@ from enum import Enum
 import pulp
 
 from budgetplan.costs.pricing import LayerBytes, base_bytes, layer_bytes
+from budgetplan.costs.table import PatchOption
+from budgetplan.device.profile import Executor
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL, run_solver
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import channel_options, layer_value
@@ -78,6 +82,8 @@ class Program:
             if layer.name in self.trainable.allowed and layer.bias_elements > 0
         }
         self.y = [prob.add_variable(f"y_{i}", cat="Binary") for i in range(len(layers))]
+        self.patch_options = self.problem.costs.patch_options if self.problem.costs.executor is Executor.PATCH else ()
+        self.z = [prob.add_variable(f"z_{o}", cat="Binary") for o in range(len(self.patch_options))]
         # Σ_c x[l,c]: 1 when layer l updates some of its weight
         self.weight_on = [
             pulp.lpSum(self.x[i, c] for c in self.channels_of[layer.name]) for i, layer in enumerate(layers)
@@ -103,6 +109,11 @@ class Program:
                 prob += b[i] == 1, f"required_bias_{i}"
         # Σ x + Σ b ≥ 1: a plan trains something
         prob += pulp.lpSum(x_on) + pulp.lpSum(b.values()) >= 1, "trains_something"
+        if self.z:
+            # Σ z ≤ 1: one patch stage at most; y[s-1] + z[o] ≤ 1: it runs only frozen layers
+            prob += pulp.lpSum(self.z) <= 1, "one_patch_stage"
+            for o, option in enumerate(self.patch_options):
+                prob += y[option.split - 1] + self.z[o] <= 1, f"patch_frozen_{o}"
 
     def _add_layer_limit(self) -> None:
         limit = self.problem.options.max_layers
@@ -139,9 +150,20 @@ class Program:
             # S[l] = S[l-1] + saved(l): saved tensors only accumulate in forward
             prob += held[i] == (held[i - 1] if i else 0) + saved[i], f"saved_so_far_{i}"
         forward, backward = _binding_points(terms)
+        act = self.problem.options.batch_size * self.problem.device.bits.activation / 8
         for i in forward:
-            # forward at l: its working buffer plus everything saved so far
-            prob += base + self.resident + terms[i].live_forward + held[i] <= limit, f"forward_{i}"
+            # forward at l: its working buffer plus everything saved so far; a layer run in
+            # patches holds no whole buffer (Σ z[o] over the stages that run it)
+            patched = pulp.lpSum(z for z, o in zip(self.z, self.patch_options, strict=True) if o.split > i)
+            prob += (
+                base + self.resident + terms[i].live_forward * (1 - patched) + held[i] <= limit,
+                f"forward_{i}",
+            )
+        if self.z:
+            # the patch stage: one patch's working set, its outputs and the input, with
+            # nothing saved yet (its layers are frozen)
+            stage = pulp.lpSum(o.live_elements * act * z for z, o in zip(self.z, self.patch_options, strict=True))
+            prob += base + self.resident + stage <= limit, "patch_stage"
         for i in backward:
             # backward at l: its gradient buffer (when on the path) plus what is still saved
             prob += base + self.resident + terms[i].live_backward * y[i] + held[i] <= limit, f"backward_{i}"
@@ -158,6 +180,7 @@ class Program:
             costs.forward_macs
             + pulp.lpSum(layers[i].input_grad_macs * y[i - 1] for i in range(1, len(layers)))
             + pulp.lpSum(layers[i].weight_grad_macs_per_channel * c * v for (i, c), v in self.x.items())
+            + pulp.lpSum(o.extra_macs * z for z, o in zip(self.z, self.patch_options, strict=True))
         )
         latency = self.problem.latency
         if self.goal is not Goal.COMPUTE and latency is not None:
@@ -229,6 +252,10 @@ class Program:
             if channels or bias:
                 picked[layer.name] = Choice(channels, bool(bias))
         return picked
+
+    def patch(self) -> PatchOption | None:
+        """The solved patch stage, if any."""
+        return next((o for z, o in zip(self.z, self.patch_options, strict=True) if (z.value() or 0) > 0.5), None)
 
     def value(self) -> float:
         """The value of the objective in force at the solution."""

@@ -15,6 +15,10 @@ includes layer ``l``'s own saved tensors. ``resident`` is the updated weights an
 frozen model itself when the device keeps weights in RAM (``frozen_weights: sram``). The
 byte terms come from ``budgetplan.costs.pricing``.
 
+With a patch stage (``executor: patch``), the layers before its split hold no whole
+buffer; the stage itself holds ``base + resident`` and its working set (one patch, its
+outputs and the input).
+
 The planner (``budgetplan.planning.ilp``) states the same model as linear constraints; this
 module is the reference it is tested against.
 """
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING
 from budgetplan.costs.pricing import base_bytes, layer_bytes
 
 if TYPE_CHECKING:
-    from budgetplan.costs.table import CostTable
+    from budgetplan.costs.table import CostTable, PatchOption
     from budgetplan.device.profile import DeviceProfile
 
 
@@ -57,6 +61,9 @@ class Prediction:
     forward_macs: int
     backward_macs: int
     step_seconds: float
+    patch_grid: int = 0  # the leading layers run on a patch_grid × patch_grid grid (0: whole)
+    patch_until: str = ""  # the first layer that runs whole after the patch stage
+    patch_bytes: float = 0.0  # the patch stage's working set: one patch, its outputs, the input
 
     @property
     def step_macs(self) -> int:
@@ -74,24 +81,38 @@ def backward_macs(costs: CostTable, choices: Mapping[str, Choice], batch_size: i
     ]
 
 
-def predict(costs: CostTable, device: DeviceProfile, choices: Mapping[str, Choice], batch_size: int = 1) -> Prediction:
-    """Evaluate the memory over time and the compute of one step for ``choices``."""
+def predict(
+    costs: CostTable,
+    device: DeviceProfile,
+    choices: Mapping[str, Choice],
+    batch_size: int = 1,
+    patch: PatchOption | None = None,
+) -> Prediction:
+    """Evaluate the memory over time and the compute of one step for ``choices``, with
+    the layers before ``patch.split`` run in patches when ``patch`` is given."""
     terms = [layer_bytes(layer, device, batch_size) for layer in costs.layers]
     picked = [choices.get(layer.name, Choice()) for layer in costs.layers]
     first = next((i for i, c in enumerate(picked) if c.updates), len(picked))
+    if patch is not None and patch.split > first:
+        raise ValueError(f"a patch stage runs frozen layers only, but {costs.layers[first].name} is trained")
     resident = sum(
         t.weight_per_channel * c.channels + (t.bias if c.bias else 0) for t, c in zip(terms, picked, strict=True)
     )
     base = base_bytes(costs, device)
     peak, peak_at, saved = 0.0, "", 0.0
+    split = patch.split if patch is not None else 0
+    patch_bytes = patch.live_elements * batch_size * device.bits.activation / 8 if patch is not None else 0.0
+    if patch is not None:
+        peak, peak_at = base + resident + patch_bytes, f"patch stage ({patch.grid}x{patch.grid})"
     for i, (layer, t, c) in enumerate(zip(costs.layers, terms, picked, strict=True)):
         on_path = i >= first
         saved += t.saved_per_channel * c.channels + (t.path if on_path else 0)
-        for phase, buffer in (("forward", t.live_forward), ("backward", t.live_backward if on_path else 0)):
+        forward = t.live_forward if i >= split else 0
+        for phase, buffer in (("forward", forward), ("backward", t.live_backward if on_path else 0)):
             total = base + resident + buffer + saved
             if total > peak:
                 peak, peak_at = total, f"{phase} at {layer.name}"
-    fwd = costs.forward_macs * batch_size
+    fwd = (costs.forward_macs + (patch.extra_macs if patch is not None else 0)) * batch_size
     bwd = sum(backward_macs(costs, choices, batch_size))
     return Prediction(
         peak_bytes=peak,
@@ -103,4 +124,7 @@ def predict(costs: CostTable, device: DeviceProfile, choices: Mapping[str, Choic
         forward_macs=fwd,
         backward_macs=bwd,
         step_seconds=(fwd + bwd) / device.macs_per_second,
+        patch_grid=patch.grid if patch is not None else 0,
+        patch_until=costs.layers[split].name if patch is not None else "",
+        patch_bytes=patch_bytes,
     )

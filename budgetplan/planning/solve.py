@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from budgetplan.costs.table import CostTable
+from budgetplan.costs.table import CostTable, PatchOption
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import BudgetPlanError
 from budgetplan.planning.backends import FEASIBLE, NO_SOLUTION, OPTIMAL
@@ -29,6 +29,7 @@ class Solution:
     solver: str
     solve_seconds: float
     required: tuple[str, ...] = field(default=())
+    patch: PatchOption | None = None  # the patch stage the leading frozen layers run in, if any
 
 
 def solve_problem(problem: Problem) -> Solution:
@@ -42,9 +43,10 @@ def solve_problem(problem: Problem) -> Solution:
     program = Program(problem, trainable)
     status, solver = program.solve()
     if status in (OPTIMAL, FEASIBLE):
-        choices = _fill(problem, program)
+        patch = _stage(problem, program.choices(), program.patch())
+        choices = _fill(problem, program, patch)
         value = objective(problem.costs, problem.importance, options, choices)
-        return Solution(choices, status, value, solver, time.perf_counter() - start, trainable.required)
+        return Solution(choices, status, value, solver, time.perf_counter() - start, trainable.required, patch)
     if status == NO_SOLUTION:
         raise BudgetPlanError(
             f"no plan found within the time limit of {options.time_limit:g} s ({solver}); raise --time-limit"
@@ -57,9 +59,15 @@ def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importanc
     return solve_problem(Problem(costs, device, importance, options))
 
 
-def fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]) -> bool:
+def fits(
+    costs: CostTable,
+    device: DeviceProfile,
+    options: PlannerOptions,
+    choices: dict[str, Choice],
+    patch: PatchOption | None = None,
+) -> bool:
     """Whether ``choices`` keep every limit: budget, training-memory cap and step latency."""
-    p = predict(costs, device, choices, options.batch_size)
+    p = predict(costs, device, choices, options.batch_size, patch)
     budget = options.budget_on(device)
     latency = options.latency_on(device)
     return (
@@ -69,7 +77,22 @@ def fits(costs: CostTable, device: DeviceProfile, options: PlannerOptions, choic
     )
 
 
-def _fill(problem: Problem, program: Program) -> dict[str, Choice]:
+def _stage(problem: Problem, choices: dict[str, Choice], solved: PatchOption | None) -> PatchOption | None:
+    """The patch stage for ``choices``, by one rule whatever the solver picked among equal
+    plans: none if the plan fits without, else the one with the fewest halo MACs (then
+    the coarsest grid, the earliest split) that keeps every limit."""
+    if solved is None:
+        return None
+    costs = problem.costs
+    first = min((costs.layer(name).index for name in choices), default=len(costs.layers))
+    ranked = sorted((o for o in costs.patch_options if o.split <= first), key=lambda o: (o.extra_macs, o.grid, o.split))
+    for stage in [None, *ranked]:
+        if fits(costs, problem.device, problem.options, choices, stage):
+            return stage
+    return solved
+
+
+def _fill(problem: Problem, program: Program, patch: PatchOption | None) -> dict[str, Choice]:
     """Spend memory the solution left unused on the layers it updates.
 
     Options whose objective values differ by less than the optimality gap (with E=10,
@@ -92,7 +115,7 @@ def _fill(problem: Problem, program: Program) -> dict[str, Choice]:
             if candidate == current:
                 break
             trial = {**choices, name: candidate}
-            if fits(problem.costs, problem.device, problem.options, trial):
+            if fits(problem.costs, problem.device, problem.options, trial, patch):
                 choices = trial
                 break
     return choices

@@ -1,5 +1,6 @@
 """The ILP against exhaustive enumeration, and the planner's options and errors."""
 
+import dataclasses
 import itertools
 import math
 import random
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from budgetplan import BudgetPlanError, InfeasibleError, solve
-from budgetplan.costs.table import CostTable
+from budgetplan.costs.table import CostTable, PatchOption
 from budgetplan.device.profile import BitWidths
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.importance import Importance
@@ -44,11 +45,20 @@ def brute_force(costs, device, importance, options):
         if options.max_layers is not None and sum(c.updates for c in combo) > options.max_layers:
             continue
         choices = {layer.name: c for layer, c in zip(costs.layers, combo, strict=True) if c.updates}
-        p = predict(costs, device, choices, options.batch_size)
-        if options.training_memory is not None and p.training_memory_bytes > options.training_memory + TOL:
+        first = next(i for i, c in enumerate(combo) if c.updates)
+        # with executor: patch, any stage that runs frozen layers only (or none)
+        stages = [None, *(o for o in costs.patch_options if o.split <= first)] if costs.executor == "patch" else [None]
+        kept = []
+        for stage in stages:
+            p = predict(costs, device, choices, options.batch_size, stage)
+            if options.training_memory is not None and p.training_memory_bytes > options.training_memory + TOL:
+                continue
+            if options.max_step_latency is not None and p.step_seconds > options.max_step_latency * (1 + 1e-9):
+                continue
+            kept.append(p)
+        if not kept:
             continue
-        if options.max_step_latency is not None and p.step_seconds > options.max_step_latency * (1 + 1e-9):
-            continue
+        p = min(kept, key=lambda q: q.peak_bytes)
         smallest_peak = p.peak_bytes if smallest_peak is None else min(smallest_peak, p.peak_bytes)
         if p.peak_bytes > budget + TOL:
             continue
@@ -62,9 +72,30 @@ def brute_force(costs, device, importance, options):
     return best, best_choices, smallest_peak
 
 
+def random_patch_options(rng, costs):
+    """A few made-up patch stages: splits after the first layer, working sets around the
+    layers' own buffers, some halo MACs."""
+    if len(costs.layers) < 2:
+        return ()
+    options = []
+    for _ in range(rng.randint(1, 3)):
+        split = rng.randint(1, len(costs.layers) - 1)
+        largest = max(layer.forward_live_elements for layer in costs.layers[:split])
+        live = int(rng.uniform(0.2, 1.1) * largest)
+        options.append(PatchOption(split, rng.choice([2, 3, 4]), live, rng.randint(0, 300)))
+    return tuple(options)
+
+
 def random_instance(seed):
     rng = random.Random(seed)
     costs = random_costs(rng, rng.choice([3, 4]))
+    if rng.random() < 0.4:
+        # the first layer's buffer the largest, as in image networks: where patches help
+        first = dataclasses.replace(
+            costs.layers[0], forward_live_elements=3 * max(layer.forward_live_elements for layer in costs.layers)
+        )
+        costs = dataclasses.replace(costs, layers=(first, *costs.layers[1:]))
+        costs = dataclasses.replace(costs, executor="patch", patch_options=random_patch_options(rng, costs))
     linux = rng.random() < 0.3
     bits = (
         BitWidths(weight=32, activation=32, gradient=32, bias=32, optimizer=rng.choice([0, 32, 64]), mask=8)
@@ -93,6 +124,9 @@ def random_instance(seed):
     high = predict(
         costs, device, {layer.name: Choice(layer.in_channels, True) for layer in costs.layers}, options["batch_size"]
     ).peak_bytes
+    if costs.executor == "patch":  # mostly budgets where only a patch stage fits
+        _, _, whole = brute_force(dataclasses.replace(costs, executor="layer"), device, importance, unlimited)
+        high = min(high, 1.1 * whole)
     options["budget"] = int(rng.uniform(0.9 * low, high))
     if rng.random() < 0.25:
         options["training_memory"] = int(rng.uniform(0.2, 1.0) * high)
@@ -118,14 +152,21 @@ def test_ilp_optimum_equals_exhaustive_enumeration(seed, solver):
     assert solution.status == "optimal"
     assert solution.objective == pytest.approx(best, rel=1e-4, abs=1e-9)
     # the ILP's choice really fits, by the direct evaluation
-    p = predict(costs, device, solution.choices, options.batch_size)
+    p = predict(costs, device, solution.choices, options.batch_size, solution.patch)
     assert p.peak_bytes <= options.budget + 1e-3
 
 
 def test_enumeration_has_both_outcomes():
-    """The random instances exercise both feasible and infeasible budgets."""
+    """The random instances exercise both feasible and infeasible budgets, and plans
+    that need a patch stage."""
     outcomes = {brute_force(*random_instance(seed))[0] is None for seed in range(24)}
     assert outcomes == {True, False}
+    patched = 0
+    for seed in range(24):
+        costs, device, importance, options = random_instance(seed)
+        if costs.executor == "patch" and brute_force(costs, device, importance, options)[0] is not None:
+            patched += solve_choices(costs, device, importance, options).patch is not None
+    assert patched >= 2
 
 
 @pytest.fixture(scope="module")
