@@ -10,7 +10,10 @@ import argparse
 import math
 from typing import NoReturn
 
+from budgetplan.device.profile import Executor
+from budgetplan.plan.model import ACCOUNTINGS
 from budgetplan.planning.options import Solver, Utility
+from budgetplan.report.export import EXPORT_FORMATS
 from budgetplan.units import parse_bytes, parse_seconds
 
 FORMATS = ("table", "yaml", "json")
@@ -76,6 +79,26 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--width-mult", type=_positive, help="width of mobilenet_v2 (default 0.35 for it)")
 
 
+def _accounting_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cap: bool = False) -> None:
+    parser.add_argument(
+        "--accounting",
+        choices=ACCOUNTINGS,
+        default=ACCOUNTINGS[0],
+        help="what the plan reports as training memory: budgetplan's count or Sparse Update's (Lin et al. 2022)"
+        + ("; --training-memory caps budgetplan's" if cap else "")
+        + " (default budgetplan)",
+    )
+
+
+def _executor_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--executor",
+        choices=Executor.choices(),
+        help="how the runtime runs layers, instead of the profile's: layer, inplace-dw, or patch "
+        "(inplace-dw, and the leading frozen layers patch by patch)",
+    )
+
+
 def _format_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
 
@@ -87,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plan sparse on-device fine-tuning that fits a device's memory budget.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_solve, _add_devices, _add_sweep, _add_importance, _add_plan_files):
+    for add in (_add_solve, _add_import_scheme, _add_devices, _add_sweep, _add_importance, _add_plan_files):
         add(sub)
     return parser
 
@@ -96,10 +119,12 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     """``solve``: plan for a device."""
     solve = sub.add_parser("solve", help="choose the layers and channels to train on a device")
     solve.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
+    _executor_argument(solve)
     _model_arguments(solve)
     plan = solve.add_argument_group("planning")
     plan.add_argument("--budget", type=_size, help="memory budget, e.g. 256KB (default: the device's)")
     plan.add_argument("--training-memory", type=_size, help="also cap the published accounting, e.g. 100KB")
+    _accounting_argument(plan, cap=True)
     plan.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
     plan.add_argument("--epochs", type=_count, default=10, help="epochs E of the coverage utility (default 10)")
     plan.add_argument("--utility", choices=Utility.choices(), default=Utility.COVERAGE.value)
@@ -122,6 +147,23 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     _format_argument(solve)
 
 
+def _add_import_scheme(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``import-scheme``: a Sparse Update backward_config as a plan."""
+    scheme = sub.add_parser(
+        "import-scheme", help="make a plan from a tiny-training backward_config (Sparse Update, Lin et al. 2022)"
+    )
+    scheme.add_argument("scheme", help="YAML or JSON file: backward_config keys, at the top or under backward_config:")
+    scheme.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
+    _executor_argument(scheme)
+    _model_arguments(scheme)
+    scheme.add_argument("--budget", type=_size, help="memory budget to report against (default: the device's)")
+    scheme.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
+    _accounting_argument(scheme)
+    scheme.add_argument("--out", help="write the plan to this YAML file (atomically)")
+    scheme.add_argument("--all-layers", action="store_true", help="list frozen layers too")
+    _format_argument(scheme)
+
+
 def _add_devices(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``devices``, ``validate`` and ``profile``: what a device and a model are."""
     devices = sub.add_parser("devices", help="list the device profiles")
@@ -134,6 +176,7 @@ def _add_devices(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
     profile = sub.add_parser("profile", help="print a model's per-layer cost table")
     profile.add_argument("--device", help="device whose executor model sets the working buffers")
+    _executor_argument(profile)
     profile.add_argument("--list-models", action="store_true", help="list the torchvision model names")
     _model_arguments(profile)
     _format_argument(profile)
@@ -143,6 +186,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     """``sweep``: plans across budgets."""
     sweep = sub.add_parser("sweep", help="solve at a range of budgets; table and plot")
     sweep.add_argument("--device", default="cortex-m7", help="device name, alias or profile YAML (default cortex-m7)")
+    _executor_argument(sweep)
     sweep.add_argument("--budgets", required=True, help="LOW:HIGH:N (log-spaced) or a list, e.g. 64KB:1MB:8")
     _model_arguments(sweep)
     sweep.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
@@ -178,7 +222,12 @@ def _add_plan_files(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     export = sub.add_parser("export", help="write a plan for an on-device training runtime")
     export.add_argument("plan", help="plan YAML file")
-    export.add_argument("--format", choices=("c-header", "json"), default="c-header")
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="c-header",
+        help="C99 header, JSON, or a Sparse Update backward_config in YAML (default c-header)",
+    )
     export.add_argument("--out", help="file to write (default: standard output)")
 
     show = sub.add_parser("show", help="print a saved plan")

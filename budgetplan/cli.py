@@ -1,4 +1,5 @@
-"""The ``budgetplan`` command: solve, devices, validate, profile, sweep, show, compare, export.
+"""The ``budgetplan`` command: solve, import-scheme, devices, validate, profile, sweep, show,
+compare, export.
 
 User mistakes (unknown device, bad profile, infeasible budget, ...) print one line on
 stderr and exit with status 2; torch is imported only by the commands that need it.
@@ -16,7 +17,7 @@ import yaml
 
 from budgetplan.arguments import build_parser
 from budgetplan.device.profile import load_device, shipped_devices
-from budgetplan.errors import BudgetPlanError
+from budgetplan.errors import BudgetPlanError, InfeasibleError
 from budgetplan.files import writable_target
 
 MAX_SWEEP = 64  # budgets one sweep solves (each is a solve of up to --time-limit seconds)
@@ -29,6 +30,45 @@ def _emit(data: Any, fmt: str, text: str) -> None:
         print(yaml.safe_dump(data, sort_keys=False), end="")
     else:
         print(text)
+
+
+def _device(args: argparse.Namespace) -> Any:
+    """The profile of ``--device`` (cortex-m7 by default), with ``--executor`` in place of
+    its own executor when given."""
+    import dataclasses
+
+    from budgetplan.device.profile import Executor
+
+    device = load_device(args.device or "cortex-m7")
+    if getattr(args, "executor", None):
+        device = dataclasses.replace(device, executor=Executor.from_str(args.executor))
+    return device
+
+
+def _smaller_input(args: argparse.Namespace, device: Any, options: Any, err: InfeasibleError) -> InfeasibleError:
+    """``err`` with the smallest budget at a smaller input, when the budget is the obstacle:
+    three quarters of the side, rounded down to a multiple of 32 (docs/planner.md)."""
+    from budgetplan.planning.diagnose import smallest_budget
+    from budgetplan.planning.importance import resolve_importance
+    from budgetplan.planning.problem import Problem
+    from budgetplan.units import format_bytes
+    from budgetplan.zoo.models import parse_input_size
+
+    channels, *sides = parse_input_size(args.input_size)
+    smaller = [max(32, (3 * side // 4) // 32 * 32) for side in sides]
+    if err.smallest_budget is None or smaller == sides:
+        return err
+    size = "x".join(map(str, smaller))
+    try:
+        costs = _traced(argparse.Namespace(**{**vars(args), "input_size": f"{channels}x{size}"}), device)
+        least = smallest_budget(Problem(costs, device, resolve_importance(args.importance, costs), options))
+    except BudgetPlanError:
+        return err
+    if least is None:
+        return err
+    return InfeasibleError(
+        f"{err}; at input {size} (--input-size {size}) it is {format_bytes(least)}", smallest_budget=err.smallest_budget
+    )
 
 
 def _traced(args: argparse.Namespace, device: Any) -> Any:
@@ -46,11 +86,12 @@ def _traced(args: argparse.Namespace, device: Any) -> Any:
 
 def _cmd_solve(args: argparse.Namespace) -> None:
     from budgetplan.plan.model import Plan
+    from budgetplan.planning.accounting import with_accounting
     from budgetplan.planning.assemble import plan_from_costs
     from budgetplan.planning.importance import resolve_importance
     from budgetplan.planning.options import DEFAULT_RATIOS, PlannerOptions
 
-    device = load_device(args.device)
+    device = _device(args)
     costs = _traced(args, device)
     importance = resolve_importance(args.importance, costs)
     require = () if args.no_require else (tuple(args.require) if args.require else None)
@@ -70,18 +111,59 @@ def _cmd_solve(args: argparse.Namespace) -> None:
         solver=args.solver,
         verbose=args.verbose,
     )
-    plan: Plan = plan_from_costs(costs, device, importance, options)
+    try:
+        solved = plan_from_costs(costs, device, importance, options)
+    except InfeasibleError as err:
+        raise _smaller_input(args, device, options, err) from None
+    plan: Plan = with_accounting(solved, costs, args.accounting)
     if plan.exceeds_device:
         free = device.sram - device.reserved
         print(f"budgetplan: warning: --budget is above {device.name}'s free SRAM ({free} bytes)", file=sys.stderr)
-    if args.out:
-        plan.save(args.out)
+    _warn_cap(plan)
+    _write_plan(plan, args)
+
+
+def _warn_cap(plan: Any) -> None:
+    """The solver holds --training-memory to budgetplan's count; say when the reported one is over."""
+    from budgetplan.units import format_bytes
+
+    cap = plan.training_memory_cap
+    if cap is not None and plan.training_memory_bytes > cap:
+        print(
+            f"budgetplan: warning: training memory under the {plan.training_accounting} accounting is "
+            f"{format_bytes(plan.training_memory_bytes)}, above --training-memory {format_bytes(cap)}, which the "
+            "solver holds to budgetplan's count",
+            file=sys.stderr,
+        )
+
+
+def _write_plan(plan: Any, args: argparse.Namespace) -> None:
+    """Save the plan if asked (atomically), then print it in the format asked for."""
     from budgetplan.report.text import render_plan
 
+    if args.out:
+        plan.save(args.out)
     text = render_plan(plan, args.all_layers)
     if args.out:
         text += f"\nplan written to {args.out}"
     _emit(plan.to_dict(), args.format, text)
+
+
+def _cmd_import_scheme(args: argparse.Namespace) -> None:
+    from budgetplan.plan.tiny_training import load_scheme, plan_from_scheme
+    from budgetplan.units import format_bytes
+
+    device = _device(args)
+    scheme = load_scheme(args.scheme)  # a bad file fails before the model is traced
+    costs = _traced(args, device)
+    plan = plan_from_scheme(scheme, costs, device, args.batch_size, args.budget, args.accounting)
+    if plan.predicted.peak_bytes > plan.budget_bytes:
+        print(
+            f"budgetplan: warning: the scheme's peak memory {format_bytes(plan.predicted.peak_bytes)} is above "
+            f"the budget of {format_bytes(plan.budget_bytes)} on {device.name}",
+            file=sys.stderr,
+        )
+    _write_plan(plan, args)
 
 
 def _cmd_devices(args: argparse.Namespace) -> None:
@@ -104,7 +186,7 @@ def _cmd_profile(args: argparse.Namespace) -> None:
         return
     from budgetplan.report.text import render_costs
 
-    device = load_device(args.device) if args.device else None
+    device = _device(args) if args.device or args.executor else None
     costs = _traced(args, device)
     _emit([layer.to_dict() for layer in costs.layers], args.format, render_costs(costs))
 
@@ -146,7 +228,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     budgets = parse_budgets(args.budgets)
     if len(budgets) > MAX_SWEEP:
         raise BudgetPlanError(f"--budgets {args.budgets!r}: {len(budgets)} budgets; a sweep solves at most {MAX_SWEEP}")
-    device = load_device(args.device)
+    device = _device(args)
     costs = _traced(args, device)
     importance = resolve_importance(args.importance, costs)
     options = PlannerOptions(batch_size=args.batch_size, time_limit=args.time_limit, verbose=args.verbose)
@@ -230,10 +312,10 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     from budgetplan.files import write_atomic
     from budgetplan.plan.model import Plan
-    from budgetplan.report.export import c_header, plan_table
+    from budgetplan.report.export import export_text
 
     plan = Plan.load(args.plan)
-    text = c_header(plan) if args.format == "c-header" else json.dumps(plan_table(plan), indent=2) + "\n"
+    text = export_text(plan, args.format, args.plan)
     if args.out:
         write_atomic(Path(args.out), text)
     else:
@@ -244,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "solve": _cmd_solve,
+        "import-scheme": _cmd_import_scheme,
         "devices": _cmd_devices,
         "validate": _cmd_validate,
         "profile": _cmd_profile,

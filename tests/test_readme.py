@@ -46,6 +46,8 @@ PYTHON = {
         os.devnull,
     ],
     "python benchmarks/norm_gain.py": [],
+    "python benchmarks/device_table.py": ["--devices", "rp2040"],
+    "python benchmarks/tiny_training_schemes.py": [],
     "python benchmarks/shipped_importance.py": ["--epochs", "1", "--size", "32", "--out", SCRATCH_TABLE],
     "python examples/compare_strategies.py --data cifar10 --root ~/data": (
         "tests/test_examples.py::test_compare_strategies_on_an_image_folder"

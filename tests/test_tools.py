@@ -91,9 +91,9 @@ def test_parse_budgets():
 
 def test_sweep_rows(default_setup):
     _, _, device, costs = default_setup
-    rows = sweep(costs, device, parse_budgets("128KB:1MB:4"))
-    assert [r.budget_bytes for r in rows] == [128 * 1024, 256 * 1024, 512 * 1024, 1024 * 1024]
-    assert [r.feasible for r in rows] == [False, True, True, True]  # the smallest feasible is 236.5 KB
+    rows = sweep(costs, device, parse_budgets("64KB:512KB:4"))
+    assert [r.budget_bytes for r in rows] == [64 * 1024, 128 * 1024, 256 * 1024, 512 * 1024]
+    assert [r.feasible for r in rows] == [False, True, True, True]  # the smallest feasible is 76.5 KB
     assert "smallest budget" in rows[0].note
     feasible = [r for r in rows if r.feasible]
     assert feasible[0].objective <= feasible[1].objective <= feasible[2].objective
@@ -103,7 +103,7 @@ def test_sweep_rows(default_setup):
 
 def test_sweep_command(tmp_path):
     png = tmp_path / "sweep.png"
-    result = run_cli("sweep", "--budgets", "200KB,400KB", "--plot", str(png), "--format", "json")
+    result = run_cli("sweep", "--budgets", "64KB,400KB", "--plot", str(png), "--format", "json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [r["feasible"] for r in data["rows"]] == [False, True]

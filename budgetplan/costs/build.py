@@ -84,7 +84,7 @@ def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = E
     layers = [_layer_cost(i, trace, segment) for i, segment in enumerate(segments.values())]
     uncosted, other = _uncovered(trace, layers)
     patches: tuple[PatchOption, ...] = ()
-    if executor is Executor.PATCH:
+    if executor.inplace_depthwise:  # MCU runtimes: also what a patch stage would save
         starts = [segment.calls[0].index for segment in segments.values()]
         patches = patch_options(trace, starts, [layer.forward_live_elements for layer in layers], inplace)
     first = trace.shapes[trace.input_ids[0]] if trace.input_ids else ()

@@ -95,7 +95,8 @@ class CostTable:
     other_param_elements: int = 0  # parameters outside the plannable layers and their biases
     uncosted: tuple[UncostedModule, ...] = ()
     unknown_ops: tuple[str, ...] = ()  # ops assumed to save nothing for backward
-    patch_options: tuple[PatchOption, ...] = ()  # with ``executor: patch``: prefixes that can run in patches
+    # prefixes that can run in patches (MCU executors); planned with ``executor: patch``
+    patch_options: tuple[PatchOption, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "executor", Executor.from_str(self.executor))

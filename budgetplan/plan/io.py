@@ -5,6 +5,10 @@ channel counts within ``0..total_channels``, an ``update`` that agrees with the 
 and the bias, a bias parameter named wherever a bias trains, sizes and counts that are
 finite and not negative. A problem raises one ``PlanError`` naming the file, the layer and
 the field. The fingerprint (layer names and weight shapes) ties the file to its model.
+
+``training_memory_bytes`` is written under the plan's ``training_memory_accounting``
+(``budgetplan`` or ``sparse-update``), and ``training_memory_by_accounting`` holds both
+figures; a file without them reads as budgetplan's accounting (docs/tiny-training.md).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import yaml
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import PlanError, ProfileError
 from budgetplan.files import read_yaml, write_atomic
-from budgetplan.plan.model import SCHEMA_VERSION, LayerPlan, Plan
+from budgetplan.plan.model import ACCOUNTINGS, SCHEMA_VERSION, LayerPlan, Plan
 from budgetplan.planning.memory import Prediction
 
 UPDATES = ("none", "bias", "weight")
@@ -53,6 +57,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "training_memory_cap": plan.training_memory_cap,
         "max_step_latency": plan.max_step_latency,
         "accounting": plan.accounting,
+        "training_memory_accounting": plan.training_accounting,
+        "training_memory_bytes": plan.training_memory_bytes,  # under that accounting; not read back
+        "training_memory_by_accounting": plan.training_memory_by_accounting(),
         "predicted_bytes": plan.predicted.peak_bytes,
         "predicted": dataclasses.asdict(plan.predicted),
         "status": plan.status,
@@ -196,24 +203,56 @@ def plan_from_dict(data: Any, source: str = "<memory>") -> Plan:
         max_step_latency=read.optional_positive(data, "max_step_latency"),
         optimality_gap=read.number({"optimality_gap": data.get("optimality_gap", 0.0)}, "optimality_gap"),
         options=_options(data.get("options"), read),
+        **_accounting(data, read),
     )
     if data.get("fingerprint") not in (None, plan.fingerprint):
         raise PlanError(f"{source}: field 'fingerprint' does not match its layers; the file was edited")
     return plan
 
 
+def _accounting(data: dict[str, Any], read: _Reader) -> dict[str, Any]:
+    """The accounting the plan reports and its Sparse Update figure; files without them
+    report budgetplan's and hold no Sparse Update figure."""
+    name = data.get("training_memory_accounting", "budgetplan")
+    if name not in ACCOUNTINGS:
+        raise read.fail("training_memory_accounting", f"{name!r} is not one of {', '.join(ACCOUNTINGS)}")
+    figures = data.get("training_memory_by_accounting", {})
+    if not isinstance(figures, dict):
+        raise read.fail("training_memory_by_accounting", f"expected a mapping, got {figures!r}")
+    figure = None
+    if figures.get("sparse-update") is not None:
+        figure = _Reader(read.source, "training_memory_by_accounting: ").number(figures, "sparse-update")
+    if name == "sparse-update" and figure is None:
+        raise read.fail(
+            "training_memory_accounting",
+            "sparse-update, but training_memory_by_accounting holds no sparse-update figure; "
+            "solve the plan again with --accounting sparse-update",
+        )
+    return {"training_accounting": name, "sparse_update_bytes": figure}
+
+
+def _type_name(spec: dataclasses.Field[Any]) -> str:
+    return spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
+
+
 def _prediction(raw: Any, source: str) -> Prediction:
+    """The prediction, each field read by its type; a field with a default may be absent."""
     read = _Reader(source, "predicted: ")
     if not isinstance(raw, dict):
         raise PlanError(f"{source}: field 'predicted': expected a mapping, got {raw!r}")
-    fields = [f.name for f in dataclasses.fields(Prediction)]
-    values: dict[str, Any] = {"peak_at": raw.get("peak_at", "")}
-    for name in fields:
-        if name == "peak_at":
-            continue
-        values[name] = read.count(raw, name) if name in _PREDICTED_COUNTS else read.number(raw, name)
-    if not isinstance(values["peak_at"], str):
-        raise read.fail("peak_at", f"expected text, got {values['peak_at']!r}")
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(Prediction):
+        name, kind = spec.name, _type_name(spec)
+        if name not in raw and (spec.default is not dataclasses.MISSING or name == "peak_at"):
+            values[name] = "" if name == "peak_at" else spec.default
+        elif kind == "str":
+            if not isinstance(raw.get(name), str):
+                raise read.fail(name, f"expected text, got {raw.get(name)!r}")
+            values[name] = raw[name]
+        elif name in _PREDICTED_COUNTS or kind == "int":
+            values[name] = read.count(raw, name)
+        else:
+            values[name] = read.number(raw, name)
     return Prediction(**values)
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "LayerPlan", "Plan", "list_problems"]
 
 SCHEMA_VERSION = 1  # the plan file layout this version writes and reads (budgetplan.plan.io)
+ACCOUNTINGS = ("budgetplan", "sparse-update")  # what ``training_memory_bytes`` may be counted in
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,14 @@ class LayerPlan:
 
 @dataclass
 class Plan:
-    """A solved plan. ``save``/``load`` read and write the YAML plan file."""
+    """A solved plan. ``save``/``load`` read and write the YAML plan file.
+
+    ``training_accounting`` names the accounting ``training_memory_bytes`` reports:
+    ``budgetplan`` (the prediction's, docs/cost-model.md) or ``sparse-update`` (what
+    Sparse Update counts, Lin et al. 2022; docs/tiny-training.md), whose figure
+    ``sparse_update_bytes`` holds when the plan was made from a cost table that gave it
+    (``budgetplan.planning.accounting.with_accounting``), else ``None``.
+    """
 
     device: DeviceProfile
     model: str
@@ -94,6 +102,25 @@ class Plan:
     optimality_gap: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    training_accounting: str = "budgetplan"
+    sparse_update_bytes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.training_accounting not in ACCOUNTINGS:
+            raise PlanError(f"accounting must be one of {', '.join(ACCOUNTINGS)}, got {self.training_accounting!r}")
+        if self.training_accounting == "sparse-update" and self.sparse_update_bytes is None:
+            raise PlanError("the plan reports the sparse-update accounting but holds no figure for it")
+
+    @property
+    def training_memory_bytes(self) -> float:
+        """Training memory under the plan's accounting (``training_accounting``)."""
+        figure = self.training_memory_by_accounting()[self.training_accounting]
+        assert figure is not None, "checked when the plan is made"
+        return figure
+
+    def training_memory_by_accounting(self) -> dict[str, float | None]:
+        """Training memory under each accounting; ``None`` where the plan holds no figure."""
+        return {"budgetplan": self.predicted.training_memory_bytes, "sparse-update": self.sparse_update_bytes}
 
     @property
     def accounting(self) -> str:
@@ -102,10 +129,19 @@ class Plan:
             "physical: peak memory over the step (working buffers, saved tensors, updated "
             "weights and biases"
             + (", frozen model" if self.device.frozen_weights == "sram" else "")
-            + ") within the budget"
+            + ")"
+            + (
+                " against the budget (an imported scheme, not held to it)"
+                if self.status == "imported"
+                else " within the budget"
+            )
         )
         if self.training_memory_cap is not None:
             text += "; and training memory (updated weights + saved tensors, the published accounting) within the cap"
+        if self.training_accounting == "sparse-update":
+            text += "; training memory reported as Sparse Update counts it (Lin et al. 2022)"
+            if self.training_memory_cap is not None:
+                text += ", the cap held to budgetplan's count"
         return text
 
     @property

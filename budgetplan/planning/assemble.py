@@ -9,6 +9,7 @@ from budgetplan.costs.pricing import layer_bytes
 from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.device.profile import DeviceProfile, load_device
 from budgetplan.plan.model import LayerPlan, Plan
+from budgetplan.planning.accounting import sparse_update_memory
 from budgetplan.planning.diagnose import check_flash
 from budgetplan.planning.ilp import OPTIMALITY_GAP
 from budgetplan.planning.importance import Importance, prior_importance, resolve_importance
@@ -72,6 +73,7 @@ def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
         budget_bytes=problem.budget,
         layers=layers,
         predicted=predict(costs, device, solution.choices, batch, solution.patch),
+        sparse_update_bytes=sparse_update_memory(costs, solution.choices, batch),
         status=solution.status,
         solver=solution.solver,
         objective=solution.objective,

@@ -7,16 +7,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from budgetplan.costs.pricing import model_bytes
 from budgetplan.costs.table import CostTable
-from budgetplan.device.profile import DeviceProfile
+from budgetplan.device.profile import DeviceProfile, Executor
 from budgetplan.errors import InfeasibleError
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL
 from budgetplan.planning.ilp import Goal, Program
 from budgetplan.planning.problem import Problem
-from budgetplan.planning.trainable import Trainable
+from budgetplan.planning.trainable import Trainable, trainable_layers
 from budgetplan.units import format_bytes
 
 
@@ -25,6 +26,11 @@ def smallest(goal: Goal, problem: Problem, trainable: Trainable) -> float | None
     program = Program(problem, trainable, goal)
     status, _ = program.solve()
     return program.value() if status in (OPTIMAL, FEASIBLE) else None
+
+
+def smallest_budget(problem: Problem) -> float | None:
+    """The least budget at which ``problem`` has a plan (its other limits kept), or ``None``."""
+    return smallest(Goal.PEAK, problem, trainable_layers(problem))
 
 
 def budget_argument(n_bytes: float) -> str:
@@ -43,11 +49,19 @@ def infeasible_error(problem: Problem, trainable: Trainable) -> InfeasibleError:
         what += f" while updating {', '.join(trainable.required)}"
     peak = smallest(Goal.PEAK, problem, trainable)
     if peak is not None:
-        return InfeasibleError(
+        text = (
             f"{what}: the smallest budget at which a plan is feasible is {format_bytes(peak)} "
-            f"(--budget {budget_argument(peak)})",
-            smallest_budget=math.ceil(peak),
+            f"(--budget {budget_argument(peak)})"
         )
+        if costs.executor is not Executor.PATCH and costs.patch_options:
+            patched = dataclasses.replace(problem, costs=dataclasses.replace(costs, executor=Executor.PATCH))
+            least = smallest(Goal.PEAK, patched, trainable)
+            if least is not None and least < peak:
+                text += (
+                    f"; with the leading frozen layers run in patches (executor: patch in the profile, "
+                    f"or --executor patch) it is {format_bytes(least)}"
+                )
+        return InfeasibleError(text, smallest_budget=math.ceil(peak))
     hints = _other_limits(problem, trainable)
     detail = "; ".join(hints) if hints else "no plan satisfies the other limits at any budget"
     return InfeasibleError(f"{what}: {detail}")

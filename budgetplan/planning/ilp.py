@@ -25,7 +25,6 @@ from enum import Enum
 import pulp
 
 from budgetplan.costs.pricing import LayerBytes, base_bytes, layer_bytes
-from budgetplan.costs.table import PatchOption
 from budgetplan.device.profile import Executor
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL, run_solver
 from budgetplan.planning.memory import Choice
@@ -252,10 +251,6 @@ class Program:
             if channels or bias:
                 picked[layer.name] = Choice(channels, bool(bias))
         return picked
-
-    def patch(self) -> PatchOption | None:
-        """The solved patch stage, if any."""
-        return next((o for z, o in zip(self.z, self.patch_options, strict=True) if (z.value() or 0) > 0.5), None)
 
     def value(self) -> float:
         """The value of the objective in force at the solution."""

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from budgetplan.costs.table import CostTable, PatchOption
-from budgetplan.device.profile import DeviceProfile
+from budgetplan.device.profile import DeviceProfile, Executor
 from budgetplan.errors import BudgetPlanError
 from budgetplan.planning.backends import FEASIBLE, NO_SOLUTION, OPTIMAL
 from budgetplan.planning.diagnose import infeasible_error
@@ -43,7 +43,7 @@ def solve_problem(problem: Problem) -> Solution:
     program = Program(problem, trainable)
     status, solver = program.solve()
     if status in (OPTIMAL, FEASIBLE):
-        patch = _stage(problem, program.choices(), program.patch())
+        patch = patch_stage(problem.costs, problem.device, options, program.choices())
         choices = _fill(problem, program, patch)
         value = objective(problem.costs, problem.importance, options, choices)
         return Solution(choices, status, value, solver, time.perf_counter() - start, trainable.required, patch)
@@ -77,19 +77,23 @@ def fits(
     )
 
 
-def _stage(problem: Problem, choices: dict[str, Choice], solved: PatchOption | None) -> PatchOption | None:
-    """The patch stage for ``choices``, by one rule whatever the solver picked among equal
-    plans: none if the plan fits without, else the one with the fewest halo MACs (then
-    the coarsest grid, the earliest split) that keeps every limit."""
-    if solved is None:
+def patch_stage(
+    costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]
+) -> PatchOption | None:
+    """The patch stage for ``choices``, by one rule whatever a solver picked among equal
+    plans (docs/planner.md, "Patch stage"): none when the plan fits without one (or the
+    executor is not ``patch``), else the one with the fewest halo MACs, then the coarsest
+    grid, then the earliest split, that keeps every limit; when none does, the one with
+    the lowest peak."""
+    if costs.executor is not Executor.PATCH:
         return None
-    costs = problem.costs
     first = min((costs.layer(name).index for name in choices), default=len(costs.layers))
     ranked = sorted((o for o in costs.patch_options if o.split <= first), key=lambda o: (o.extra_macs, o.grid, o.split))
-    for stage in [None, *ranked]:
-        if fits(costs, problem.device, problem.options, choices, stage):
+    stages: list[PatchOption | None] = [None, *ranked]
+    for stage in stages:
+        if fits(costs, device, options, choices, stage):
             return stage
-    return solved
+    return min(stages, key=lambda stage: predict(costs, device, choices, options.batch_size, stage).peak_bytes)
 
 
 def _fill(problem: Problem, program: Program, patch: PatchOption | None) -> dict[str, Choice]:

@@ -1,4 +1,5 @@
-"""Plans for on-device training runtimes: a C header, or JSON for anything else.
+"""Plans for on-device training runtimes: a C header, JSON for anything else, or a Sparse
+Update ``backward_config`` (Lin et al. 2022; docs/tiny-training.md) for tiny-training.
 
 >>> import torch, torchvision
 >>> from budgetplan import solve
@@ -11,12 +12,27 @@ True
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-from budgetplan.plan.model import Plan
+import yaml
 
-EXPORT_FORMATS = ("c-header", "json")
+from budgetplan.plan.model import Plan
+from budgetplan.plan.tiny_training import scheme_from_plan, scheme_to_dict
+
+EXPORT_FORMATS = ("c-header", "json", "tiny-training")
+
+
+def export_text(plan: Plan, fmt: str, source: str = "") -> str:
+    """The plan in one of ``EXPORT_FORMATS``; ``source`` names the plan file in a header."""
+    if fmt == "c-header":
+        return c_header(plan)
+    if fmt == "json":
+        return json.dumps(plan_table(plan), indent=2) + "\n"
+    if fmt == "tiny-training":
+        return tiny_training_config(plan, source)
+    raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
 
 
 def plan_table(plan: Plan) -> dict[str, Any]:
@@ -83,3 +99,25 @@ def c_header(plan: Plan, guard: str = "BUDGETPLAN_PLAN_H") -> str:
         )
     lines += ["};", "", f"#endif /* {guard} */", ""]
     return "\n".join(lines)
+
+
+def tiny_training_config(plan: Plan, source: str = "") -> str:
+    """YAML with the plan's ``backward_config`` under a comment header naming the plan and
+    model; a ``PlanError`` when no ``backward_config`` trains what the plan trains."""
+    scheme = scheme_from_plan(plan)
+    head = next((layer.name for layer in reversed(plan.layers) if layer.kind == "linear"), None)
+    n_conv = sum(1 for layer in plan.layers if layer.kind != "linear")
+    lines = [
+        "# Sparse Update backward_config (Lin et al., NeurIPS 2022) of the budgetplan plan"
+        + (f" {source}" if source else ""),
+        f"# model {plan.model}, input {'x'.join(map(str, plan.input_shape))}, batch {plan.batch_size}, "
+        f"on {plan.device.name}; fingerprint {plan.fingerprint}",
+        f"# convolutions numbered 0 to {n_conv - 1} in forward order"
+        + (f"; the classifier {head} trains in full" if head else ""),
+    ]
+    body = yaml.safe_dump({"backward_config": scheme_to_dict(scheme)}, sort_keys=False, default_flow_style=None)
+    return "\n".join(_comment_line(line) for line in lines) + "\n" + body
+
+
+def _comment_line(text: str) -> str:
+    return text.replace("\n", " ")  # model names come from the plan file

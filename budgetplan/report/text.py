@@ -63,6 +63,12 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
         f"{format_bytes(p.resident_bytes)} + saved tensors {format_bytes(p.saved_bytes)})"
         + (f", cap {format_bytes(plan.training_memory_cap)}" if plan.training_memory_cap else "")
     )
+    out.append(_sparse_update_line(plan))
+    if p.patch_grid:
+        out.append(
+            f"          patch stage: the layers before {p.patch_until} run in {p.patch_grid}x{p.patch_grid} patches, "
+            f"{format_bytes(p.patch_bytes)} (one patch, its outputs, the input)"
+        )
     if plan.exceeds_device:
         free = format_bytes(dev.sram - dev.reserved)
         out.append(f"          note: the budget exceeds {dev.name}'s free SRAM ({free}); this plan will not run on it")
@@ -75,13 +81,37 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
         f"compute   {format_count(p.forward_macs)} forward + {format_count(p.backward_macs)} backward MACs "
         f"per step: {p.step_seconds:.3g} s at {format_count(dev.macs_per_second)} MAC/s{latency}"
     )
-    out.append(
-        f"solver    {plan.solver} {plan.status} (gap {plan.optimality_gap:g}) in {plan.solve_seconds:.2f} s; "
-        f"objective {plan.objective:.4f}"
-    )
+    if plan.status == "imported":
+        out += _scheme_lines(plan)
+    else:
+        out.append(
+            f"solver    {plan.solver} {plan.status} (gap {plan.optimality_gap:g}) in {plan.solve_seconds:.2f} s; "
+            f"objective {plan.objective:.4f}"
+        )
     out.append(f"importance {plan.importance_source}")
     out.append(f"accounting {plan.accounting}")
     return "\n".join(out)
+
+
+def _sparse_update_line(plan: Plan) -> str:
+    """Training memory as Sparse Update counts it (docs/tiny-training.md), next to ours."""
+    if plan.sparse_update_bytes is None:
+        return "          Sparse Update accounting not in this plan (planning.accounting.with_accounting adds it)"
+    reported = ", the training memory this plan reports" if plan.training_accounting == "sparse-update" else ""
+    return f"          Sparse Update accounting {format_bytes(plan.sparse_update_bytes)} (Lin et al. 2022){reported}"
+
+
+def _scheme_lines(plan: Plan) -> list[str]:
+    """Where an imported plan came from and how training keeps its channel choice."""
+    scheme = plan.options.get("scheme")
+    source = scheme.get("source", "?") if isinstance(scheme, dict) else "?"
+    criteria, sampler = plan.options.get("weight_select_criteria"), plan.options.get("sampler")
+    lines = [f"scheme    tiny-training backward_config from {source}; objective {plan.objective:.4f}"]
+    if sampler:
+        lines.append(f"          channels: {criteria}, chosen once (train with sampler={sampler!r}, resample='never')")
+    elif criteria:
+        lines.append(f"          channels: {criteria}, chosen once; no budgetplan sampler makes that choice")
+    return lines
 
 
 def render_costs(costs: CostTable) -> str:

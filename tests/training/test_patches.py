@@ -96,3 +96,34 @@ def test_refuses_what_patches_cannot_run(mobilenet):
     patched = PatchedForward(model, x, "features.2.conv.0.0", 2)
     with pytest.raises(ModelError, match="training mode"):
         patched(x)
+
+
+def test_a_fit_with_the_patch_stage_equals_one_without():
+    """BudgetPlanCallback trains the layers after the split; run in patches or whole, the
+    same steps give the same weights."""
+    import lightning.pytorch as pl
+
+    from budgetplan import BudgetPlanCallback
+
+    from ..lightning_helpers import TinyModule, data, partial_plan, trainer
+
+    plan = partial_plan({"net.features.6": 8})
+    results = []
+    for patched in (False, True):
+        pl.seed_everything(0)
+        module = TinyModule()
+        module.net.head[0].p = 0.0  # no dropout: the two runs draw the same numbers
+        start = {name: p.detach().clone() for name, p in module.named_parameters()}
+        fit = trainer(2, [BudgetPlanCallback(plan=plan, seed=1)])
+        if patched:
+            runner = PatchedForward(module.net, torch.zeros(1, 3, 8, 8), "features.6", 2)
+            with runner.install():
+                fit.fit(module, data())
+            assert runner.largest_elements == runner.claimed_elements  # the patches did run
+        else:
+            fit.fit(module, data())
+        results.append({name: p.detach().clone() for name, p in module.named_parameters()})
+    whole, patched_run = results
+    assert not torch.equal(whole["net.features.6.weight"], start["net.features.6.weight"])  # it trained
+    for name in whole:
+        assert torch.allclose(whole[name], patched_run[name], atol=1e-5), name
