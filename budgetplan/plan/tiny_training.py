@@ -24,7 +24,7 @@ the cost table's layers that are not Linear, in table order, which is forward or
 >>> scheme_to_dict(scheme)["manual_weight_idx"]
 [1]
 >>> export_ratio(12, 48), export_ratio(5, 48), export_ratio(1, 48)
-(0.25, 5, 0.03125)
+(0.25, 0.11458333333333333, 0.03125)
 """
 
 from __future__ import annotations
@@ -371,13 +371,12 @@ def plan_from_scheme(
 
 def export_ratio(count: int, total: int) -> Ratio:
     """How a count of ``total`` input channels is written so that Sparse Update keeps exactly
-    ``count``: a ratio of ``EXPORT_RATIOS`` when ``int(total·r)`` gives it, else the count
-    (above 1), else ``(count + 0.5) / total``."""
+    ``count``: a ratio of ``EXPORT_RATIOS`` when ``int(total·r)`` gives it, else
+    ``(count + 0.5) / total``. Never the count itself: tiny-training's training script reads
+    the ratios from a string as floats, where a count above 1 is refused."""
     for ratio in EXPORT_RATIOS:
         if int(total * ratio) == count:
             return ratio
-    if count > 1:
-        return count
     ratio = (count + 0.5) / total
     assert int(total * ratio) == count, (count, total)
     return ratio

@@ -115,7 +115,12 @@ def tiny_training_config(plan: Plan, source: str = "") -> str:
         f"# convolutions numbered 0 to {n_conv - 1} in forward order"
         + (f"; the classifier {head} trains in full" if head else ""),
     ]
-    body = yaml.safe_dump({"backward_config": scheme_to_dict(scheme)}, sort_keys=False, default_flow_style=None)
+    block = scheme_to_dict(scheme)
+    # tiny-training's training script splits these two on "-" (partial_backward.py)
+    for key in ("manual_weight_idx", "weight_update_ratio"):
+        if isinstance(block.get(key), list):
+            block[key] = "-".join(str(value) for value in block[key])
+    body = yaml.safe_dump({"backward_config": block}, sort_keys=False, default_flow_style=False)
     return "\n".join(_comment_line(line) for line in lines) + "\n" + body
 
 

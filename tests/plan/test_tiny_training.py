@@ -122,7 +122,9 @@ def test_published_schemes_round_trip(costs, device, tmp_path, label):
     kept = {i: int(convs[i].in_channels * r) for i, r in zip(indices, ratios, strict=True)}
     assert normalised(again, costs) == {i: c for i, c in kept.items() if c} == normalised(scheme, costs)
     assert choices_from_scheme(again, costs) == choices
-    assert all(r in (1, 0.5, 0.25, 0.125, 0.0625) for r in exported["weight_update_ratio"])
+    # written as tiny-training's training script reads them: "-"-joined, ratios only
+    assert all(float(r) in (1, 0.5, 0.25, 0.125, 0.0625) for r in exported["weight_update_ratio"].split("-"))
+    assert [int(i) for i in str(exported["manual_weight_idx"]).split("-")] == sorted(normalised(scheme, costs))
 
 
 def test_string_forms_and_the_other_keys_are_read():
@@ -266,4 +268,4 @@ def test_every_channel_count_is_written_so_that_it_reads_back():
     for total in range(1, 400):
         for count in range(1, total + 1):
             ratio = export_ratio(count, total)
-            assert (int(total * ratio) if ratio <= 1 else ratio) == count, (count, total, ratio)
+            assert ratio <= 1 and int(total * float(str(ratio))) == count, (count, total, ratio)
