@@ -85,7 +85,7 @@ def _accounting_argument(parser: argparse.ArgumentParser | argparse._ArgumentGro
         choices=ACCOUNTINGS,
         default=ACCOUNTINGS[0],
         help="what the plan reports as training memory: budgetplan's count or Sparse Update's (Lin et al. 2022)"
-        + ("; --training-memory caps budgetplan's" if cap else "")
+        + (", and what --training-memory caps" if cap else "")
         + " (default budgetplan)",
     )
 

@@ -86,7 +86,6 @@ def _traced(args: argparse.Namespace, device: Any) -> Any:
 
 def _cmd_solve(args: argparse.Namespace) -> None:
     from budgetplan.plan.model import Plan
-    from budgetplan.planning.accounting import with_accounting
     from budgetplan.planning.assemble import plan_from_costs
     from budgetplan.planning.importance import resolve_importance
     from budgetplan.planning.options import DEFAULT_RATIOS, PlannerOptions
@@ -110,31 +109,16 @@ def _cmd_solve(args: argparse.Namespace) -> None:
         time_limit=args.time_limit,
         solver=args.solver,
         verbose=args.verbose,
+        accounting=args.accounting,
     )
     try:
-        solved = plan_from_costs(costs, device, importance, options)
+        plan: Plan = plan_from_costs(costs, device, importance, options)
     except InfeasibleError as err:
         raise _smaller_input(args, device, options, err) from None
-    plan: Plan = with_accounting(solved, costs, args.accounting)
     if plan.exceeds_device:
         free = device.sram - device.reserved
         print(f"budgetplan: warning: --budget is above {device.name}'s free SRAM ({free} bytes)", file=sys.stderr)
-    _warn_cap(plan)
     _write_plan(plan, args)
-
-
-def _warn_cap(plan: Any) -> None:
-    """The solver holds --training-memory to budgetplan's count; say when the reported one is over."""
-    from budgetplan.units import format_bytes
-
-    cap = plan.training_memory_cap
-    if cap is not None and plan.training_memory_bytes > cap:
-        print(
-            f"budgetplan: warning: training memory under the {plan.training_accounting} accounting is "
-            f"{format_bytes(plan.training_memory_bytes)}, above --training-memory {format_bytes(cap)}, which the "
-            "solver holds to budgetplan's count",
-            file=sys.stderr,
-        )
 
 
 def _write_plan(plan: Any, args: argparse.Namespace) -> None:

@@ -334,6 +334,19 @@ def test_solve_with_the_sparse_update_accounting_prints_json(tmp_path):
     assert "the training memory this plan reports" in table and "training memory reported as Sparse Update" in table
 
 
+def test_the_cap_holds_the_accounting_it_names():
+    """At a 99 KB cap, each accounting's figure is within it, and the two plans differ."""
+    plans = {}
+    for accounting in ("budgetplan", "sparse-update"):
+        result = run_cli("solve", "--training-memory", "99KB", "--accounting", accounting, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        plans[accounting] = json.loads(result.stdout)
+        assert plans[accounting]["training_memory_by_accounting"][accounting] <= 99 * 1024
+    # Sparse Update counts the head's weights at 0 bits: more fits under its cap
+    assert plans["sparse-update"]["training_memory_by_accounting"]["budgetplan"] > 99 * 1024
+    assert plans["sparse-update"]["objective"] >= plans["budgetplan"]["objective"]
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

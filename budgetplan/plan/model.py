@@ -31,6 +31,7 @@ from budgetplan.errors import PlanError
 from budgetplan.plan import compare, match
 from budgetplan.plan.match import list_problems
 from budgetplan.planning.memory import Prediction
+from budgetplan.planning.options import Accounting
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "LayerPlan", "Plan", "list_problems"]
 
 SCHEMA_VERSION = 1  # the plan file layout this version writes and reads (budgetplan.plan.io)
-ACCOUNTINGS = ("budgetplan", "sparse-update")  # what ``training_memory_bytes`` may be counted in
+ACCOUNTINGS = tuple(Accounting.choices())  # what ``training_memory_bytes`` may be counted in
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,16 @@ class Plan:
                 else " within the budget"
             )
         )
+        theirs = self.training_accounting == "sparse-update"
         if self.training_memory_cap is not None:
-            text += "; and training memory (updated weights + saved tensors, the published accounting) within the cap"
-        if self.training_accounting == "sparse-update":
+            what = (
+                ", as Sparse Update counts it (Lin et al. 2022),"
+                if theirs
+                else " (updated weights + saved tensors, the published accounting)"
+            )
+            text += f"; and training memory{what} within the cap"
+        elif theirs:
             text += "; training memory reported as Sparse Update counts it (Lin et al. 2022)"
-            if self.training_memory_cap is not None:
-                text += ", the cap held to budgetplan's count"
         return text
 
     @property

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from math import prod
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,40 @@ def _output_positions(layer: LayerCost) -> int:
     return prod(layer.output_hw) * layer.calls
 
 
+@dataclass(frozen=True)
+class SparseUpdateTerms:
+    """Bits Sparse Update counts for one layer, per decision (all at ``batch_size``)."""
+
+    path: int  # masks, when the gradient reaches the layer (not the classifier)
+    bias: int  # the bias, when it trains
+    per_channel: int  # per kept input channel: its input and its weights
+    keeps_all: bool  # a grouped conv keeps every channel whenever its weight trains
+    head: int  # the classifier's input, when it trains
+
+    def weight(self, layer: LayerCost, channels: int) -> int:
+        """Bits of the kept input channels and weights for ``channels`` trained ones."""
+        if not channels:
+            return 0
+        return self.per_channel * (layer.in_channels if self.keeps_all else channels)
+
+
+def sparse_update_terms(layer: LayerCost, is_classifier: bool, batch_size: int = 1) -> SparseUpdateTerms:
+    """The per-decision bits of ``layer``: what ``sparse_update_bits`` adds up, and what the
+    planner's program caps when ``accounting`` is ``sparse-update`` (docs/tiny-training.md)."""
+    if is_classifier:
+        head = batch_size * layer.in_channels * layer.activation_elements_per_channel * ACTIVATION_BITS
+        head += (layer.weight_elements + layer.bias_elements) * CLASSIFIER_BITS
+        return SparseUpdateTerms(0, 0, 0, False, head)
+    return SparseUpdateTerms(
+        path=batch_size * layer.out_channels * _output_positions(layer) * MASK_BITS,
+        bias=layer.bias_elements * (BIAS_BITS + MOMENTUM_BITS),
+        per_channel=batch_size * layer.activation_elements_per_channel * ACTIVATION_BITS
+        + layer.weight_elements_per_channel * (WEIGHT_BITS + MOMENTUM_BITS),
+        keeps_all=_is_grouped(layer),
+        head=0,
+    )
+
+
 def sparse_update_bits(costs: CostTable, choices: Mapping[str, Choice], batch_size: int = 1) -> dict[str, int]:
     """Bits Sparse Update counts per layer (only layers that count something)."""
     head = classifier(costs)
@@ -89,21 +124,15 @@ def sparse_update_bits(costs: CostTable, choices: Mapping[str, Choice], batch_si
     first = next((i for i, c in enumerate(picked) if c.updates), len(picked))
     bits: dict[str, int] = {}
     for i, (layer, choice) in enumerate(zip(costs.layers, picked, strict=True)):
-        if head is not None and layer.name == head.name:
+        is_head = head is not None and layer.name == head.name
+        terms = sparse_update_terms(layer, is_head, batch_size)
+        if is_head:
             if choice.updates:
-                weights = (layer.weight_elements + layer.bias_elements) * CLASSIFIER_BITS
-                bits[layer.name] = weights + batch_size * layer.in_channels * layer.activation_elements_per_channel * 8
+                bits[layer.name] = terms.head
             continue
         if i < first:
             continue  # the gradient never reaches it
-        count = batch_size * layer.out_channels * _output_positions(layer) * MASK_BITS
-        if choice.bias:
-            count += layer.bias_elements * (BIAS_BITS + MOMENTUM_BITS)
-        if choice.channels:
-            kept = layer.in_channels if _is_grouped(layer) else choice.channels
-            count += batch_size * layer.activation_elements_per_channel * kept * ACTIVATION_BITS
-            count += layer.weight_elements_per_channel * kept * (WEIGHT_BITS + MOMENTUM_BITS)
-        bits[layer.name] = count
+        bits[layer.name] = terms.path + (terms.bias if choice.bias else 0) + terms.weight(layer, choice.channels)
     return bits
 
 

@@ -74,6 +74,7 @@ def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
         layers=layers,
         predicted=predict(costs, device, solution.choices, batch, solution.patch),
         sparse_update_bytes=sparse_update_memory(costs, solution.choices, batch),
+        training_accounting=options.accounting.value,
         status=solution.status,
         solver=solution.solver,
         objective=solution.objective,

@@ -26,9 +26,11 @@ import pulp
 
 from budgetplan.costs.pricing import LayerBytes, base_bytes, layer_bytes
 from budgetplan.device.profile import Executor
+from budgetplan.planning.accounting import classifier, sparse_update_terms
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL, run_solver
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import channel_options, layer_value
+from budgetplan.planning.options import Accounting
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.trainable import Trainable
 
@@ -167,10 +169,35 @@ class Program:
             # backward at l: its gradient buffer (when on the path) plus what is still saved
             prob += base + self.resident + terms[i].live_backward * y[i] + held[i] <= limit, f"backward_{i}"
         # training memory, the published accounting: resident + Σ saved, no working buffers
-        self.training_memory = self.resident + pulp.lpSum(saved)
+        # (budgetplan's count), or as Sparse Update counts it
+        if self.problem.options.accounting is Accounting.SPARSE_UPDATE:
+            self.training_memory = self._sparse_update_memory()
+        else:
+            self.training_memory = self.resident + pulp.lpSum(saved)
         cap = self.problem.options.training_memory
         if self.goal is not Goal.TRAINING_MEMORY and cap is not None:
             prob += self.training_memory <= cap, "training_memory"
+
+    def _sparse_update_memory(self) -> pulp.LpAffineExpression:
+        """Bytes of training memory as Sparse Update counts it (``budgetplan.planning.accounting``):
+        masks on the path, biases, kept channels, and the classifier's input when it trains."""
+        prob, batch = self.prob, self.problem.options.batch_size
+        head = classifier(self.problem.costs)
+        bits = []
+        for i, layer in enumerate(self.layers):
+            terms = sparse_update_terms(layer, head is not None and layer.name == head.name, batch)
+            if head is not None and layer.name == head.name:
+                trains = prob.add_variable(f"u_{i}", cat="Binary")  # u ≥ Σ_c x, u ≥ b: the classifier trains
+                prob += trains >= self.weight_on[i], f"classifier_trains_{i}"
+                if i in self.b:
+                    prob += trains >= self.b[i], f"classifier_bias_{i}"
+                bits.append(terms.head * trains)
+                continue
+            bits.append(terms.path * self.y[i])
+            if i in self.b:
+                bits.append(terms.bias * self.b[i])
+            bits += [terms.weight(layer, c) * self.x[i, c] for c in self.channels_of[layer.name]]
+        return pulp.lpSum(bits) / 8
 
     def _add_compute_constraint(self) -> None:
         costs, layers, y = self.problem.costs, self.layers, self.y

@@ -30,6 +30,14 @@ class Utility(EnumStr):
     LINEAR = "linear"  # r: a static selection
 
 
+class Accounting(EnumStr):
+    """What training memory counts (``training_memory`` caps it, plans report it):
+    budgetplan's count or Sparse Update's (docs/tiny-training.md)."""
+
+    BUDGETPLAN = "budgetplan"
+    SPARSE_UPDATE = "sparse-update"
+
+
 class Solver(EnumStr):
     """The MILP solver: HiGHS when installed (``auto``), or one named."""
 
@@ -44,7 +52,8 @@ class PlannerOptions:
 
     ``budget`` and ``max_step_latency`` default to the device's. ``training_memory``
     caps the published accounting (updated weights and biases plus saved tensors, no
-    working buffers) on top of the physical budget. ``require`` lists name patterns of
+    working buffers) on top of the physical budget, counted as ``accounting`` says
+    (budgetplan's count, or Sparse Update's). ``require`` lists name patterns of
     layers trained in full (every channel and the bias); ``None`` means the classifier
     (the last layer) when it is allowed. ``include``/``exclude`` are name patterns (``fnmatch``).
     ``utility`` is ``coverage`` (``1-(1-r)^E``, the expected fraction of a layer's
@@ -68,10 +77,11 @@ class PlannerOptions:
     solver: Solver = Solver.AUTO
     bias_only: bool = False
     verbose: bool = False
+    accounting: Accounting = Accounting.BUDGETPLAN
 
     def __post_init__(self) -> None:
         # choices may be given as text, as on the command line
-        for name, kind in (("utility", Utility), ("solver", Solver)):
+        for name, kind in (("utility", Utility), ("solver", Solver), ("accounting", Accounting)):
             value = getattr(self, name)
             try:
                 object.__setattr__(self, name, kind.from_str(value))

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from budgetplan.costs.table import CostTable, PatchOption
 from budgetplan.device.profile import DeviceProfile, Executor
 from budgetplan.errors import BudgetPlanError
+from budgetplan.planning.accounting import sparse_update_memory
 from budgetplan.planning.backends import FEASIBLE, NO_SOLUTION, OPTIMAL
 from budgetplan.planning.diagnose import infeasible_error
 from budgetplan.planning.ilp import Program
 from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, predict
 from budgetplan.planning.objective import objective
-from budgetplan.planning.options import PlannerOptions
+from budgetplan.planning.options import Accounting, PlannerOptions
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.trainable import trainable_layers
 
@@ -70,9 +71,12 @@ def fits(
     p = predict(costs, device, choices, options.batch_size, patch)
     budget = options.budget_on(device)
     latency = options.latency_on(device)
+    trained = p.training_memory_bytes
+    if options.training_memory is not None and options.accounting is Accounting.SPARSE_UPDATE:
+        trained = sparse_update_memory(costs, choices, options.batch_size)
     return (
         p.peak_bytes <= budget
-        and (options.training_memory is None or p.training_memory_bytes <= options.training_memory)
+        and (options.training_memory is None or trained <= options.training_memory)
         and (latency is None or p.step_seconds <= latency)
     )
 

@@ -11,6 +11,7 @@ import torch
 from budgetplan import BudgetPlanError, InfeasibleError, solve
 from budgetplan.costs.table import CostTable, PatchOption
 from budgetplan.device.profile import BitWidths
+from budgetplan.planning.accounting import sparse_update_memory
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, predict
@@ -51,7 +52,10 @@ def brute_force(costs, device, importance, options):
         kept = []
         for stage in stages:
             p = predict(costs, device, choices, options.batch_size, stage)
-            if options.training_memory is not None and p.training_memory_bytes > options.training_memory + TOL:
+            trained = p.training_memory_bytes
+            if options.accounting == "sparse-update":
+                trained = sparse_update_memory(costs, choices, options.batch_size)
+            if options.training_memory is not None and trained > options.training_memory + TOL:
                 continue
             if options.max_step_latency is not None and p.step_seconds > options.max_step_latency * (1 + 1e-9):
                 continue
@@ -130,6 +134,7 @@ def random_instance(seed):
     options["budget"] = int(rng.uniform(0.9 * low, high))
     if rng.random() < 0.25:
         options["training_memory"] = int(rng.uniform(0.2, 1.0) * high)
+        options["accounting"] = rng.choice(["budgetplan", "sparse-update"])
     if rng.random() < 0.25:
         options["max_step_latency"] = rng.uniform(0.5, 1.5) * (costs.forward_macs + 600) / device.macs_per_second
     return costs, device, importance, PlannerOptions(**options)
