@@ -107,34 +107,36 @@ def _needed(window: Window | None, dim: int, out: Interval, size: int) -> Interv
     return (max(0, start), min(size, stop))
 
 
-def _hull(a: Interval | None, b: Interval) -> Interval:
-    return b if a is None else (min(a[0], b[0]), max(a[1], b[1]))
-
-
 def _intervals(trace: Trace, end: int, outputs: Iterable[int], grid: int, index: int, dim: int) -> dict[int, Interval]:
     """Positions along ``dim`` that each tensor of ``ops[:end]`` holds for patch row (or
     column) ``index``: its tile of the outputs, and back through the prefix what they read."""
     need: dict[int, Interval] = {}
+    shapes = trace.shapes
     for t in outputs:
-        need[t] = _tile(trace.shapes[t][2 + dim], grid, index)
+        need[t] = _tile(shapes[t][2 + dim], grid, index)
     for op in reversed(trace.ops[:end]):
         held = [need[t] for t in op.outputs if t in need]
         if not held:  # an output nothing reads: computed whole
-            out: Interval = (0, trace.shapes[op.outputs[0]][2 + dim])
+            out: Interval = (0, shapes[op.outputs[0]][2 + dim])
+        elif len(held) == 1:
+            out = held[0]
         else:
             out = (min(h[0] for h in held), max(h[1] for h in held))
         for t in op.inputs:
-            need[t] = _hull(need.get(t), _needed(op.window, dim, out, trace.shapes[t][2 + dim]))
+            read = _needed(op.window, dim, out, shapes[t][2 + dim])
+            before = need.get(t)
+            need[t] = read if before is None else (min(before[0], read[0]), max(before[1], read[1]))
         for t in op.outputs:
             need.setdefault(t, out)
     return need
 
 
-def patch_regions(trace: Trace, end: int, grid: int) -> PatchRegions | None:
+def patch_regions(trace: Trace, end: int, grid: int, limit: int | None = None) -> PatchRegions | None:
     """The regions of every tensor of ``ops[:end]`` on a ``grid × grid`` patch grid, or
     ``None`` when patches cannot run that prefix (an op that is not local, outputs of
-    different sizes, a grid finer than the outputs)."""
-    if end <= 0 or end > local_end(trace):
+    different sizes, a grid finer than the outputs). ``limit`` is ``local_end(trace)``
+    when known."""
+    if end <= 0 or end > (local_end(trace) if limit is None else limit):
         return None
     outputs = prefix_outputs(trace, end)
     sizes = {_spatial(trace.shapes[t]) for t in outputs}
@@ -229,7 +231,7 @@ def patch_options(
         if whole >= unpatched:  # what is held whole already needs as much as running whole
             continue
         for grid in grids:
-            regions = patch_regions(trace, end, grid)
+            regions = patch_regions(trace, end, grid, limit)
             if regions is None:
                 continue
             live = _patch_live(trace, regions, inplace_ops) + whole
