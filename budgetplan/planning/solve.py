@@ -81,6 +81,13 @@ def fits(
     )
 
 
+def fits_with_stage(
+    costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]
+) -> bool:
+    """Whether ``choices`` keep every limit, with the patch stage ``patch_stage`` picks for them."""
+    return fits(costs, device, options, choices, patch_stage(costs, device, options, choices))
+
+
 def patch_stage(
     costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]
 ) -> PatchOption | None:

@@ -14,7 +14,7 @@ from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.problem import Problem
-from budgetplan.planning.solve import Solution, fits
+from budgetplan.planning.solve import Solution, fits_with_stage, patch_stage
 from budgetplan.strategies.base import Draw, LayerToTrain, Strategy, Training
 from budgetplan.units import format_bytes
 
@@ -49,7 +49,8 @@ class TraDy(Strategy):
         costs, device, importance, options = problem.costs, problem.device, problem.importance, problem.options
         choices, channels = trady_draw(costs, device, importance, options, seed)
         value = objective(costs, importance, options, choices)
-        solution = Solution(choices, "drawn", value, self.name, 0.0, required_layers(costs, options))
+        stage = patch_stage(costs, device, options, choices)
+        solution = Solution(choices, "drawn", value, self.name, 0.0, required_layers(costs, options), stage)
         return Draw(plan_from_choices(costs, device, importance, options, solution), channels)
 
 
@@ -71,7 +72,8 @@ def trady_draw(
     The required layers (default: the classifier) train in full; then channels of the
     top-K layers, taken in one uniformly random order over all of them, join while every
     limit still holds. Memory only grows along that order, so the longest fitting prefix is
-    found by bisection.
+    found by bisection. With ``executor: patch`` each prefix is checked with the patch
+    stage it would run (adding channels only removes stages, so that stays monotone).
 
     >>> import torch
     >>> from budgetplan.costs.build import layer_costs
@@ -87,7 +89,7 @@ def trady_draw(
     """
     required = required_layers(costs, options)
     base = {name: Choice(costs.layer(name).in_channels, costs.layer(name).bias_elements > 0) for name in required}
-    if not fits(costs, device, options, base):
+    if not fits_with_stage(costs, device, options, base):
         raise InfeasibleError(
             f"trady: training {', '.join(required)} in full does not fit a budget of "
             f"{format_bytes(options.budget_on(device))} on {device.name}"
@@ -105,7 +107,7 @@ def trady_draw(
     low, high = 0, len(pool)  # choices_of(low) fits; find the largest n that does
     while low < high:
         mid = (low + high + 1) // 2
-        if fits(costs, device, options, choices_of(mid)):
+        if fits_with_stage(costs, device, options, choices_of(mid)):
             low = mid
         else:
             high = mid - 1
