@@ -108,6 +108,14 @@ def test_devices():
     assert all(name in table for name in names)
 
 
+def test_profile_lists_the_patch_stages():
+    planned = run_cli("profile", "--device", "rp2040").stdout
+    assert "patch stages (planned): before features.2.conv.0.0 2x2:" in planned
+    offered = run_cli("profile", "--device", "rp2040", "--executor", "inplace-dw").stdout
+    assert "patch stages (with --executor patch)" in offered
+    assert "patch stages" not in run_cli("profile", "--device", "raspberry-pi-4").stdout
+
+
 def test_profile_json():
     result = run_cli("profile", "--model", "resnet18", "--input-size", "64", "--format", "json")
     assert result.returncode == 0, result.stderr

@@ -139,6 +139,13 @@ def render_costs(costs: CostTable) -> str:
         table(headers, rows, [False, False, True, True, True, True, True, True, True, True, True]),
         f"{len(costs.layers)} layers, {format_count(costs.forward_macs)} forward MACs.",
     ]
+    if costs.patch_options:
+        options = ", ".join(
+            f"before {costs.layers[o.split].name} {o.grid}x{o.grid}: {format_count(o.live_elements)} live, "
+            f"+{format_count(o.extra_macs)} MACs"
+            for o in costs.patch_options
+        )
+        text.append(f"patch stages ({'planned' if costs.executor == 'patch' else 'with --executor patch'}): {options}")
     for item in costs.uncosted:
         text.append(f"not planned: {item.name} ({item.type}): {item.reason}")
     if costs.unknown_ops:

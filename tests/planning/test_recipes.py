@@ -27,7 +27,8 @@ def recipes(costs, device, importance, options):
     yield "classifier", full_head
     yield "bias", {**full_head, **{layer.name: Choice(0, True) for layer in costs.layers[:-1] if layer.bias_elements}}
     for k in range(2, len(costs.layers) + 1):
-        yield f"last {k}", {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in costs.layers[-k:]}
+        last = costs.layers[-k:]
+        yield f"last {k}", {layer.name: Choice(layer.in_channels, layer.bias_elements > 0) for layer in last}
     for path in SCHEMES:
         yield path.stem, choices_from_scheme(load_scheme(path), costs)
     for seed in range(3):
