@@ -23,6 +23,17 @@ from budgetplan.files import writable_target
 MAX_SWEEP = 64  # budgets one sweep solves (each is a solve of up to --time-limit seconds)
 
 
+# what str.splitlines breaks on: a message quoting a file's names must stay one line
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every line break written as its escape (``\\x1e``)."""
+    for char in _LINE_BREAKS:
+        text = text.replace(char, repr(char)[1:-1])
+    return text
+
+
 def _emit(data: Any, fmt: str, text: str) -> None:
     if fmt == "json":
         print(json.dumps(data, indent=2))
@@ -326,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 writable_target(getattr(args, output))
         commands[args.command](args)
     except BudgetPlanError as err:
-        print(f"budgetplan: error: {err}", file=sys.stderr)
+        print(f"budgetplan: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

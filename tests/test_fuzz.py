@@ -97,6 +97,7 @@ def profile_texts(draw: st.DrawFn) -> str:
 @settings(SETTINGS, max_examples=15)  # each one a solve
 @given(profile=profile_texts(), budget=st.one_of(st.none(), sizes, junk.map(str)))
 @example(profile=yaml.safe_dump(base_profile()), budget=None).via("the valid profile plans")
+@example(profile=yaml.safe_dump({"\x1e": 1, **base_profile()}), budget=None).via("a field named by a line break")
 def test_generated_profiles_and_budgets(capsys, profile, budget):
     folder = Path(tempfile.mkdtemp())
     (folder / "board.yaml").write_text(profile)
