@@ -93,7 +93,7 @@ def plot_sweep(rows: list[SweepRow], path: str | Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
     feasible = [r for r in rows if r.feasible]
     budgets = [r.budget_bytes / KB for r in feasible]
-    ax.plot(budgets, [r.objective for r in feasible], "o-", color="#2b6cb0", label="objective")
+    ax.plot(budgets, [r.objective for r in feasible], "o-", color="#2b6cb0", label="objective (share of importance)")
     ax.plot(budgets, [r.trained_fraction for r in feasible], "s--", color="#c05621", label="weights trained (fraction)")
     infeasible = [r.budget_bytes / KB for r in rows if not r.feasible]
     if infeasible:
@@ -104,6 +104,7 @@ def plot_sweep(rows: list[SweepRow], path: str | Path, title: str) -> None:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("budget (KB)")
+    ax.set_ylabel("fraction (0 to 1)")
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
