@@ -206,7 +206,11 @@ def _add_importance(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     importance = sub.add_parser("importance", help="measure layer importance by fine-tuning on data")
     _model_arguments(importance)
     importance.add_argument("--pretrained", action="store_true", help="ImageNet weights (mobilenet_v2, width 1.0)")
-    importance.add_argument("--data", default="digits", help="'digits' (offline) or an ImageFolder directory")
+    importance.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (offline), an ImageFolder directory, or package.module:factory returning a dataset",
+    )
     importance.add_argument("--steps", type=_count, default=100, help="optimizer steps of dense fine-tuning")
     importance.add_argument("--batch-size", type=_count, default=32)
     importance.add_argument("--lr", type=_positive, default=0.005)

@@ -285,8 +285,15 @@ def _dataset(data: str, shape: tuple[int, ...]) -> Any:
     import torchvision
     from torchvision import transforms
 
+    if ":" in data and not Path(data).is_dir():
+        from budgetplan.zoo.datasets import dataset_from_factory
+
+        return dataset_from_factory(data, shape)
     if not Path(data).is_dir():
-        raise BudgetPlanError(f"--data {data!r}: give 'digits' or a directory of class folders (ImageFolder)")
+        raise BudgetPlanError(
+            f"--data {data!r}: give 'digits', a directory of class folders (ImageFolder) "
+            "or package.module:factory returning a dataset"
+        )
     prepare = transforms.Compose([transforms.Resize(shape[-2:]), transforms.ToTensor()])
     return torchvision.datasets.ImageFolder(data, transform=prepare)
 

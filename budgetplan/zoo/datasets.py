@@ -126,3 +126,26 @@ def image_dataset(name: str, root: str, train: bool, size: int = 128, download: 
     except (FileNotFoundError, RuntimeError) as err:
         # torchvision says "Dataset not found or corrupted" or "Couldn't find any class folder"
         raise missing from err
+
+
+def dataset_from_factory(spec: str, input_shape: tuple[int, ...]) -> Any:
+    """The dataset ``package.module:factory()`` returns (called with ``input_shape=`` when
+    it takes that argument): anything with ``__len__`` and ``__getitem__`` giving
+    ``(image, label)``, as ``budgetplan importance --data`` reads it."""
+    import inspect
+
+    from budgetplan.errors import ModelError
+    from budgetplan.zoo.models import import_factory
+
+    factory = import_factory(spec, f"--data {spec}")
+    try:
+        takes_shape = "input_shape" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_shape = False
+    try:
+        dataset = factory(input_shape=input_shape) if takes_shape else factory()
+    except Exception as err:
+        raise ModelError(f"--data {spec}: the factory failed: {err}") from err
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise ModelError(f"--data {spec}: the factory returned {type(dataset).__name__}, not a dataset")
+    return dataset

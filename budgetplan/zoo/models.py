@@ -74,14 +74,20 @@ def _describe(name: str, kwargs: dict[str, Any]) -> str:
     return f"{name}({args})"
 
 
-def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+def import_factory(spec: str, what: str) -> Any:
+    """The object ``package.module:name`` names; a ``ModelError`` starting with ``what``
+    (``model X``, ``--data X``) when it cannot be imported."""
     module_name, _, attr = spec.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except ImportError as err:
-        raise ModelError(f"model {spec}: cannot import {module_name} ({err})") from None
+        raise ModelError(f"{what}: cannot import {module_name} ({err})") from None
     except AttributeError:
-        raise ModelError(f"model {spec}: {module_name} has no attribute {attr!r}") from None
+        raise ModelError(f"{what}: {module_name} has no attribute {attr!r}") from None
+
+
+def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    factory = import_factory(spec, f"model {spec}")
     try:
         params = inspect.signature(factory).parameters
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())

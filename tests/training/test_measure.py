@@ -105,3 +105,24 @@ def test_importance_command(tmp_path):
     assert json.loads(solved.stdout)["importance_source"].startswith(f"file: {out} (measured")
     bad = run_cli("importance", "--data", str(tmp_path / "nowhere"), "--out", str(out))
     assert bad.returncode == 2 and "ImageFolder" in bad.stderr
+
+
+def test_importance_from_a_dataset_factory(tmp_path, monkeypatch):
+    """``--data package.module:factory``: the factory's dataset, at the input size asked for."""
+    (tmp_path / "my_data.py").write_text(
+        "import torch\n"
+        "def images(input_shape):\n"
+        "    x = torch.rand(16, *input_shape, generator=torch.Generator().manual_seed(0))\n"
+        "    return torch.utils.data.TensorDataset(x, torch.arange(16) % 3)\n"
+        "def broken():\n"
+        "    return 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "importance.yaml"
+    args = ["importance", "--model", "mobilenet_v3_small", "--input-size", "32", "--num-classes", "3"]
+    result = run_cli(*args, "--data", "my_data:images", "--steps", "2", "--batch-size", "8", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 steps on my_data:images" in result.stdout and out.exists()
+    for spec, words in (("my_data:broken", "returned int, not a dataset"), ("my_data:nothing", "no attribute")):
+        bad = run_cli(*args, "--data", spec, "--out", str(out))
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
