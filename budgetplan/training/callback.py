@@ -42,6 +42,7 @@ resumed run draws the same channels.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 import lightning.pytorch as pl
@@ -62,7 +63,8 @@ from budgetplan.training.freezing import batch_norms, keep_in_eval, train_only
 from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.meter import SavedTensorMeter
-from budgetplan.training.plan_source import PlanSource
+from budgetplan.training.patches import PatchedForward
+from budgetplan.training.plan_source import PlanSource, example_input
 from budgetplan.training.samplers import draw_seed, get_sampler
 from budgetplan.training.selection import ChannelSelection
 from budgetplan.training.state import FitState
@@ -88,6 +90,8 @@ class BudgetPlanCallback(Callback):
         example_input: a batch to trace the model with when solving.
         importance: importance YAML file for solving, ``"shipped"`` (the table shipped for
             the model) or ``"prior"`` (the default, the documented no-data prior).
+        patches: run the plan's patch stage on the host, as the device does
+            (``budgetplan.training.patches``; the result is the same, the forward slower).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...).
     """
 
@@ -102,6 +106,7 @@ class BudgetPlanCallback(Callback):
         example_input: Any = None,
         importance: str | Importance | None = None,
         strategy: str = "budgetplan",
+        patches: bool = False,
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
@@ -113,6 +118,9 @@ class BudgetPlanCallback(Callback):
         self._channels = ChannelSelection(self._guard, self._sampler)
         self._fit = FitState()
         self.saved_bytes_per_sample: float | None = None
+        self.patches = patches
+        self.patched: PatchedForward | None = None  # the patch stage in use, with ``patches``
+        self._patch_stage = ExitStack()
 
     def __init_strategy(self, strategy: str, resample: str | None, sampler: str | None, plan: Any) -> None:
         self.strategy = get_strategy(strategy)
@@ -146,6 +154,10 @@ class BudgetPlanCallback(Callback):
         self._channels.use(train_only(pl_module, training, prefix))
         self._fit.norms = batch_norms(pl_module)
         self._fit.lean = LeanAutograd(pl_module, self.selection)
+        if self.patches and self.plan is not None and self.plan.predicted.patch_grid:
+            example = example_input(trainer, pl_module, self.example_input)
+            split, grid = prefix + self.plan.predicted.patch_until, self.plan.predicted.patch_grid
+            self.patched = self._patch_stage.enter_context(PatchedForward(pl_module, example, split, grid).install())
         if self._fit.restored is not None:
             self._restore()
 
@@ -202,10 +214,12 @@ class BudgetPlanCallback(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._close_forward()
         self._guard.detach()
+        self._patch_stage.close()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._close_forward()
         self._guard.detach()
+        self._patch_stage.close()
 
     def _close_forward(self) -> None:
         measured = self._fit.close_forward()

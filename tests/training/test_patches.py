@@ -98,9 +98,13 @@ def test_refuses_what_patches_cannot_run(mobilenet):
         patched(x)
 
 
-def test_a_fit_with_the_patch_stage_equals_one_without():
-    """BudgetPlanCallback trains the layers after the split; run in patches or whole, the
-    same steps give the same weights."""
+@pytest.mark.parametrize("how", ["installed", "callback"])
+def test_a_fit_with_the_patch_stage_equals_one_without(how):
+    """BudgetPlanCallback trains the layers after the split; run in patches (installed
+    around the fit, or by the callback from the plan's patch stage) or whole, the same
+    steps give the same weights."""
+    import dataclasses
+
     import lightning.pytorch as pl
 
     from budgetplan import BudgetPlanCallback
@@ -108,20 +112,29 @@ def test_a_fit_with_the_patch_stage_equals_one_without():
     from ..lightning_helpers import TinyModule, data, partial_plan, trainer
 
     plan = partial_plan({"net.features.6": 8})
+    staged = dataclasses.replace(
+        plan, predicted=dataclasses.replace(plan.predicted, patch_grid=2, patch_until="net.features.6")
+    )
     results = []
     for patched in (False, True):
         pl.seed_everything(0)
         module = TinyModule()
         module.net.head[0].p = 0.0  # no dropout: the two runs draw the same numbers
         start = {name: p.detach().clone() for name, p in module.named_parameters()}
-        fit = trainer(2, [BudgetPlanCallback(plan=plan, seed=1)])
-        if patched:
+        if patched and how == "callback":
+            callback = BudgetPlanCallback(plan=staged, seed=1, patches=True)
+            trainer(2, [callback]).fit(module, data())
+            assert callback.patched is not None
+            assert callback.patched.largest_elements == callback.patched.claimed_elements  # the patches ran
+            assert callback.patched.largest_elements < callback.patched.largest_whole_elements
+        elif patched:
+            fit = trainer(2, [BudgetPlanCallback(plan=plan, seed=1)])
             runner = PatchedForward(module.net, torch.zeros(1, 3, 8, 8), "features.6", 2)
             with runner.install():
                 fit.fit(module, data())
             assert runner.largest_elements == runner.claimed_elements  # the patches did run
         else:
-            fit.fit(module, data())
+            trainer(2, [BudgetPlanCallback(plan=plan, seed=1)]).fit(module, data())
         results.append({name: p.detach().clone() for name, p in module.named_parameters()})
     whole, patched_run = results
     assert not torch.equal(whole["net.features.6.weight"], start["net.features.6.weight"])  # it trained
