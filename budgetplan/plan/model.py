@@ -81,9 +81,9 @@ class Plan:
 
     ``training_accounting`` names the accounting ``training_memory_bytes`` reports:
     ``budgetplan`` (the prediction's, docs/cost-model.md) or ``sparse-update`` (what
-    Sparse Update counts, Lin et al. 2022; docs/tiny-training.md), whose figure
-    ``sparse_update_bytes`` holds when the plan was made from a cost table that gave it
-    (``budgetplan.planning.accounting.with_accounting``), else ``None``.
+    Sparse Update counts, Lin et al. 2022; docs/tiny-training.md), as the planner's
+    ``accounting`` option said. ``sparse_update_bytes`` holds Sparse Update's figure;
+    ``None`` in plan files written before plans carried it.
     """
 
     device: DeviceProfile

@@ -29,7 +29,6 @@ the cost table's layers that are not Linear, in table order, which is forward or
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from budgetplan.errors import PlanError
 from budgetplan.files import read_yaml
-from budgetplan.planning.accounting import classifier, with_accounting
+from budgetplan.planning.accounting import classifier
 from budgetplan.planning.memory import Choice
 
 if TYPE_CHECKING:
@@ -336,13 +335,15 @@ def plan_from_scheme(
     from budgetplan.planning.diagnose import check_flash
     from budgetplan.planning.importance import prior_importance
     from budgetplan.planning.objective import objective
-    from budgetplan.planning.options import PlannerOptions, Utility
+    from budgetplan.planning.options import Utility, planner_options
     from budgetplan.planning.solve import Solution, patch_stage
 
     check_flash(costs, device)
     choices = choices_from_scheme(scheme, costs)
     # a static selection: a fraction r of the channels is worth r (the linear utility)
-    options = PlannerOptions(budget=budget, batch_size=batch_size, utility=Utility.LINEAR, require=())
+    options = planner_options(
+        budget=budget, batch_size=batch_size, utility=Utility.LINEAR, require=(), accounting=accounting
+    )
     importance = importance or prior_importance(costs)
     head = classifier(costs)
     solution = Solution(
@@ -352,8 +353,8 @@ def plan_from_scheme(
         solver="tiny-training",
         solve_seconds=0.0,
         required=(head.name,) if head is not None else (),
+        patch=patch_stage(costs, device, options, choices),
     )
-    solution = dataclasses.replace(solution, patch=patch_stage(costs, device, options, choices))
     plan = plan_from_choices(costs, device, importance, options, solution)
     criteria = scheme.weight_select_criteria
     plan.options.update(
@@ -363,7 +364,7 @@ def plan_from_scheme(
         sampler=SAMPLERS[criteria],
         resample="never",
     )
-    return with_accounting(plan, costs, accounting)
+    return plan
 
 
 # --- writing ------------------------------------------------------------------------------

@@ -32,21 +32,15 @@ Sparse Update reports kB as ``bits / 8 / 1024``; the functions here return bytes
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from math import prod
 from typing import TYPE_CHECKING
 
-from budgetplan.errors import BudgetPlanError
-from budgetplan.plan.model import ACCOUNTINGS
 from budgetplan.planning.memory import Choice
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable, LayerCost
-    from budgetplan.plan.model import Plan
-
-OURS, SPARSE_UPDATE = ACCOUNTINGS  # "budgetplan", "sparse-update"
 
 # Sparse Update's fixed bit widths (Lin et al. 2022)
 ACTIVATION_BITS = 8
@@ -55,13 +49,6 @@ BIAS_BITS = 32
 MOMENTUM_BITS = 0
 MASK_BITS = 1
 CLASSIFIER_BITS = 0  # the classifier's weights and bias are not counted
-
-
-def check_accounting(name: str) -> str:
-    """``name`` if it is a known accounting, else a ``BudgetPlanError`` listing them."""
-    if name not in ACCOUNTINGS:
-        raise BudgetPlanError(f"accounting must be one of {', '.join(ACCOUNTINGS)}, got {name!r}")
-    return name
 
 
 def classifier(costs: CostTable) -> LayerCost | None:
@@ -139,17 +126,3 @@ def sparse_update_bits(costs: CostTable, choices: Mapping[str, Choice], batch_si
 def sparse_update_memory(costs: CostTable, choices: Mapping[str, Choice], batch_size: int = 1) -> float:
     """Bytes of training memory as Sparse Update counts it (see the module docstring)."""
     return sum(sparse_update_bits(costs, choices, batch_size).values()) / 8
-
-
-def plan_choices(plan: Plan) -> dict[str, Choice]:
-    """The plan's decisions as choices, for the layers it updates."""
-    return {layer.name: Choice(layer.channels, layer.bias) for layer in plan.updated()}
-
-
-def with_accounting(plan: Plan, costs: CostTable, accounting: str = OURS) -> Plan:
-    """``plan`` with its Sparse Update figure computed from ``costs`` and ``accounting``
-    as the one its training memory is reported in."""
-    check_accounting(accounting)
-    plan.check_matches(costs)
-    figure = sparse_update_memory(costs, plan_choices(plan), plan.batch_size)
-    return dataclasses.replace(plan, training_accounting=accounting, sparse_update_bytes=figure)

@@ -96,7 +96,7 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
 def _sparse_update_line(plan: Plan) -> str:
     """Training memory as Sparse Update counts it (docs/tiny-training.md), next to ours."""
     if plan.sparse_update_bytes is None:
-        return "          Sparse Update accounting not in this plan (planning.accounting.with_accounting adds it)"
+        return "          Sparse Update accounting not in this plan file (solve it again to add it)"
     reported = ", the training memory this plan reports" if plan.training_accounting == "sparse-update" else ""
     return f"          Sparse Update accounting {format_bytes(plan.sparse_update_bytes)} (Lin et al. 2022){reported}"
 

@@ -10,13 +10,7 @@ from torch import nn
 from budgetplan.costs.build import layer_costs
 from budgetplan.errors import BudgetPlanError, PlanError
 from budgetplan.plan.model import Plan
-from budgetplan.planning.accounting import (
-    check_accounting,
-    plan_choices,
-    sparse_update_bits,
-    sparse_update_memory,
-    with_accounting,
-)
+from budgetplan.planning.accounting import sparse_update_bits, sparse_update_memory
 from budgetplan.planning.assemble import plan_from_choices
 from budgetplan.planning.importance import prior_importance
 from budgetplan.planning.memory import Choice
@@ -86,20 +80,26 @@ def test_a_grouped_conv_keeps_its_whole_input_and_weights():
     assert bits["dw.0"] == 8 * 36 + 8 * 32 + 36 * 8 * 8 + 8 * 4 * 9 * 8
 
 
+CHOICES = {"dw.0": Choice(3, True), "pw": Choice(2, True), "fc": Choice(4, True)}
+
+
+def plan_in(tiny, accounting="budgetplan"):
+    options = PlannerOptions(accounting=accounting)
+    solution = Solution(CHOICES, "optimal", 0.0, "test", 0.0)
+    return plan_from_choices(tiny, make_device(), prior_importance(tiny), options, solution)
+
+
 @pytest.fixture(scope="module")
 def plan(tiny):
-    choices = {"dw.0": Choice(3, True), "pw": Choice(2, True), "fc": Choice(4, True)}
-    options = PlannerOptions()
-    solution = Solution(choices, "optimal", 0.0, "test", 0.0)
-    return plan_from_choices(tiny, make_device(), prior_importance(tiny), options, solution)
+    return plan_in(tiny)
 
 
 def test_the_plan_reports_the_accounting_it_names(tiny, plan, tmp_path):
     # every plan carries both figures and reports budgetplan's unless told otherwise
-    expected = sparse_update_memory(tiny, plan_choices(plan))
+    expected = sparse_update_memory(tiny, CHOICES)
     assert plan.training_accounting == "budgetplan" and plan.sparse_update_bytes == expected
     assert plan.training_memory_bytes == plan.predicted.training_memory_bytes
-    theirs = with_accounting(plan, tiny, "sparse-update")
+    theirs = plan_in(tiny, "sparse-update")
     assert theirs.training_memory_bytes == theirs.sparse_update_bytes == expected
     assert theirs.training_memory_by_accounting() == {
         "budgetplan": plan.predicted.training_memory_bytes, "sparse-update": expected,
@@ -109,7 +109,7 @@ def test_the_plan_reports_the_accounting_it_names(tiny, plan, tmp_path):
     path = tmp_path / "plan.yaml"
     theirs.save(path)
     assert Plan.load(path).to_dict() == data
-    ours = with_accounting(plan, tiny)
+    ours = plan_in(tiny, "budgetplan")
     assert ours.training_memory_bytes == plan.predicted.training_memory_bytes and ours.sparse_update_bytes == expected
 
 
@@ -141,8 +141,8 @@ def test_a_bad_accounting_in_a_file_is_named(plan, tmp_path, edit, words):
     assert words in str(caught.value)
 
 
-def test_an_unknown_accounting_is_refused(tiny, plan):
+def test_an_unknown_accounting_is_refused(tiny):
     with pytest.raises(BudgetPlanError, match="accounting must be one of budgetplan, sparse-update"):
-        check_accounting("ours")
+        PlannerOptions(accounting="ours")
     with pytest.raises(BudgetPlanError, match="accounting must be one of"):
-        with_accounting(plan, tiny, "ours")
+        plan_in(tiny, "ours")
