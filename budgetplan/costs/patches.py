@@ -20,20 +20,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from budgetplan.costs.liveness import live_elements
-from budgetplan.costs.ops import LAYER_FUNCS, MASK_OPS, SAVES_INPUT_OPS, SAVES_OUTPUT_OPS
+from budgetplan.costs.ops import LAYER_FUNCS
 from budgetplan.costs.table import PatchOption
 from budgetplan.costs.trace import Op, Trace, Window
 
 GRIDS = (2, 3, 4, 6, 8)  # patch grids the planner considers
 
-# ops that compute each output position from the same position of their inputs
-POINTWISE_OPS = (
-    (MASK_OPS - {"dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"})
-    | (SAVES_OUTPUT_OPS - {"softmax", "log_softmax"})
-    | (SAVES_INPUT_OPS & {"hardswish", "silu", "gelu", "elu", "selu", "celu", "mish", "softplus", "log", "sqrt", "pow"})
-    | {"add", "sub", "mul", "div", "neg", "batch_norm", "clone", "contiguous", "detach", "to", "float"}
-)
-WINDOW_OPS = {"conv2d", "max_pool2d", "avg_pool2d", "pad"}
+# ops that compute each output position from the same position of their inputs (dropout
+# is left out: patches sharing a halo would draw different masks for it)
+POINTWISE_OPS = {
+    "relu", "relu6", "hardtanh", "leaky_relu", "threshold", "hardsigmoid", "clamp", "clip",
+    "sigmoid", "tanh", "exp", "hardswish", "silu", "gelu", "elu", "selu", "celu", "mish",
+    "softplus", "log", "sqrt", "pow", "add", "sub", "mul", "div", "neg", "batch_norm",
+    "clone", "contiguous", "detach", "to", "float",
+}  # fmt: skip
 
 Interval = tuple[int, int]  # [start, stop) along one spatial dimension
 
@@ -73,8 +73,8 @@ def _is_local(op: Op, trace: Trace) -> bool:
     shapes = [_spatial(trace.shapes[t]) for t in op.inputs + op.outputs]
     if any(s is None for s in shapes) or not op.inputs:
         return False
-    if op.func in WINDOW_OPS:
-        return op.window is not None and len(op.inputs) == 1 and len(op.outputs) == 1
+    if op.window is not None:  # a conv, pool or pad the trace could read
+        return len(op.inputs) == 1 and len(op.outputs) == 1
     return op.func in POINTWISE_OPS and len(set(shapes)) == 1
 
 
@@ -97,13 +97,18 @@ def prefix_outputs(trace: Trace, end: int) -> tuple[int, ...]:
     return tuple(sorted(made & read_later))
 
 
-def _needed(window: Window | None, dim: int, out: Interval, size: int) -> Interval:
+def reach(window: Window, dim: int, out: Interval) -> Interval:
+    """The input positions along ``dim`` that outputs ``out`` read, padding included
+    (below 0 or past the end where the window reaches into it)."""
+    k, s, p, d = window.kernel[dim], window.stride[dim], window.pad_before[dim], window.dilation[dim]
+    return (out[0] * s - p, (out[1] - 1) * s - p + d * (k - 1) + 1)
+
+
+def needed(window: Window | None, dim: int, out: Interval, size: int) -> Interval:
     """The input positions along ``dim`` that outputs ``out`` read, within ``[0, size)``."""
     if window is None:
         return out
-    k, s, p, d = window.kernel[dim], window.stride[dim], window.pad_before[dim], window.dilation[dim]
-    start = out[0] * s - p
-    stop = (out[1] - 1) * s - p + d * (k - 1) + 1
+    start, stop = reach(window, dim, out)
     return (max(0, start), min(size, stop))
 
 
@@ -123,7 +128,7 @@ def _intervals(trace: Trace, end: int, outputs: Iterable[int], grid: int, index:
         else:
             out = (min(h[0] for h in held), max(h[1] for h in held))
         for t in op.inputs:
-            read = _needed(op.window, dim, out, shapes[t][2 + dim])
+            read = needed(op.window, dim, out, shapes[t][2 + dim])
             before = need.get(t)
             need[t] = read if before is None else (min(before[0], read[0]), max(before[1], read[1]))
         for t in op.outputs:
@@ -236,7 +241,7 @@ def patch_options(
                 continue
             live = _patch_live(trace, regions, inplace_ops) + whole
             if live < unpatched:
-                found.append(PatchOption(split, grid, live, _extra_macs(trace, regions, macs), end))
+                found.append(PatchOption(split, grid, live, _extra_macs(trace, regions, macs)))
 
     def key(o: PatchOption) -> tuple[int, int, int]:
         return (o.split, o.live_elements, o.extra_macs)

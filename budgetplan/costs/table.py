@@ -69,7 +69,6 @@ class PatchOption:
     grid: int
     live_elements: int  # one patch's working set + the split's outputs + the input, at the worst patch
     extra_macs: int  # MACs of the halo, computed by more than one patch
-    split_op: int = 0  # index in the trace of the first op after the prefix
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -185,8 +185,9 @@ class Program:
         head = classifier(self.problem.costs)
         bits = []
         for i, layer in enumerate(self.layers):
-            terms = sparse_update_terms(layer, head is not None and layer.name == head.name, batch)
-            if head is not None and layer.name == head.name:
+            is_head = head is not None and layer.name == head.name
+            terms = sparse_update_terms(layer, is_head, batch)
+            if is_head:
                 trains = prob.add_variable(f"u_{i}", cat="Binary")  # u ≥ Σ_c x, u ≥ b: the classifier trains
                 prob += trains >= self.weight_on[i], f"classifier_trains_{i}"
                 if i in self.b:

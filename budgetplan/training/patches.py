@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from budgetplan.costs.patches import Interval, PatchRegions, _needed, largest_regions, patch_regions
+from budgetplan.costs.patches import Interval, PatchRegions, largest_regions, needed, patch_regions, reach
 from budgetplan.costs.trace import _SKIP_NAMES, Trace, Window, _normalise, _tensors, trace_model
 from budgetplan.errors import ModelError
 
@@ -65,9 +65,7 @@ def _border_padding(window: Window, out: tuple[Interval, Interval], size: Sequen
     input's border: what the op's own padding supplied there."""
     pads = []
     for dim in (1, 0):  # F.pad lists the last dimension first
-        k, s, p, d = window.kernel[dim], window.stride[dim], window.pad_before[dim], window.dilation[dim]
-        start = out[dim][0] * s - p
-        stop = (out[dim][1] - 1) * s - p + d * (k - 1) + 1
+        start, stop = reach(window, dim, out[dim])
         pads += [max(0, -start), max(0, stop - size[dim])]
     return pads
 
@@ -78,7 +76,11 @@ class _PatchPass(TorchFunctionMode):
     def __init__(self, runner: PatchedForward, i: int, j: int) -> None:
         super().__init__()
         self.runner, self.i, self.j = runner, i, j
-        self.held: dict[int, _Held] = {}
+        trace = runner.trace
+        # the model's inputs, whole: the first ops read their regions from them
+        self.held: dict[int, _Held] = {
+            t: _Held(x, (0, x.shape[2]), (0, x.shape[3])) for t, x in zip(trace.input_ids, runner.inputs, strict=True)
+        }
         self.index = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
@@ -96,10 +98,6 @@ class _PatchPass(TorchFunctionMode):
                 raise ModelError(f"the model ran {name} where its trace has {op.func} (op {op.index})")
             return out
         self.index += 1
-        if self.index == 1:
-            for t, tensor in zip(trace.input_ids, self.runner.inputs, strict=True):
-                full = (0, tensor.shape[2]), (0, tensor.shape[3])
-                self.held[t] = _Held(tensor, *full)
         regions = self.runner.regions
         out_id = op.outputs[0]
         rows, cols = regions.region(out_id, self.i, self.j)
@@ -133,7 +131,7 @@ class _PatchPass(TorchFunctionMode):
                 if window is None:
                     new_args[n] = self.held[t].crop(*out)
                     continue
-                need = tuple(_needed(window, dim, out[dim], size[dim]) for dim in (0, 1))
+                need = tuple(needed(window, dim, out[dim], size[dim]) for dim in (0, 1))
                 cropped = self.held[t].crop(*need)
                 pads = _border_padding(window, out, size)
                 if func == "pad":
