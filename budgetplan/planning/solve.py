@@ -84,8 +84,18 @@ def fits(
 def fits_with_stage(
     costs: CostTable, device: DeviceProfile, options: PlannerOptions, choices: dict[str, Choice]
 ) -> bool:
-    """Whether ``choices`` keep every limit, with the patch stage ``patch_stage`` picks for them."""
-    return fits(costs, device, options, choices, patch_stage(costs, device, options, choices))
+    """Whether ``choices`` keep every limit with some patch stage (or none)."""
+    return any(fits(costs, device, options, choices, stage) for stage in _stages(costs, choices))
+
+
+def _stages(costs: CostTable, choices: dict[str, Choice]) -> list[PatchOption | None]:
+    """No patch stage, then each one that runs frozen layers only, in the order of the
+    rule: fewest halo MACs, coarsest grid, earliest split (none unless ``executor: patch``)."""
+    if costs.executor is not Executor.PATCH:
+        return [None]
+    first = min((costs.layer(name).index for name in choices), default=len(costs.layers))
+    ranked = sorted((o for o in costs.patch_options if o.split <= first), key=lambda o: (o.extra_macs, o.grid, o.split))
+    return [None, *ranked]
 
 
 def patch_stage(
@@ -96,11 +106,7 @@ def patch_stage(
     executor is not ``patch``), else the one with the fewest halo MACs, then the coarsest
     grid, then the earliest split, that keeps every limit; when none does, the one with
     the lowest peak."""
-    if costs.executor is not Executor.PATCH:
-        return None
-    first = min((costs.layer(name).index for name in choices), default=len(costs.layers))
-    ranked = sorted((o for o in costs.patch_options if o.split <= first), key=lambda o: (o.extra_macs, o.grid, o.split))
-    stages: list[PatchOption | None] = [None, *ranked]
+    stages = _stages(costs, choices)
     for stage in stages:
         if fits(costs, device, options, choices, stage):
             return stage
