@@ -241,13 +241,8 @@ class PatchedForward:
                     raise ModelError("the model finished before its patch stage ended")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self._busy = True
-        try:
-            self._prefix(args, kwargs)
-            with _Rest(self):
-                return self.model(*args, **kwargs)
-        finally:
-            self._busy = False
+        with self.install():
+            return self.model(*args, **kwargs)
 
     @contextlib.contextmanager
     def install(self) -> Iterator[PatchedForward]:
