@@ -35,7 +35,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from budgetplan.costs.patches import Interval, PatchRegions, largest_regions, needed, patch_regions, reach
-from budgetplan.costs.trace import _SKIP_NAMES, Trace, Window, _normalise, _tensors, trace_model
+from budgetplan.costs.trace import _SKIP_NAMES, Op, Trace, Window, _normalise, _tensors, trace_model
 from budgetplan.errors import ModelError
 
 
@@ -85,17 +85,14 @@ class _PatchPass(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        trace = self.runner.trace
-        if name in _SKIP_NAMES:
-            return func(*args, **kwargs)
         if self.index >= self.runner.regions.end:
             raise _PrefixDone
-        op = trace.ops[self.index]
-        if _normalise(name) != op.func:
+        op = self.runner.op_at(self.index, func)
+        if op is None:
             out = func(*args, **kwargs)
-            if _tensors(out):
-                raise ModelError(f"the model ran {name} where its trace has {op.func} (op {op.index})")
+            if _tensors(out) and getattr(func, "__name__", "") not in _SKIP_NAMES:
+                expected = self.runner.trace.ops[self.index].func
+                raise ModelError(f"the model ran {func.__name__} where its trace has {expected} (op {self.index})")
             return out
         self.index += 1
         regions = self.runner.regions
@@ -159,12 +156,9 @@ class _Rest(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
         runner = self.runner
-        if name in _SKIP_NAMES or self.index >= runner.regions.end:
-            return func(*args, **kwargs)
-        op = runner.trace.ops[self.index]
-        if _normalise(name) != op.func:
+        op = runner.op_at(self.index, func) if self.index < runner.regions.end else None
+        if op is None:
             return func(*args, **kwargs)
         self.index += 1
         out_id = op.outputs[0]
@@ -207,6 +201,13 @@ class PatchedForward:
         self.inputs: tuple[torch.Tensor, ...] = ()
         self.assembled: dict[int, torch.Tensor] = {}
         self._busy = False
+
+    def op_at(self, index: int, func: Any) -> Op | None:
+        """The trace's op ``index`` when ``func`` is that call, else ``None`` (a call the
+        trace leaves out, such as ``size``)."""
+        name = getattr(func, "__name__", "")
+        op = self.trace.ops[index]
+        return op if name not in _SKIP_NAMES and _normalise(name) == op.func else None
 
     def note(self, tensor: torch.Tensor) -> None:
         self.largest_elements = max(self.largest_elements, tensor.numel() // max(1, tensor.shape[0]))
