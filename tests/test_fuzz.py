@@ -132,7 +132,8 @@ def plan_edits(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     for _ in range(draw(st.integers(1, 3))):
         if draw(st.booleans()):
-            layer = draw(st.sampled_from(data["layers"])) if isinstance(data.get("layers"), list) else None
+            layers = data.get("layers")  # an earlier edit may have made it junk, or empty
+            layer = draw(st.sampled_from(layers)) if isinstance(layers, list) and layers else None
             if not isinstance(layer, dict):
                 continue
             key = draw(st.sampled_from(["channels", "bias", "update", "total_channels", "bias_param", "name"]))
