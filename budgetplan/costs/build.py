@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from budgetplan.costs.liveness import live_elements
-from budgetplan.costs.ops import IN_PLACE_OPS, KNOWN_OPS, LAYER_FUNCS, VIEW_OPS, path_elements
+from budgetplan.costs.ops import ATTENTION_OPS, IN_PLACE_OPS, KNOWN_OPS, LAYER_FUNCS, VIEW_OPS, kept_for_backward
 from budgetplan.costs.patches import PatchOption, patch_options
 from budgetplan.costs.table import CostTable, LayerCost, UncostedModule
 from budgetplan.costs.trace import Op, Trace, trace_model
@@ -46,7 +46,7 @@ from budgetplan.device.profile import DeviceProfile, Executor, load_device
 
 
 def _is_layer_call(op: Op, trace: Trace) -> bool:
-    return op.func in LAYER_FUNCS and op.module in trace.plannable and bool(op.inputs)
+    return op.func in LAYER_FUNCS and op.layer in trace.plannable and bool(op.inputs)
 
 
 @dataclass
@@ -58,6 +58,7 @@ class _Segment:
     grad: int = 0  # largest gradient pair (input + output) of one op
     mask: int = 0
     path: int = 0
+    reused: set[int] = field(default_factory=set)  # indices of calls whose input is kept anyway
 
 
 def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = Executor.LAYER) -> CostTable:
@@ -67,6 +68,9 @@ def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = E
     inplace = _in_place_ops(trace, segments, executor)
     live = live_elements(trace, inplace)
     unknown: set[str] = set()
+    order = {name: i for i, name in enumerate(segments)}
+    kept_in: dict[int, str] = {}  # storage -> the last segment whose ops keep it
+    attention_out = {trace.storage_of(op.outputs[0]) for op in trace.ops if op.func in ATTENTION_OPS and op.outputs}
     for op, name in zip(trace.ops, segment_of, strict=True):
         if name is None:
             continue
@@ -75,12 +79,25 @@ def costs_from_trace(trace: Trace, model_name: str, executor: Executor | str = E
         if op.func not in VIEW_OPS:
             segment.grad = max(segment.grad, sum(trace.elements(t) for t in op.inputs + op.outputs))
         if _is_layer_call(op, trace):
+            # a layer reading attention's output keeps it whole, shared with the attention
+            # (the lean backward does the same), so it is paid once, on this layer's path
+            storage = trace.storage_of(op.inputs[0])
+            if storage in attention_out and trace.plannable[op.layer].type == "Linear":
+                segment.reused.add(op.index)
+                kept_in[storage] = name
             continue
-        mask, path = path_elements(op, trace)
-        segment.mask += mask
-        segment.path += path
+        kept = kept_for_backward(op, trace)
+        segment.mask += kept.mask
+        segment.path += kept.aux
+        for t in kept.tensors:
+            storage = trace.storage_of(t)
+            # kept while any op that saves it is on the gradient path: the last one decides
+            if storage not in kept_in or order[kept_in[storage]] < order[name]:
+                kept_in[storage] = name
         if op.func not in KNOWN_OPS:
             unknown.add(op.func)
+    for storage, name in kept_in.items():
+        segments[name].path += max(1, trace.storage_elements.get(storage, 0) // trace.batch)
     layers = [_layer_cost(i, trace, segment) for i, segment in enumerate(segments.values())]
     uncosted, other = _uncovered(trace, layers)
     patches: tuple[PatchOption, ...] = ()
@@ -107,7 +124,7 @@ def _segments(trace: Trace) -> tuple[dict[str, _Segment], list[str | None]]:
     current: str | None = None
     for op in trace.ops:
         if _is_layer_call(op, trace):
-            current = op.module
+            current = op.layer
             segments.setdefault(current, _Segment()).calls.append(op)
         segment_of.append(current)
     if segments:  # ops before the first layer run with it
@@ -130,15 +147,16 @@ def _in_place_ops(trace: Trace, segments: dict[str, _Segment], executor: Executo
 
 def _layer_cost(index: int, trace: Trace, segment: _Segment) -> LayerCost:
     ops = segment.calls
-    info = trace.plannable[ops[0].module]
+    info = trace.plannable[ops[0].layer]
     in_shape = trace.shapes[ops[0].inputs[0]]
     out_shape = trace.shapes[ops[0].outputs[0]]
     in_hw: tuple[int, ...] = ()
     out_hw: tuple[int, ...] = ()
     if info.type == "Linear":
         kind = "linear"
-        per_call_positions = [max(1, prod(trace.shapes[op.inputs[0]][1:-1])) for op in ops]
-        in_positions = out_positions = per_call_positions
+        # positions per sample, wherever the batch dimension sits (attention runs (L, N, E))
+        out_positions = [max(1, trace.elements(op.inputs[0]) // info.in_channels) for op in ops]
+        in_positions = [0 if op.index in segment.reused else p for op, p in zip(ops, out_positions, strict=True)]
         k, per_ch_weight = 1, info.out_channels
     else:
         if info.groups == 1:
@@ -153,7 +171,7 @@ def _layer_cost(index: int, trace: Trace, segment: _Segment) -> LayerCost:
         k = prod(info.kernel_size)
         per_ch_weight = info.out_channels // info.groups * k
     forward_macs = sum(info.out_channels * (info.in_channels // info.groups) * k * p for p in out_positions)
-    bias_param = f"{info.name}.bias" if info.has_bias else _folded_bias(trace, ops)
+    bias_param = info.bias_param if info.has_bias else _folded_bias(trace, ops)
     return LayerCost(
         name=info.name,
         kind=kind,
@@ -199,7 +217,7 @@ def _uncovered(trace: Trace, layers: list[LayerCost]) -> tuple[list[UncostedModu
         for name, info in trace.plannable.items()
         if name not in costed
     ]
-    covered = {f"{layer.name}.weight" for layer in layers}
+    covered = {trace.plannable[layer.name].weight_param for layer in layers}
     covered |= {layer.bias_param for layer in layers if layer.bias_param}
     folded_norms = {p.rsplit(".", 1)[0] for p in covered if p.rsplit(".", 1)[0] in trace.norms}
     other = 0

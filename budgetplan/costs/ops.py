@@ -2,10 +2,14 @@
 
 Ops are named as ``budgetplan.costs.trace`` normalises them. A ReLU-family op or dropout
 keeps a mask; an op whose gradient needs its output or input keeps a full activation;
-a product of two activations keeps both; the rest keep nothing (``docs/cost-model.md``).
+a product of two activations keeps both; attention keeps what its kernel says (recorded
+in the trace); layer norm and attention also keep small statistics; the rest keep
+nothing (``docs/cost-model.md``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from budgetplan.costs.trace import Op, Trace
 
@@ -16,6 +20,7 @@ VIEW_OPS = {
     "view", "reshape", "flatten", "unflatten", "transpose", "permute", "contiguous",
     "getitem", "squeeze", "unsqueeze", "chunk", "split", "narrow", "select", "expand",
     "t", "view_as", "reshape_as", "detach", "unbind", "movedim", "swapaxes", "as_strided",
+    "identity",
 }  # fmt: skip
 
 
@@ -37,6 +42,10 @@ SAVES_INPUT_OPS = {
 
 
 PRODUCT_OPS = {"mul", "div", "matmul", "bmm", "mm", "einsum", "baddbmm", "addmm"}
+MATMUL_OPS = {"matmul", "bmm", "einsum", "baddbmm"}
+
+
+ATTENTION_OPS = {"scaled_dot_product_attention"}  # the trace records what each call keeps
 
 
 FREE_OPS = {
@@ -44,6 +53,10 @@ FREE_OPS = {
     "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
     "mean", "sum", "interpolate", "upsample", "pad", "clone", "to", "float", "zeros_like",
     "ones_like", "flip", "roll",
+    # the gradient stops at an embedding: its weight stays frozen and its input is tokens
+    "embedding",
+    # constants (positions, causal masks): no gradient reaches them
+    "arange", "full", "triu", "tril", "zeros", "ones", "empty", "eye",
 }  # fmt: skip
 
 
@@ -51,17 +64,38 @@ IN_PLACE_OPS = MASK_OPS | SAVES_OUTPUT_OPS | SAVES_INPUT_OPS | {"add", "sub", "m
 
 
 # any other op is assumed to keep nothing for backward, and the cost table names it
-KNOWN_OPS = LAYER_FUNCS | VIEW_OPS | MASK_OPS | SAVES_OUTPUT_OPS | SAVES_INPUT_OPS | PRODUCT_OPS | FREE_OPS
+KNOWN_OPS = (
+    LAYER_FUNCS | VIEW_OPS | MASK_OPS | SAVES_OUTPUT_OPS | SAVES_INPUT_OPS | PRODUCT_OPS | ATTENTION_OPS | FREE_OPS
+)
 
 
-def path_elements(op: Op, trace: Trace) -> tuple[int, int]:
-    """(mask elements, activation elements) an op keeps for its backward."""
+@dataclass(frozen=True)
+class Kept:
+    """What one op keeps for its backward: mask elements, the recorded tensors it saves
+    (counted by their storage, so a tensor two ops save is counted once) and elements no
+    recorded tensor holds (norm statistics, attention's log-sum-exp)."""
+
+    mask: int = 0
+    tensors: tuple[int, ...] = ()
+    aux: int = 0
+
+
+def kept_for_backward(op: Op, trace: Trace) -> Kept:
+    """What ``op`` keeps for its backward (a conv or linear call: see the cost table)."""
     if op.func in MASK_OPS:
-        return sum(trace.elements(t) for t in op.outputs), 0
+        return Kept(mask=sum(trace.elements(t) for t in op.outputs))
+    if op.saved is not None:
+        return Kept(tensors=op.saved, aux=op.aux_saved)
     if op.func in SAVES_OUTPUT_OPS:
-        return 0, sum(trace.elements(t) for t in op.outputs)
+        return Kept(tensors=op.outputs, aux=op.aux_saved)
     if op.func in SAVES_INPUT_OPS:
-        return 0, trace.elements(op.inputs[0]) if op.inputs else 0
+        return Kept(tensors=op.inputs[:1], aux=op.aux_saved)
+    if op.func in MATMUL_OPS and not op.scalar_operand:
+        # a batched product flattens its operands: a view of part of a larger storage (one
+        # head's keys in a packed projection) cannot be, so it keeps a compact copy of it
+        whole = tuple(t for t in op.inputs if trace.elements(t) == trace.stored_elements(t))
+        copies = sum(trace.elements(t) for t in op.inputs if t not in whole)
+        return Kept(tensors=whole, aux=op.aux_saved + copies)
     if op.func in PRODUCT_OPS and not op.scalar_operand:
-        return 0, sum(trace.elements(t) for t in op.inputs)
-    return 0, 0
+        return Kept(tensors=op.inputs, aux=op.aux_saved)
+    return Kept(aux=op.aux_saved)

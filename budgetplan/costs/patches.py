@@ -225,7 +225,7 @@ def patch_options(
     macs = {
         op.index: _macs_per_position(op, trace)
         for op in trace.ops[:limit]
-        if op.func in LAYER_FUNCS and op.module in trace.plannable
+        if op.func in LAYER_FUNCS and op.layer in trace.plannable
     }
     found: list[PatchOption] = []
     for split, end in enumerate(layer_starts):
@@ -255,5 +255,5 @@ def patch_options(
 
 
 def _macs_per_position(op: Op, trace: Trace) -> int:
-    info = trace.plannable[op.module]
+    info = trace.plannable[op.layer]
     return info.out_channels * (info.in_channels // info.groups) * math.prod(info.kernel_size)

@@ -10,19 +10,26 @@ The result holds no torch objects, so the cost model that reads it is pure Pytho
 from __future__ import annotations
 
 import contextlib
+import functools
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from budgetplan.costs.layers import PlannableLayer, plannable_layers
 from budgetplan.errors import ModelError
 
-PLANNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 _SKIP_NAMES = {"__get__", "__set__", "size", "dim", "numel", "stride", "is_contiguous", "data_ptr"}
+# Python functions that torch dispatches as one call: recorded through their inner ops,
+# so that the projections inside attention are seen as the linear calls they are
+COMPOSITE = {"multi_head_attention_forward"}
+_DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,9 @@ class Op:
     inplace: bool = False
     scalar_operand: bool = False
     window: Window | None = None  # 2-d convs, pools and pads; ``None`` for other ops
+    layer: str = ""  # conv and linear calls: the plannable layer whose weight they read
+    saved: tuple[int, ...] | None = None  # tensors its backward keeps, where the call says (attention)
+    aux_saved: int = 0  # elements its backward keeps that no recorded tensor holds (statistics)
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class ModuleInfo:
     groups: int
     weight_shape: tuple[int, ...]
     has_bias: bool
+    weight_param: str = ""
+    bias_param: str | None = None
 
 
 @dataclass
@@ -80,6 +92,8 @@ class Trace:
     norms: dict[str, bool]  # norm module name -> has a learnable bias
     parameters: dict[str, tuple[str, str, int]]  # param name -> (module, module type, numel)
     called_modules: set[str] = field(default_factory=set)
+    storage: dict[int, int] = field(default_factory=dict)  # tensor id -> its storage (views share one)
+    storage_elements: dict[int, int] = field(default_factory=dict)  # storage -> elements, whole batch
 
     def elements(self, tensor_id: int) -> int:
         """Elements of a tensor per sample."""
@@ -87,6 +101,16 @@ class Trace:
         for dim in self.shapes[tensor_id]:
             numel *= dim
         return max(1, numel // self.batch)
+
+    def storage_of(self, tensor_id: int) -> int:
+        """The storage a tensor lives in (the tensor itself when not recorded)."""
+        return self.storage.get(tensor_id, -tensor_id - 1)
+
+    def stored_elements(self, tensor_id: int) -> int:
+        """Elements per sample of the whole storage a tensor lives in: what autograd keeps
+        when it saves the tensor, even a view of part of it."""
+        total = self.storage_elements.get(self.storage_of(tensor_id))
+        return self.elements(tensor_id) if total is None else max(1, total // self.batch)
 
 
 def _normalise(name: str) -> str:
@@ -182,33 +206,104 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
+@functools.cache
+def decomposed(func: Any) -> Any:
+    """``func`` (a Python function torch dispatches to a ``TorchFunctionMode`` as one call)
+    made to run its body instead, so that the mode sees the calls inside it.
+
+    A mode that calls ``func`` again would be handed it again; this copy skips only
+    ``func``'s own dispatch check, every call inside still reaches the mode.
+    """
+    scope = {**func.__globals__, "has_torch_function": lambda *args: False}
+    body = types.FunctionType(func.__code__, scope, func.__name__, func.__defaults__, func.__closure__)
+    body.__kwdefaults__ = func.__kwdefaults__
+    return body
+
+
+def _probability(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+    p = _argument(args, kwargs, 1, "p", 0.5)
+    return float(p) if isinstance(p, (int, float)) else None
+
+
+def _norm_statistics(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Mean and inverse deviation a ``layer_norm`` keeps: two per normalised row."""
+    x, shape = args[0], _argument(args, kwargs, 1, "normalized_shape", ())
+    if not isinstance(x, torch.Tensor) or not isinstance(shape, (tuple, list, torch.Size)):
+        return 0
+    return 2 * x.numel() // max(1, prod(int(d) for d in shape))
+
+
+def _attention_saved(
+    args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor, note: Any
+) -> tuple[tuple[int, ...], int]:
+    """What ``scaled_dot_product_attention``'s backward keeps (Vaswani et al. 2017 attention):
+    the fused kernels (flash, memory-efficient; Dao et al. 2022) keep query, key, value,
+    output and one log-sum-exp per query row and head; the math kernel keeps the scaled
+    query, key, value and the attention probabilities (and a dropout mask)."""
+    q, k, v = (_argument(args, kwargs, i, n, None) for i, n in enumerate(("query", "key", "value")))
+    mask = _argument(args, kwargs, 3, "attn_mask", None)
+    p = float(_argument(args, kwargs, 4, "dropout_p", 0.0))
+    causal = bool(_argument(args, kwargs, 5, "is_causal", False))
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        return (), 0
+    rows = q.numel() // q.shape[-1]  # query rows times heads
+    try:
+        backend = int(torch._fused_sdp_choice(q, k, v, mask, p, causal))
+    except (RuntimeError, TypeError):
+        backend = 0
+    if backend != 0:  # a fused kernel
+        return (note(q), note(k), note(v), note(out)), rows
+    probabilities = rows * k.shape[-2]
+    return (note(k), note(v)), q.numel() + probabilities * (2 if p > 0 else 1)
+
+
 class _Recorder(TorchFunctionMode):
-    def __init__(self, static_ids: set[int], module_stack: list[str]) -> None:
+    def __init__(self, static_ids: set[int], module_stack: list[str], weights: dict[int, str]) -> None:
         super().__init__()
         self.static_ids = static_ids
         self.module_stack = module_stack
+        self.weights = weights  # id of a plannable weight -> its layer's name
         self.ops: list[Op] = []
         self.shapes: dict[int, tuple[int, ...]] = {}
-        self.keep: list[torch.Tensor] = []  # keeps ids unique for the whole pass
+        self.storage: dict[int, int] = {}
+        self.storage_elements: dict[int, int] = {}
+        self.keep: list[torch.Tensor] = []  # keeps ids (and storages) unique for the whole pass
 
     def note(self, tensor: torch.Tensor) -> int:
         key = id(tensor)
         if key not in self.shapes:
             self.keep.append(tensor)
         self.shapes[key] = tuple(tensor.shape)
+        storage = tensor.untyped_storage()
+        where = storage.data_ptr() or -key  # an empty storage shares nothing
+        self.storage[key] = where
+        self.storage_elements[where] = max(
+            self.storage_elements.get(where, 0), storage.nbytes() // max(1, tensor.element_size())
+        )
         return key
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in COMPOSITE:
+            with self:  # record what it calls instead
+                return decomposed(func)(*args, **kwargs)
         out = func(*args, **kwargs)
         name = recorded(func, out)
         if name is None:
             return out
+        if name in _DROPOUTS and _probability(args, kwargs) == 0:
+            name = "identity"  # dropping nothing, it returns its input and keeps nothing
         outs = _tensors(out)
         ins = [t for t in _tensors((args, kwargs)) if id(t) not in self.static_ids]
         in_ids = tuple(self.note(t) for t in ins)
         out_ids = tuple(self.note(t) for t in outs)
         scalar = any(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        saved, aux = None, 0
+        if name == "scaled_dot_product_attention" and isinstance(out, torch.Tensor):
+            saved, aux = _attention_saved(args, kwargs, out, self.note)
+        elif name == "layer_norm":
+            aux = _norm_statistics(args, kwargs)
         self.ops.append(
             Op(
                 index=len(self.ops),
@@ -219,22 +314,19 @@ class _Recorder(TorchFunctionMode):
                 inplace=bool(set(in_ids) & set(out_ids)),
                 scalar_operand=scalar or len(ins) == 1,
                 window=op_window(name, args, kwargs),
+                layer=self.weights.get(id(weight), "") if isinstance(weight, torch.Tensor) else "",
+                saved=saved,
+                aux_saved=aux,
             )
         )
         return out
 
 
-def _module_info(name: str, module: nn.Module) -> ModuleInfo:
-    if isinstance(module, nn.Linear):
-        return ModuleInfo(
-            name, "Linear", module.in_features, module.out_features, (), 1,
-            tuple(module.weight.shape), module.bias is not None,
-        )  # fmt: skip
-    assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+def _module_info(layer: PlannableLayer) -> ModuleInfo:
     return ModuleInfo(
-        name, type(module).__name__, module.in_channels, module.out_channels,
-        tuple(module.kernel_size), module.groups, tuple(module.weight.shape),
-        module.bias is not None,
+        layer.name, layer.type, layer.in_channels, layer.out_channels, layer.kernel_size,
+        layer.groups, tuple(layer.weight.shape), layer.bias is not None, layer.weight_param,
+        layer.bias_param,
     )  # fmt: skip
 
 
@@ -278,7 +370,8 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.T
     """Run ``model`` once on ``example_input`` (a batch) and record its dataflow.
 
     The model is run in eval mode without gradients and handed back as it came
-    (training flag restored, hooks removed).
+    (training flag restored, hooks removed). Attention's eval-mode fast path (one fused
+    op for a whole encoder layer) is turned off meanwhile: training runs the ops it fuses.
     """
     inputs = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
     if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
@@ -287,8 +380,11 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.T
     static_ids = {id(p) for p in model.parameters()} | {id(b) for b in model.buffers()}
     stack: list[str] = []
     called: set[str] = set()
-    recorder = _Recorder(static_ids, stack)
+    layers = plannable_layers(model)
+    recorder = _Recorder(static_ids, stack, {id(layer.weight): name for name, layer in layers.items()})
     was_training = model.training
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     model.eval()
     try:
         with _module_stack(model, stack, called), torch.no_grad(), recorder:
@@ -301,14 +397,17 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.T
         raise ModelError(f"{type(model).__name__} rejects an input of shape {shapes}: {first}") from err
     finally:
         model.train(was_training)
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return Trace(
         ops=recorder.ops,
         shapes=recorder.shapes,
         batch=batch,
         input_ids=input_ids,
         output_ids=output_ids,
-        plannable={n: _module_info(n, m) for n, m in model.named_modules() if isinstance(m, PLANNABLE_TYPES)},
+        plannable={name: _module_info(layer) for name, layer in layers.items()},
         norms={n: getattr(m, "bias", None) is not None for n, m in model.named_modules() if isinstance(m, NORM_TYPES)},
         parameters=_parameter_owners(model),
         called_modules=called,
+        storage=recorder.storage,
+        storage_elements=recorder.storage_elements,
     )

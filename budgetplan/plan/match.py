@@ -75,12 +75,11 @@ def locate(plan: Plan, pl_module: nn.Module) -> str:
     not the plan's concern. Fails with the layers that differ under the closest prefix.
     """
     # torch is needed only here: the rest of plan/ reads and compares plans without it
-    from budgetplan.costs.trace import PLANNABLE_TYPES
+    from budgetplan.costs.layers import plannable_layers
 
-    modules = dict(pl_module.named_modules())
-    shapes = {n: tuple(m.weight.shape) for n, m in modules.items() if isinstance(m, PLANNABLE_TYPES)}
+    shapes = {n: tuple(layer.weight.shape) for n, layer in plannable_layers(pl_module).items()}
     best: list[str] | None = None
-    for prefix in candidate_prefixes(plan.layers[0].name, modules) or [""]:
+    for prefix in candidate_prefixes(plan.layers[0].name, shapes) or [""]:
         under = without_prefix({n: s for n, s in shapes.items() if n.startswith(prefix)}, prefix)
         problems = mismatches(plan, under.items())
         if not problems:

@@ -7,10 +7,9 @@ steps, which ``budgetplan.training.fold.warn_of_norm_gain`` reports (docs/traini
 
 from __future__ import annotations
 
-from typing import cast
-
 from torch import nn
 
+from budgetplan.costs.layers import plannable_layers
 from budgetplan.strategies.base import Training
 from budgetplan.training.fold import warn_of_norm_gain
 from budgetplan.training.selection import TrainedLayer
@@ -20,15 +19,15 @@ def train_only(module: nn.Module, training: Training, prefix: str) -> dict[str, 
     """Freeze every parameter of ``module`` but the weights and biases ``training`` names
     (under ``prefix``, where the plan's model sits in ``module``); the trained layers."""
     modules = dict(module.named_modules())
+    plannable = plannable_layers(module)
     params = dict(module.named_parameters())
     for param in module.parameters():
         param.requires_grad_(False)
     layers = {}
     for layer in training.layers:
-        found = modules[prefix + layer.name]
-        weight = cast(nn.Parameter, found.weight)
-        weight.requires_grad_(True)
-        layers[prefix + layer.name] = TrainedLayer(weight, layer.total, int(getattr(found, "groups", 1)), layer.count)
+        found = plannable[prefix + layer.name]
+        found.weight.requires_grad_(True)
+        layers[prefix + layer.name] = TrainedLayer(found.weight, layer.total, found.groups, layer.count)
     for bias in training.biases:
         params[prefix + bias].requires_grad_(True)
     norm_after = {

@@ -5,6 +5,7 @@ Each function keeps for backward only what its gradient needs, through
 
 * ``LeanConv`` / ``LeanLinear``: the selected input channels when the weight is trained
   (the weight gradient is computed for those channels only), nothing for a frozen layer;
+  a Linear reading attention's output refers to that output, which attention keeps;
 * ``LeanBatchNorm``: nothing (a frozen BatchNorm in eval mode is a per-channel scale,
   read again from the module's statistics in backward);
 * ``LeanClamp``: a bit-packed mask, 1 bit per element (ReLU, ReLU6, hardtanh, leaky ReLU);
@@ -99,20 +100,27 @@ class LeanConv(torch.autograd.Function):
 
 
 class LeanLinear(torch.autograd.Function):
-    """Linear layer that saves only the selected input features (none when frozen)."""
+    """Linear layer that saves only the selected input features (none when frozen).
+
+    ``shared``: the input is kept for backward anyway (attention's output, which the
+    attention saves), so it is saved whole, at no cost, instead of copying a selection.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, idx: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, idx: Tensor, shared: bool = False) -> Tensor:
         out = F.linear(x, weight, bias)
         ctx.weight, ctx.idx = weight, idx
-        full = idx.numel() == x.shape[-1]
-        ctx.save_for_backward((x if full else x.index_select(-1, idx)) if ctx.needs_input_grad[1] else None)
+        whole = shared or idx.numel() == x.shape[-1]
+        ctx.select = whole and idx.numel() != x.shape[-1]
+        ctx.save_for_backward((x if whole else x.index_select(-1, idx)) if ctx.needs_input_grad[1] else None)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (x_sel,) = ctx.saved_tensors
         weight, idx = ctx.weight, ctx.idx
+        if ctx.select and x_sel is not None:
+            x_sel = x_sel.index_select(-1, idx)
         grad_x = grad_w = grad_b = None
         flat = grad_out.reshape(-1, grad_out.shape[-1])
         if ctx.needs_input_grad[0]:
@@ -122,7 +130,7 @@ class LeanLinear(torch.autograd.Function):
             grad_w.index_copy_(1, idx, flat.t().matmul(x_sel.reshape(-1, idx.numel())))
         if ctx.needs_input_grad[2]:
             grad_b = flat.sum(0)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
 class LeanBatchNorm(torch.autograd.Function):

@@ -2,8 +2,11 @@
 
 A ``TorchFunctionMode`` that, while autograd records a graph, sends the ops that matter
 to ``budgetplan.training.functions``: convolutions and linear layers (recognised by their
-weight, so functional calls count too), frozen BatchNorm in eval mode, ReLU-family
-activations, dropout and global average pooling. Every other op runs as stock PyTorch. A planned
+weight, so functional calls count too, and the packed projection of
+``nn.MultiheadAttention``, whose body runs under the mode), frozen BatchNorm in eval mode,
+ReLU-family activations, dropout and global average pooling. Every other op runs as stock
+PyTorch; a Linear that reads attention's output keeps that output, which the attention
+keeps anyway, instead of a copy of its selection (docs/cost-model.md). A planned
 conv or linear that the lean path cannot run (string padding, say) falls back to stock
 autograd with one warning naming it. Ops that record no graph (before the earliest
 trained layer nothing requires a gradient) are not touched.
@@ -12,6 +15,7 @@ trained layer nothing requires a gradient) are not touched.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +25,8 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _ntuple
 from torch.overrides import TorchFunctionMode
 
+from budgetplan.costs.layers import plannable_layers
+from budgetplan.costs.trace import decomposed
 from budgetplan.training.functions import (
     LeanBatchNorm,
     LeanClamp,
@@ -68,10 +74,9 @@ class LeanAutograd(TorchFunctionMode):
     def __init__(self, model: nn.Module, selection: dict[str, Tensor]) -> None:
         super().__init__()
         self.selection = selection
-        self._layer_of: dict[int, str] = {}
-        for name, module in model.named_modules():
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-                self._layer_of[id(module.weight)] = name
+        self._layer_of = {id(layer.weight): name for name, layer in plannable_layers(model).items()}
+        # storage of each attention output still alive -> the output (held weakly)
+        self._attention_out: dict[int, weakref.ref[Tensor]] = {}
         self._param_name = {id(p): name for name, p in model.named_parameters()}
         self._warned: set[str] = set()
 
@@ -129,7 +134,26 @@ class LeanAutograd(TorchFunctionMode):
             return NotImplemented
         name = self._planned(weight, "a linear op")
         idx = None if name is None else self._indices(name, weight)
-        return NotImplemented if idx is None else LeanLinear.apply(x, weight, bias, idx)
+        return NotImplemented if idx is None else LeanLinear.apply(x, weight, bias, idx, self._is_attention_out(x))
+
+    def attention(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        out = F.scaled_dot_product_attention(*args, **kwargs)
+        # noted even when no gradient reaches it: a Linear reading it then keeps it whole,
+        # as the cost model counts (the attention would keep it had the path reached it)
+        if isinstance(out, Tensor):
+            key = out.untyped_storage().data_ptr()
+            self._attention_out = {k: r for k, r in self._attention_out.items() if r() is not None}
+            self._attention_out[key] = weakref.ref(out)
+        return out
+
+    def _is_attention_out(self, x: Tensor) -> bool:
+        ref = self._attention_out.get(x.untyped_storage().data_ptr())
+        out = ref() if ref is not None else None
+        return out is not None and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+
+    def multi_head_attention(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self:  # its projections and attention run under the mode
+            return decomposed(F.multi_head_attention_forward)(*args, **kwargs)
 
     def batch_norm(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         x, mean, var, weight, bias, training, _, eps = _bind(
@@ -201,4 +225,6 @@ _HANDLERS: dict[Any, _Handler] = {
     F.leaky_relu: _leaky_relu,
     F.adaptive_avg_pool2d: LeanAutograd.global_pool,
     F.dropout: LeanAutograd.dropout,
+    F.scaled_dot_product_attention: LeanAutograd.attention,
+    F.multi_head_attention_forward: LeanAutograd.multi_head_attention,
 }
