@@ -53,6 +53,17 @@ def test_finetune_digits_example(capsys):
     assert "for dense fine-tuning" in out
 
 
+def test_finetune_transformer_example(capsys):
+    code, out = run_script(
+        capsys, "examples/finetune_transformer.py", "--epochs", "1", "--pretrain-epochs", "1", "--limit-batches", "2"
+    )
+    assert code == 0, out[-3000:]
+    assert "self_attention.in_proj" in out  # the query/key/value projections are plannable
+    assert "cap 2.0 MB" in out
+    assert "validation accuracy on 5-9 after 1 epochs" in out
+    assert "measured with the plan" in out and "for dense fine-tuning" in out
+
+
 def _image_folder(root, classes=("cat", "dog"), per_split=(4, 2)):
     """A tiny ImageFolder tree of random RGB PNGs: root/train/<class>/ and root/val/<class>/."""
     import numpy as np

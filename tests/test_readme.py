@@ -53,6 +53,8 @@ PYTHON = {
         "tests/test_examples.py::test_compare_strategies_on_an_image_folder"
     ),
     "python examples/finetune_digits.py": "tests/test_examples.py::test_finetune_digits_example",
+    "python examples/finetune_transformer.py": "tests/test_examples.py::test_finetune_transformer_example",
+    "python benchmarks/transformer_memory.py": ["--models", "lm"],
     "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
 }
 
