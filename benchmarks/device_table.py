@@ -19,6 +19,7 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import shipped_devices
 from budgetplan.errors import InfeasibleError
 from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.importance import resolve_importance
 from budgetplan.units import format_bytes
 from budgetplan.zoo.models import build_model
 
@@ -37,7 +38,7 @@ def main() -> None:
             continue
         costs = layer_costs(model, example, device, model_name=name)
         try:
-            plan = plan_from_costs(costs, device)
+            plan = plan_from_costs(costs, device, resolve_importance(None, costs))  # as budgetplan solve
         except InfeasibleError as err:
             print(f"| {device.name} | {device.executor} | {format_bytes(device.budget)} | infeasible: {err} | | | |")
             continue

@@ -1,8 +1,10 @@
 """Measure the importance table shipped for ImageNet MobileNetV2 (width 1.0).
 
-Run: python benchmarks/shipped_importance.py [--epochs 4 --out budgetplan/tables/mobilenet_v2-imagenet.yaml]
+Run: python benchmarks/shipped_importance.py [--epochs 4 --measure rgn
+     --out budgetplan/tables/mobilenet_v2-imagenet.yaml]
 
-TraDy's reweighted gradient norm (docs/importance.md), accumulated over dense fine-tuning of
+Gradient energy (the default; ``--measure rgn`` for TraDy's reweighted gradient norm;
+docs/importance.md) of every layer's input channels and bias, over dense fine-tuning of
 torchvision's ImageNet checkpoint on scikit-image's ``lfw_subset`` (100 face and 100
 non-face crops, 25×25 grey, upscaled to 128×128 RGB): real images that neither accuracy
 benchmark task uses, so the table is measured on other data than it is judged on, as
@@ -42,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--measure", choices=("energy", "rgn"), default="energy")
     parser.add_argument("--out", default=str(ROOT / "budgetplan" / "tables" / "mobilenet_v2-imagenet.yaml"))
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -56,6 +59,7 @@ def main() -> None:
         example_input=dataset[0][0][None],
         lr=0.005,
         data_name=f"scikit-image lfw_subset (200 face / non-face crops at {args.size}x{args.size}), batch 16",
+        measure=args.measure,
     )
     measured.save(args.out, channels=False)
     top = measured.top_layers()

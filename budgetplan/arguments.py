@@ -214,6 +214,12 @@ def _add_importance(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     importance.add_argument("--steps", type=_count, default=100, help="optimizer steps of dense fine-tuning")
     importance.add_argument("--batch-size", type=_count, default=32)
     importance.add_argument("--lr", type=_positive, default=0.005)
+    importance.add_argument(
+        "--measure",
+        choices=("energy", "rgn"),
+        default="energy",
+        help="gradient energy (loss decrease per step, the default) or TraDy's reweighted gradient norm",
+    )
     importance.add_argument("--out", required=True, help="importance YAML to write")
 
 

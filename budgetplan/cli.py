@@ -260,13 +260,15 @@ def _cmd_importance(args: argparse.Namespace) -> None:
     else:
         model, name = build_model(args.model, args.num_classes, args.width_mult)
     loader = torch.utils.data.DataLoader(_dataset(args.data, shape), batch_size=args.batch_size, shuffle=True)
-    measured = measure_importance(model, loader, args.steps, torch.zeros(1, *shape), args.lr, f"{args.data}")
+    measured = measure_importance(
+        model, loader, args.steps, torch.zeros(1, *shape), args.lr, f"{args.data}", args.measure
+    )
     measured.save(args.out)
     rows = [[n, f"{100 * s:.2f}%", f"{100 * c:.1f}%"] for n, s, c in measured.ranking()[:15]]
     text = "\n".join(
         [
-            f"{name}: {measured.steps} steps on {args.data}; the {len(measured.top_layers())} most important "
-            f"layers hold 97% (of {len(measured.ranking())})",
+            f"{name}: {args.measure}, {measured.steps} steps on {args.data}; the {len(measured.top_layers())} "
+            f"most important layers hold 97% (of {len(measured.ranking())})",
             "",
             table(["layer", "share", "cumulative"], rows, [False, True, True]),
             f"importance written to {args.out}",

@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit-batches", type=float, default=1.0, help="fraction (or count) of batches per epoch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--importance", help="'prior', 'measured' or an importance file (default: the callback's)")
     args = parser.parse_args()
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
     pl.seed_everything(args.seed, verbose=False)
@@ -90,19 +91,24 @@ def main() -> None:
     # the backbone: dense training on 0-4 (what a downloaded checkpoint would be)
     net = small_vit()
     backbone = ViTClassifier(net, lr=0.05)
-    quiet_trainer(args.pretrain_epochs, [], limit).fit(backbone, loader("train", range(0, 5)), loader("val", range(0, 5)))
-    pretrained = float(quiet_trainer(1, [], limit).validate(backbone, loader("val", range(0, 5)), verbose=False)[0]["val_acc"])
+    seen, unseen = range(0, 5), range(5, 10)
+    quiet_trainer(args.pretrain_epochs, [], limit).fit(backbone, loader("train", seen), loader("val", seen))
+    pretrained = float(quiet_trainer(1, [], limit).validate(backbone, loader("val", seen), verbose=False)[0]["val_acc"])
     print(f"backbone: {100 * pretrained:.1f}% on the digits 0-4 after {args.pretrain_epochs} epochs of dense training")
 
     # the fine-tuning: digits 5-9, a new head, under the device's cap
     net.heads = nn.Sequential(nn.Linear(64, 5))
     model = ViTClassifier(net, lr=0.05)
     callback = BudgetPlanCallback(
-        device="raspberry-pi-4", training_memory=args.training_memory, batch_size=args.batch_size, seed=args.seed
+        device="raspberry-pi-4",
+        training_memory=args.training_memory,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        importance=args.importance,
     )
     trainer = quiet_trainer(args.epochs, [callback], limit)
     start = time.perf_counter()
-    trainer.fit(model, loader("train", range(5, 10)), loader("val", range(5, 10)))
+    trainer.fit(model, loader("train", unseen), loader("val", unseen))
     seconds = time.perf_counter() - start
     assert callback.plan is not None
 
@@ -112,7 +118,7 @@ def main() -> None:
     print(f"validation accuracy on 5-9 after {args.epochs} epochs: {100 * accuracy:.1f}%  ({seconds:.0f} s)")
     lean = callback.saved_bytes_per_sample or 0.0
     predicted = callback.plan.predicted.saved_bytes / args.batch_size
-    dense = dense_saved_bytes(net, next(iter(loader("val", range(5, 10))))[0][:4])
+    dense = dense_saved_bytes(net, next(iter(loader("val", unseen)))[0][:4])
     print(
         f"saved for backward per sample (fp32 on this host): {format_bytes(lean)} measured with the plan, "
         f"{format_bytes(predicted)} predicted, {format_bytes(dense)} for dense fine-tuning"

@@ -183,6 +183,14 @@ class Plan:
             )
         return None
 
+    def objective_in_unit(self) -> str | None:
+        """The objective in the importance's unit (e.g. the first-order loss decrease per
+        SGD step per unit learning rate), or None when the importance has no unit."""
+        unit, scale = self.options.get("importance_unit"), self.options.get("importance_scale")
+        if not unit or not isinstance(scale, (int, float)):
+            return None
+        return f"{self.objective * scale:.4g} {unit}"
+
     def host_saved_bound(self) -> float:
         """Most bytes per sample that autograd on the host may save under this plan.
 

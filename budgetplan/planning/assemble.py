@@ -92,6 +92,9 @@ def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
             "include": list(options.include),
             "exclude": list(options.exclude),
             "time_limit": options.time_limit,
+            # the objective's unit, when the importance measured one (docs/importance.md)
+            "importance_unit": problem.importance.unit or None,
+            "importance_scale": problem.importance.scale,
         },
     )
 

@@ -36,26 +36,42 @@ from budgetplan.files import read_yaml
 from budgetplan.plan.names import find_prefix, with_prefix
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
+ENERGY_UNIT = "loss decrease per SGD step per unit learning rate"  # gradient energy (measure.py)
+MEASURED = "measured"  # the callback's importance= that insists on measuring on the training data
 TABLES = Path(__file__).resolve().parent.parent / "tables"  # measured importance shipped with the package
 TOP_SHARE = 0.97  # TraDy keeps the layers that hold 97% of the cumulative importance
 
 
 @dataclass(frozen=True)
 class Importance:
-    """Per-layer objective weights for weight and bias updates, and where they came from."""
+    """Per-layer objective weights for weight and bias updates, and where they came from.
+
+    ``unit``: what the scores measure, when they measure something (``ENERGY_UNIT``);
+    normalised scores then keep the total as ``scale``, so that an objective ``x`` (a
+    share of the total) reads as ``x * scale`` in ``unit``.
+
+    >>> scores = Importance("demo", {"a": 3.0}, {"a": 1.0}, unit=ENERGY_UNIT).normalised()
+    >>> scores.weight, scores.bias, scores.scale
+    ({'a': 0.75}, {'a': 0.25}, 4.0)
+    """
 
     source: str
     weight: dict[str, float]
     bias: dict[str, float] = field(default_factory=dict)
+    unit: str = ""
+    scale: float | None = None
 
     def normalised(self) -> Importance:
         total = sum(self.weight.values()) + sum(self.bias.values())
         if total <= 0:
             raise BudgetPlanError(f"importance ({self.source}) has no positive score")
+        scale = (self.scale or 1.0) * total if self.unit else None
         return Importance(
             self.source,
             {k: v / total for k, v in self.weight.items()},
             {k: v / total for k, v in self.bias.items()},
+            self.unit,
+            scale,
         )
 
 
@@ -82,12 +98,15 @@ def load_importance(path: str | Path, costs: CostTable) -> Importance:
     return read
 
 
-def shipped_importance(costs: CostTable) -> Importance | None:
+def shipped_importance(costs: CostTable, by_name: bool = False) -> Importance | None:
     """The measured table shipped for this model, when one matches it layer for layer
-    (names and input channels; the classifier's class count may differ), else None."""
+    (names and input channels; the classifier's class count may differ), else None.
+    ``by_name``: a table whose layer names match but whose widths differ also serves,
+    its scores taken as each layer's share (rankings transfer across widths and data
+    sets, Quélennec et al. 2026, §4)."""
     for path in sorted(TABLES.glob("*.yaml")):
         data = read_yaml(path, "shipped importance table")
-        read = _read(data, costs, str(path), f"shipped table: {path.stem}")
+        read = _read(data, costs, str(path), f"shipped table: {path.stem}", by_name)
         if isinstance(read, Importance):
             return read
     return None
@@ -95,10 +114,14 @@ def shipped_importance(costs: CostTable) -> Importance | None:
 
 def resolve_importance(importance: str | Path | Importance | None, costs: CostTable) -> Importance:
     """The importance a plan uses: the one given (a file, an ``Importance``, ``"shipped"``
-    for the table shipped for this model, ``"prior"``), else the no-data prior."""
+    for the table shipped for this model, ``"prior"``); without one, the shipped table
+    whose layer names match the model's (``shipped_importance(by_name=True)``), else the
+    no-data prior."""
     if isinstance(importance, Importance):
         return importance
-    if importance is None or importance == "prior":
+    if importance is None:
+        return shipped_importance(costs, by_name=True) or prior_importance(costs)
+    if importance == "prior":
         return prior_importance(costs)
     if importance == "shipped":
         table = shipped_importance(costs)
@@ -157,9 +180,9 @@ def _scores(data: Any, where: str) -> tuple[dict[str, float], dict[str, float]]:
     return weight, bias
 
 
-def _read(data: Any, costs: CostTable, where: str, label: str) -> Importance | str:
+def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = False) -> Importance | str:
     """The scores in ``data`` (read from ``where``) as ``costs``' importance, named
-    ``label``, or why they do not fit it."""
+    ``label``, or why they do not fit it (``by_name``: widths may differ)."""
     weight, bias = _scores(data, where)
     names = {layer.name for layer in costs.layers}
     prefix = find_prefix(weight, names)  # scores measured on the bare model fit it inside a LightningModule
@@ -174,10 +197,21 @@ def _read(data: Any, costs: CostTable, where: str, label: str) -> Importance | s
         return "; ".join(parts) or "layer names differ"
     channels = data.get("in_channels") or {}
     wrong = [n for n, c in channels.items() if costs.layer(prefix + n).in_channels != c]
-    if wrong:
+    if wrong and by_name:
+        label += ", by layer name: measured at other widths"
+    elif wrong:
         return f"input channels differ at {', '.join(wrong[:5])} (measured on another width or architecture)"
+    unit, scale = data.get("unit"), data.get("scale")
+    if wrong:  # shares carry over to other widths, totals do not
+        unit = scale = None
+    if unit is not None and not isinstance(unit, str):
+        raise BudgetPlanError(f"{where}: field 'unit': expected text, got {unit!r}")
+    if scale is not None:
+        scale = _score(scale, f"{where}: field 'scale'")
     return Importance(
         f"{label} ({data.get('source', 'measured')})",
         with_prefix(weight, prefix),
         with_prefix(bias, prefix),
+        unit or "",
+        scale if unit else None,
     ).normalised()

@@ -86,7 +86,7 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
     else:
         out.append(
             f"solver    {plan.solver} {plan.status} (gap {plan.optimality_gap:g}) in {plan.solve_seconds:.2f} s; "
-            f"objective {plan.objective:.4f}"
+            f"objective {plan.objective:.4f}" + (f" = {unit}" if (unit := plan.objective_in_unit()) else "")
         )
     out.append(f"importance {plan.importance_source}")
     out.append(f"accounting {plan.accounting}")

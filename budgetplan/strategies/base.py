@@ -103,7 +103,8 @@ class Strategy:
     """How a strategy trains: ``sampler`` (a name in ``budgetplan.training.samplers``)
     redrawn per ``resample`` (``epoch``, ``step`` or ``never``); ``source`` cites it.
 
-    ``planned``: its layers and channel counts come from the ILP plan, shaped by
+    ``measure``: the importance measure it ranks by when the callback measures one
+    (``budgetplan.training.measure``). ``planned``: its layers and channel counts come from the ILP plan, shaped by
     ``planner_overrides``; the sampler picks the channels. Otherwise ``prepare`` reads the
     problem and ``draw`` makes its own choices across layers each time. ``dense``: nothing
     is frozen and nothing is enforced (the reference run); its prediction is reported only.
@@ -114,6 +115,7 @@ class Strategy:
     resample: ClassVar[str] = Resample.EPOCH
     planned: ClassVar[bool] = True
     dense: ClassVar[bool] = False
+    measure: ClassVar[str] = "energy"  # how the callback measures importance for it by default
     source: ClassVar[str] = ""
 
     def planner_overrides(self, costs: CostTable) -> dict[str, Any]:

@@ -25,9 +25,11 @@ train and how the input channels inside them are chosen.
                           (that is what saves the memory), so the signal of a channel is
                           its last measured weight-gradient norm; a channel never measured
                           ranks first. Memory: the plan's, plus one score per channel.
-``sparse-update``         Sparse Update (Lin et al., NeurIPS 2022): static; the ILP plan's
-                          layers, ratios and biases, the input channels of largest weight
-                          norm, never resampled. Memory: the plan's.
+``sparse-update``         Sparse Update's channel rule (Lin et al., NeurIPS 2022) on the ILP
+                          plan's layers, ratios and biases: the input channels of largest
+                          weight norm, never resampled. Its layers are not those of Sparse
+                          Update's own scheme search (contribution analysis), which this
+                          strategy does not run. Memory: the plan's.
 ``classifier``            The last layer (and its bias) only, as far as the budget allows.
 ``bias``                  Every bias plus the classifier (FT-Bias in TinyTL, Cai et al.,
                           NeurIPS 2020). Memory: the ILP with weights frozen.
@@ -88,13 +90,14 @@ class DynamicGradient(Strategy):
 
 @register_strategy
 class SparseUpdate(Strategy):
-    """Sparse Update (Lin et al., NeurIPS 2022), static: the ILP plan's layers, ratios and
-    biases, the input channels of largest weight norm, never resampled. Memory: the plan's."""
+    """Sparse Update's channel rule (Lin et al., NeurIPS 2022) on the ILP plan's layers,
+    ratios and biases: the input channels of largest weight norm, never resampled. The
+    layers are the ILP's, not those of Sparse Update's contribution analysis. Memory: the plan's."""
 
     name = "sparse-update"
     sampler = "magnitude"
     resample = "never"
-    source = "Lin et al., NeurIPS 2022"
+    source = "Lin et al., NeurIPS 2022 (channel rule only)"
 
 
 @register_strategy

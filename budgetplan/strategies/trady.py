@@ -28,6 +28,7 @@ class TraDy(Strategy):
 
     name = "trady"
     planned = False
+    measure = "rgn"  # its own score ranks its layers
     source = "Quélennec et al., ICLR 2026"
 
     def __init__(self) -> None:

@@ -62,6 +62,7 @@ from budgetplan.training.checks import batch_warning, saved_warning
 from budgetplan.training.freezing import batch_norms, keep_in_eval, train_only
 from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.lean import LeanAutograd
+from budgetplan.training.measure import Measure
 from budgetplan.training.meter import SavedTensorMeter
 from budgetplan.training.patches import PatchedForward
 from budgetplan.training.plan_source import PlanSource, example_input
@@ -88,8 +89,18 @@ class BudgetPlanCallback(Callback):
         sampler: ``"uniform"``, ``"gradient"``, ``"magnitude"`` or ``"largest"``
             (``budgetplan.training.samplers``; default: the strategy's).
         example_input: a batch to trace the model with when solving.
-        importance: importance YAML file for solving, ``"shipped"`` (the table shipped for
-            the model) or ``"prior"`` (the default, the documented no-data prior).
+        importance: importance YAML file for solving, an ``Importance``, ``"shipped"`` (the
+            table shipped for the model), ``"prior"`` (the no-data prior) or ``"measured"``.
+            By default: the gradient-energy table shipped for the network when one
+            matches it by layer name (ImageNet MobileNetV2); else measured at setup, the
+            importance measure of every layer's input channels and bias over
+            ``importance_batches`` training batches drawn by ``seed`` (``training_step``'s
+            loss, norms frozen, nothing updated; ``budgetplan.training.measure``), logged;
+            when that fails, a warning and the no-data prior. ``"measured"`` always
+            measures and makes a failure an error.
+        importance_batches: batches measured at setup (0: never measure by default).
+        importance_measure: ``"energy"`` or ``"rgn"``, TraDy's reweighted gradient norm
+            (default: the strategy's; ``trady`` ranks by its own score).
         patches: run the plan's patch stage on the host, as the device does
             (``budgetplan.training.patches``; the result is the same, the forward slower).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...).
@@ -107,11 +118,15 @@ class BudgetPlanCallback(Callback):
         importance: str | Importance | None = None,
         strategy: str = "budgetplan",
         patches: bool = False,
+        importance_batches: int = 16,
+        importance_measure: str | None = None,
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
         self.__init_plan_source(device, budget, example_input, importance, solve_options)
         self.seed = seed
+        self.importance_batches = importance_batches
+        self.importance_measure = Measure.from_str(importance_measure or self.strategy.measure)
         self._given_plan = plan
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
         self._guard = SelectionGuard()
@@ -163,7 +178,15 @@ class BudgetPlanCallback(Callback):
 
     def _source(self) -> PlanSource:
         return PlanSource(
-            self.device, self.budget, self.example_input, self.importance, self.solve_options, self._given_plan
+            self.device,
+            self.budget,
+            self.example_input,
+            self.importance,
+            self.solve_options,
+            self._given_plan,
+            self.importance_batches,
+            self.importance_measure,
+            self.seed,
         )
 
     # --- fit ---------------------------------------------------------------------------

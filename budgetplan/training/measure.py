@@ -1,19 +1,30 @@
-"""Measuring layer importance by fine-tuning: TraDy's reweighted gradient norm.
+"""Measuring layer importance on data: gradient energy, or TraDy's reweighted gradient norm.
 
-For input channel ``c`` of layer ``l`` (docs/importance.md; Quélennec et al. 2026, §3):
+Two measures of what training a layer's input channel ``c`` (or its bias) is worth, both
+read from the gradients of dense backward passes (docs/importance.md):
 
-    RGN_c = ‖∂L/∂W_l[:, c]‖₂ / (C_W + C_A)
+* ``energy`` (the default): ``‖∂L/∂W_l[:, c]‖₂²``, and ``‖∂L/∂b_l‖₂²`` for the bias,
+  averaged over the batches. To first order, one SGD step of learning rate ``η`` on a
+  parameter group lowers the loss by ``η·‖g‖²``: the score is that expected decrease per
+  unit learning rate, on one scale for weight channels and biases, and a plan's objective
+  adds the decreases of what it trains.
+* ``rgn``: TraDy's reweighted gradient norm (Quélennec et al. 2026, §3),
+  ``RGN_c = ‖∂L/∂W_l[:, c]‖₂ / (C_W + C_A)`` with ``C_W`` the weight elements and ``C_A``
+  the input elements (``H·W``) of one channel: gradient signal per element of memory;
+  the bias scores ``‖∂L/∂b‖₂ / C_out``, summed over the steps.
 
-with ``C_W`` the weight elements and ``C_A`` the input elements (``H·W``) of one channel:
-the gradient signal per element of memory the channel costs. A layer's weight importance
-is the sum over its channels, accumulated over every optimizer step of a short dense
-fine-tuning; its bias importance is ``‖∂L/∂b‖₂ / C_out`` likewise. The model given is
-not changed: a copy is fine-tuned.
+A layer's weight importance is the sum over its channels. ``measure_importance``
+fine-tunes a copy of the model (the model given is not changed); ``importance_on_batches``
+reads the gradients of the module as it is, in eval mode, with nothing updated: what the
+callback measures at setup.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,42 +35,84 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from budgetplan.costs.build import layer_costs
-from budgetplan.costs.table import CostTable
+from budgetplan.costs.layers import plannable_layers
+from budgetplan.costs.table import CostTable, LayerCost
+from budgetplan.enums import EnumStr
+from budgetplan.errors import BudgetPlanError
 from budgetplan.files import write_atomic
 from budgetplan.plan.names import without_prefix
-from budgetplan.planning.importance import TOP_SHARE, Importance, ranking, top_layers
+from budgetplan.planning.importance import ENERGY_UNIT, TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.training.channels import channel_norms
 
 
-class ImportanceMeter(Callback):
-    """Accumulates reweighted gradient norms per input channel at each optimizer step
-    (gradients are all-reduced by then, so every DDP rank measures the same)."""
+class Measure(EnumStr):
+    """What a measured importance scores."""
 
-    def __init__(self, costs: CostTable, prefix: str = "") -> None:
+    ENERGY = "energy"
+    RGN = "rgn"
+
+    def describe(self) -> str:
+        if self is Measure.ENERGY:
+            return "gradient energy: first-order loss decrease per SGD step per unit learning rate, ||dL/dW[:, c]||^2"
+        return "reweighted gradient norm (TraDy): sum over input channels of ||dL/dW[:, c]|| / (C_W + C_A)"
+
+
+def channel_scores(grad: Tensor, layer: LayerCost, measure: Measure) -> Tensor:
+    """One score per input channel of ``layer`` from its weight gradient."""
+    norms = channel_norms(grad, layer.in_channels, layer.groups).cpu()
+    if measure is Measure.ENERGY:
+        return norms.pow(2)
+    return norms / (layer.weight_elements_per_channel + layer.activation_elements_per_channel)
+
+
+def bias_score(grad: Tensor, layer: LayerCost, measure: Measure) -> float:
+    """The score of ``layer``'s bias from its gradient."""
+    if measure is Measure.ENERGY:
+        return float(grad.detach().float().pow(2).sum())
+    return float(grad.detach().float().norm()) / max(1, layer.bias_elements)
+
+
+class ImportanceMeter(Callback):
+    """Accumulates per-channel and bias scores at each optimizer step (gradients are
+    all-reduced by then, so every DDP rank measures the same)."""
+
+    def __init__(self, costs: CostTable, prefix: str = "", measure: Measure = Measure.ENERGY) -> None:
         self.costs = costs
         self.prefix = prefix
+        self.measure = Measure.from_str(measure)
         self.channels: dict[str, Tensor] = {layer.name: torch.zeros(layer.in_channels) for layer in costs.layers}
         self.bias: dict[str, float] = dict.fromkeys(self.channels, 0.0)
         self.steps = 0
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        modules = dict(pl_module.named_modules())
-        params = dict(pl_module.named_parameters())
+    def observe(self, module: nn.Module) -> None:
+        """Add the scores of the gradients ``module`` holds now."""
+        layers = plannable_layers(module)
+        params = dict(module.named_parameters())
         for layer in self.costs.layers:
-            module = modules[self.prefix + layer.name]
-            grad = module.weight.grad
-            if grad is not None:
-                norms = channel_norms(grad, layer.in_channels, layer.groups).cpu()
-                per_channel = layer.weight_elements_per_channel + layer.activation_elements_per_channel
-                self.channels[layer.name] += norms / per_channel
+            weight = layers[self.prefix + layer.name].weight
+            if weight.grad is not None:
+                self.channels[layer.name] += channel_scores(weight.grad, layer, self.measure)
+            # the layer's own bias, or the shift of the frozen norm after it (the folded bias)
             bias = params.get(self.prefix + layer.bias_param) if layer.bias_param else None
             if bias is not None and bias.grad is not None:
-                self.bias[layer.name] += float(bias.grad.norm()) / max(1, layer.bias_elements)
+                self.bias[layer.name] += bias_score(bias.grad, layer, self.measure)
         self.steps += 1
 
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        self.observe(pl_module)
+
     def importance(self, source: str) -> Importance:
-        weight = {name: float(scores.sum()) for name, scores in self.channels.items()}
-        return Importance(source, weight, dict(self.bias)).normalised()
+        # energy is a mean per step (the expected decrease of one step); TraDy sums
+        per_step = 1.0 / max(1, self.steps) if self.measure is Measure.ENERGY else 1.0
+        weight = {name: float(scores.sum()) * per_step for name, scores in self.channels.items()}
+        bias = {name: score * per_step for name, score in self.bias.items()}
+        unit = ENERGY_UNIT if self.measure is Measure.ENERGY else ""
+        return Importance(source, weight, bias, unit).normalised()
+
+    def total(self) -> float:
+        """The summed score of every weight channel and bias (energy: per step)."""
+        per_step = 1.0 / max(1, self.steps) if self.measure is Measure.ENERGY else 1.0
+        return (sum(float(c.sum()) for c in self.channels.values()) + sum(self.bias.values())) * per_step
 
 
 @dataclass
@@ -70,6 +123,7 @@ class MeasuredImportance:
     channels: dict[str, list[float]]
     steps: int
     data: str
+    measure: Measure = Measure.ENERGY
 
     def ranking(self) -> list[tuple[str, float, float]]:
         """Layers by share of the total, most important first, with cumulative share."""
@@ -81,11 +135,12 @@ class MeasuredImportance:
 
     def to_dict(self, channels: bool = True) -> dict[str, Any]:
         """The importance YAML; ``channels`` adds every input channel's score."""
-        data = {
+        data: dict[str, Any] = {
             "source": self.importance.source,
-            "measure": "reweighted gradient norm (TraDy): sum over input channels of ||dL/dW[:, c]|| / (C_W + C_A)",
+            "measure": self.measure.describe(),
             "data": self.data,
             "steps": self.steps,
+            **({"unit": self.importance.unit, "scale": self.importance.scale} if self.importance.unit else {}),
             "layers": {
                 name: {"weight": self.importance.weight[name], "bias": self.importance.bias.get(name, 0.0)}
                 for name in self.importance.weight
@@ -129,14 +184,16 @@ def measure_importance(
     example_input: Tensor | None = None,
     lr: float = 0.005,
     data_name: str = "user data",
+    measure: str = "energy",
 ) -> MeasuredImportance:
     """Fine-tune a copy of ``model`` densely for ``steps`` optimizer steps and measure
-    each layer's reweighted gradient norm.
+    each layer's importance along the way (``measure``: ``"energy"`` or ``"rgn"``).
 
     ``model`` is a LightningModule (its own ``training_step`` and optimizer; ``data`` a
     DataLoader or DataModule, or None for its own dataloaders) or a plain classifier with
     ``data`` a DataLoader of ``(x, y)`` batches (cross-entropy, SGD with momentum).
     """
+    kind = Measure.from_str(measure)
     work = copy.deepcopy(model)
     for param in work.parameters():
         param.requires_grad_(True)
@@ -148,7 +205,7 @@ def measure_importance(
             raise ValueError("measure_importance needs example_input= when data is not a DataLoader")
         example_input = next(iter(data))[0][:1]
     costs = layer_costs(module, example_input)
-    meter = ImportanceMeter(costs)
+    meter = ImportanceMeter(costs, measure=kind)
     trainer = pl.Trainer(
         max_steps=steps,
         callbacks=[meter],
@@ -160,13 +217,73 @@ def measure_importance(
         limit_val_batches=0,
     )
     trainer.fit(module, data)
-    source = f"measured: reweighted gradient norm, {meter.steps} steps on {data_name}"
-    importance = meter.importance(source)
+    importance = meter.importance(_source(kind, meter, f"{meter.steps} steps on {data_name}"))
     prefix = "model." if isinstance(module, _Classifier) else ""  # names as in the user's model
     importance = Importance(
         importance.source,
         without_prefix(importance.weight, prefix),
         without_prefix(importance.bias, prefix),
+        importance.unit,
+        importance.scale,
     )
     channels = {n: v.tolist() for n, v in without_prefix(meter.channels, prefix).items()}
-    return MeasuredImportance(importance, channels, meter.steps, data_name)
+    return MeasuredImportance(importance, channels, meter.steps, data_name, kind)
+
+
+def _source(measure: Measure, meter: ImportanceMeter, what: str) -> str:
+    if measure is Measure.ENERGY:
+        total = meter.total()
+        return f"measured: gradient energy, {what} (total {total:.4g} {ENERGY_UNIT})"
+    return f"measured: reweighted gradient norm, {what}"
+
+
+def _loss(output: Any) -> Tensor:
+    loss = output.get("loss") if isinstance(output, Mapping) else output
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        raise BudgetPlanError("training_step must return the loss (a scalar tensor, or a dict with 'loss')")
+    return loss
+
+
+@contextmanager
+def _gradients_only(module: nn.Module) -> Iterator[None]:
+    """Every parameter takes a gradient, norms and dropout in eval mode, ``log`` silenced;
+    on exit the module is as it was, its gradients cleared."""
+    flags = {p: p.requires_grad for p in module.parameters()}
+    modes = {m: m.training for m in module.modules()}
+    silenced = [name for name in ("log", "log_dict") if hasattr(module, name)]
+    module.eval()
+    module.requires_grad_(True)
+    for name in silenced:
+        setattr(module, name, lambda *args, **kwargs: None)  # no loop to log to at setup
+    try:
+        yield
+    finally:
+        for name in silenced:
+            delattr(module, name)
+        for param, flag in flags.items():
+            param.grad = None
+            param.requires_grad_(flag)
+        for m, training in modes.items():
+            m.training = training
+
+
+def importance_on_batches(
+    module: pl.LightningModule,
+    batches: Iterable[Any],
+    costs: CostTable,
+    data_name: str,
+    measure: str = "energy",
+    prefix: str = "",
+) -> Importance:
+    """The importance of ``costs``' layers from ``module.training_step``'s gradients on
+    ``batches``, with nothing updated (norms frozen, as the plan trains them)."""
+    meter = ImportanceMeter(costs, prefix, Measure.from_str(measure))
+    with _gradients_only(module), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # modules warn that they run outside a fit
+        for index, batch in enumerate(batches):
+            module.zero_grad(set_to_none=True)
+            _loss(module.training_step(batch, index)).backward()
+            meter.observe(module)
+    if meter.steps == 0:
+        raise BudgetPlanError(f"no batch to measure importance on ({data_name})")
+    return meter.importance(_source(meter.measure, meter, f"{meter.steps} batches of {data_name}"))

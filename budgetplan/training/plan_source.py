@@ -3,46 +3,56 @@ LightningModule on an example input, one plan for every rank (docs/training.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from budgetplan.costs.build import layer_costs
+from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.diagnose import check_flash
-from budgetplan.planning.importance import Importance, resolve_importance
+from budgetplan.planning.importance import MEASURED, Importance, resolve_importance, shipped_importance
 from budgetplan.planning.options import planner_options
 from budgetplan.planning.problem import Problem
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_tensor
+from budgetplan.training.measure import importance_on_batches
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
 }
 
 
+def training_loader(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+    """The training loader of this fit: the datamodule's, the module's, or the one given
+    to ``Trainer.fit``."""
+    datamodule = getattr(trainer, "datamodule", None)  # set by fit(datamodule=...)
+    if datamodule is not None:
+        return datamodule.train_dataloader()
+    if is_overridden("train_dataloader", pl_module):
+        return pl_module.train_dataloader()
+    trainer.fit_loop.setup_data()  # the loaders given to fit(); Lightning reuses them
+    return trainer.train_dataloader
+
+
 def example_input(trainer: pl.Trainer, pl_module: pl.LightningModule, given: Any = None) -> Any:
     """What to trace the model with: ``given``, the module's ``example_input_array``, or one
-    sample of the first training batch (from the datamodule, the module, or the loaders
-    given to ``Trainer.fit``)."""
+    sample of the first training batch."""
     if given is not None:
         return given
     if pl_module.example_input_array is not None:
         return pl_module.example_input_array
-    datamodule = getattr(trainer, "datamodule", None)  # set by fit(datamodule=...)
-    if datamodule is not None:
-        loader = datamodule.train_dataloader()
-    elif is_overridden("train_dataloader", pl_module):
-        loader = pl_module.train_dataloader()
-    else:
-        trainer.fit_loop.setup_data()  # the loaders given to fit(); Lightning reuses them
-        loader = trainer.train_dataloader
+    loader = training_loader(trainer, pl_module)
     tensor = first_tensor(next(iter(loader))) if loader is not None else None
     if tensor is None:
         raise BudgetPlanError(
@@ -50,6 +60,16 @@ def example_input(trainer: pl.Trainer, pl_module: pl.LightningModule, given: Any
             "example_input_array on the LightningModule, or give plan="
         )
     return tensor[:1]
+
+
+def measurement_batches(loader: Any, batches: int, seed: int) -> Iterable[Any]:
+    """``batches`` training batches drawn by ``seed`` from the loader's dataset, the same on
+    every rank and every run; the loader's own order and generator are left alone."""
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(loader, DataLoader) and isinstance(dataset, Dataset) and not isinstance(dataset, IterableDataset):
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+        loader = DataLoader(dataset, batch_size=loader.batch_size, sampler=sampler, collate_fn=loader.collate_fn)
+    return itertools.islice(iter(loader), batches)
 
 
 def plan_on_every_rank(trainer: pl.Trainer, solve: Callable[[], Plan]) -> Plan:
@@ -80,12 +100,18 @@ class PlanSource:
     importance: str | Importance | None = None
     solve_options: dict[str, Any] = field(default_factory=dict)
     plan: str | Plan | None = None
+    importance_batches: int = 16
+    importance_measure: str = "energy"
+    seed: int = 0
+    loader: Any = None  # the training loader, when importance is measured on it
 
     def training(self, strategy: Strategy, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Training:
         """What ``strategy`` trains in ``pl_module`` for this fit."""
+        if self.plan is None and not strategy.dense and self.importance in (None, MEASURED):
+            self.loader = training_loader(trainer, pl_module)  # on every rank: it may wait for the others
         if strategy.planned:
             return strategy.prepare(self.resolve(strategy, trainer, pl_module), None)
-        # every rank computes the same: tracing and the draws are deterministic
+        # every rank computes the same: tracing, the measurement batches and the draws are deterministic
         example = example_input(trainer, pl_module, self.example_input)
         return strategy.prepare(None, self.problem(strategy, pl_module, example))
 
@@ -97,7 +123,38 @@ class PlanSource:
         options = {**self.solve_options, **strategy.planner_overrides(costs)}
         if self.budget is not None:
             options["budget"] = self.budget
-        return Problem(costs, device, resolve_importance(self.importance, costs), planner_options(**options))
+        if strategy.dense:  # the reference run's prediction weighs nothing
+            importance = resolve_importance(None if self.importance == MEASURED else self.importance, costs)
+        else:
+            importance = self.importance_for(pl_module, costs)
+        return Problem(costs, device, importance, planner_options(**options))
+
+    def importance_for(self, pl_module: pl.LightningModule, costs: CostTable) -> Importance:
+        """The importance given; else the shipped gradient-energy table whose layer names
+        match the model (it trained best in the README's importance study) when the
+        measure is energy; else measured on the training data (``importance_batches``
+        batches), falling back to the no-data default with a warning. ``"measured"``
+        insists on the measurement."""
+        insist = self.importance == MEASURED
+        if self.importance is None and self.importance_measure == "energy":
+            table = shipped_importance(costs, by_name=True)
+            if table is not None:
+                return table
+        if not (insist or (self.importance is None and self.importance_batches > 0)):
+            return resolve_importance(self.importance, costs)
+        try:
+            if self.loader is None:
+                raise BudgetPlanError("no training data to measure importance on")
+            batches = measurement_batches(self.loader, max(1, self.importance_batches), self.seed)
+            measured = importance_on_batches(pl_module, batches, costs, "the training data", self.importance_measure)
+        except Exception as err:  # the fallback is the documented default; "measured" insists
+            if insist:
+                raise BudgetPlanError(f"BudgetPlanCallback: importance='measured': {err}") from err
+            fallback = resolve_importance(None, costs)
+            rank_zero_warn(f"budgetplan: importance not measured ({err}); planning with {fallback.source}")
+            return fallback
+        rank_zero_info(f"budgetplan: importance {measured.source}")
+        return measured
 
     def resolve(self, strategy: Strategy, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Plan:
         """The given plan, the plan file, or rank 0's solution."""

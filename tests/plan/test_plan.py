@@ -33,7 +33,7 @@ def test_plan_is_self_contained(tmp_path, plan_and_model):
         assert key in data
     assert data["device_profile"]["sram"] == 320 * 1024  # the profile travels with the plan
     assert data["accounting"].startswith("physical")
-    assert data["importance_source"].startswith("prior")
+    assert data["importance_source"].startswith("shipped table: mobilenet_v2-imagenet, by layer name")
     assert {layer["update"] for layer in data["layers"]} <= {"none", "bias", "weight"}
 
 

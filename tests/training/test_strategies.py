@@ -137,7 +137,7 @@ def test_bad_strategy_arguments():
         BudgetPlanCallback(strategy="trady", plan="plan.yaml")
 
 
-def test_shipped_table_applies_to_imagenet_mobilenet_v2_only_and_only_by_name():
+def test_shipped_table_applies_to_imagenet_mobilenet_v2_only():
     import torchvision
 
     example = torch.zeros(1, 3, 64, 64)
@@ -150,5 +150,72 @@ def test_shipped_table_applies_to_imagenet_mobilenet_v2_only_and_only_by_name():
     assert resolve_importance("shipped", wide).source == table.source
     with pytest.raises(BudgetPlanError, match=r"importance 'shipped': no table .* matches model .* or use 'prior'"):
         resolve_importance("shipped", narrow)
-    assert resolve_importance(None, wide).source.startswith("prior")  # the default
     assert resolve_importance("prior", wide).source.startswith("prior")
+    # without data the default is the table, by layer name where the widths differ
+    assert resolve_importance(None, wide) == table
+    by_name = resolve_importance(None, narrow)
+    assert by_name.source.startswith("shipped table: mobilenet_v2-imagenet, by layer name: measured at other widths")
+    assert by_name.weight == pytest.approx(table.weight) and by_name.bias == pytest.approx(table.bias)
+    other = layer_costs(torchvision.models.resnet18(num_classes=10), example)
+    assert resolve_importance(None, other).source.startswith("prior")  # no table for it
+
+
+def test_importance_is_measured_on_the_training_data_by_default():
+    budget, _ = fit("budgetplan", epochs=1)
+    assert budget.plan.importance_source.startswith("measured: gradient energy, 4 batches of the training data")
+    rgn, _ = fit("budgetplan", epochs=1, importance_measure="rgn")
+    assert rgn.plan.importance_source.startswith("measured: reweighted gradient norm, 4 batches")
+    # trady ranks its layers by its own score, measured the same way on every rank
+    trady, _ = fit("trady", epochs=1)
+    assert trady.plan.importance_source.startswith("measured: reweighted gradient norm, 4 batches")
+    never, _ = fit("budgetplan", epochs=1, importance_batches=0)
+    assert never.plan.importance_source.startswith("prior")  # no table for this network
+    given, _ = fit("budgetplan", epochs=1, importance="prior")
+    assert given.plan.importance_source.startswith("prior")
+
+
+class LossDict(TinyModule):
+    """A training_step that returns a dict and reads its optimizer, which does not exist
+    before the fit has configured it."""
+
+    def training_step(self, batch, batch_idx):
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return {"loss": super().training_step(batch, batch_idx)}
+
+
+def test_a_failed_measurement_falls_back_with_a_warning_or_fails_when_insisted_on():
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory=CAP, batch_size=8)
+    with pytest.warns(UserWarning, match=r"importance not measured \(list index out of range\); planning with prior"):
+        trainer(1, [budget]).fit(LossDict(dropout=0.0), data())
+    assert budget.plan.importance_source.startswith("prior")
+    insist = BudgetPlanCallback(device="cortex-m7", training_memory=CAP, batch_size=8, importance="measured")
+    with pytest.raises(BudgetPlanError, match="importance='measured': list index out of range"):
+        trainer(1, [insist]).fit(LossDict(dropout=0.0), data())
+
+
+class OptimizerFree(LossDict):
+    def training_step(self, batch, batch_idx):
+        return {"loss": TinyModule.training_step(self, batch, batch_idx)}
+
+
+def test_a_loss_dict_is_measured():
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory=CAP, batch_size=8, importance="measured")
+    trainer(1, [budget]).fit(OptimizerFree(dropout=0.0), data())
+    assert budget.plan.importance_source.startswith("measured: gradient energy")
+
+
+def test_a_network_with_a_shipped_table_plans_with_it_by_default():
+    """The callback's default for MobileNetV2, at any width: the shipped gradient-energy
+    table, by layer name; TraDy measures its own score instead."""
+    import torchvision
+
+    from budgetplan.training.plan_source import PlanSource
+
+    module = TinyModule()
+    module.net = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=4)
+    costs = layer_costs(module, torch.zeros(1, 3, 32, 32))
+    default = PlanSource().importance_for(module, costs)
+    assert default.source.startswith("shipped table: mobilenet_v2-imagenet, by layer name")
+    assert set(default.weight) == {layer.name for layer in costs.layers}
+    trady = PlanSource(importance_measure="rgn", loader=data(16)).importance_for(module, costs)
+    assert trady.source.startswith("measured: reweighted gradient norm, 2 batches")
