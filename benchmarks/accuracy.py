@@ -66,10 +66,22 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the shipped table (the callback's default for this network): gradient energy on the
     # same face crops and steps as SHIPPED's
     "budgetplan (shipped table)": ("budgetplan", {"importance": "shipped"}),
+    # when resampling helps: the same plans with channels drawn once, or the largest-norm ones kept
+    "budgetplan (shipped table) + fixed channels": ("budgetplan", {"importance": "shipped", "resample": "never"}),
+    "budgetplan (shipped table) + largest-norm channels": (
+        "budgetplan",
+        {"importance": "shipped", "resample": "never", "sampler": "magnitude"},
+    ),
     # an ablation, run only when named: the plan's channels drawn once and kept
     "budgetplan (fixed channels)": ("budgetplan", {**SHIPPED, "resample": "never"}),
 }
-ABLATIONS = ("budgetplan (fixed channels)", "budgetplan (measured rgn)", "budgetplan (measured)")
+ABLATIONS = (
+    "budgetplan (fixed channels)",
+    "budgetplan (measured rgn)",
+    "budgetplan (measured)",
+    "budgetplan (shipped table) + fixed channels",
+    "budgetplan (shipped table) + largest-norm channels",
+)
 UNBUDGETED = ("classifier", "full")  # their choice does not change with these budgets
 
 
@@ -150,6 +162,8 @@ COMPARISONS = [
     ("budgetplan (shipped table)", "trady"),
     ("budgetplan (shipped table)", "sparse-update"),
     ("budgetplan (shipped table)", "classifier"),
+    ("budgetplan (shipped table)", "budgetplan (shipped table) + fixed channels"),
+    ("budgetplan (shipped table)", "budgetplan (shipped table) + largest-norm channels"),
     ("budgetplan (measured)", "bias"),
     ("budgetplan (measured)", "trady"),
 ]
