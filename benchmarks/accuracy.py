@@ -9,8 +9,10 @@ scikit-learn's digits, and the same digits blended into natural photographs
 batch 32) and data order for every strategy. BatchNorm is folded into the convolutions
 (``budgetplan.fold_batchnorm``), as on the device, for every strategy but ``full``, which
 trains it as dense fine-tuning does; ``--frozen-norms`` trains through frozen BatchNorm
-instead. Every strategy ranks layers by TraDy's score measured on face crops
-(``benchmarks/results/mobilenet_v2-imagenet-rgn.yaml``). The budgeted strategies are held
+instead. Every strategy but ``sparse-update`` ranks layers by TraDy's score measured on
+face crops (``benchmarks/results/mobilenet_v2-imagenet-rgn.yaml``); ``sparse-update`` runs
+Sparse Update's contribution analysis on the task's training images (at the pretrained
+point, once per task and seed, kept in ``benchmarks/results/contributions/``). The budgeted strategies are held
 to each budget as training memory (the published accounting: updated weights + saved
 tensors) on examples/stm32f746-disco-study.yaml; 256 KB is the cortex-m7 budget.
 ``classifier`` and ``full`` do not depend on the budget and run once per task and seed.
@@ -49,12 +51,15 @@ from budgetplan.units import format_bytes, parse_bytes  # noqa: E402
 # ones rank by measured importance:
 # python benchmarks/shipped_importance.py --measure rgn --out benchmarks/results/mobilenet_v2-imagenet-rgn.yaml
 SHIPPED = {"importance": str(ROOT / "benchmarks" / "results" / "mobilenet_v2-imagenet-rgn.yaml")}
+CONTRIBUTION = "contribution analysis"  # stands for the task's own analysis file (contribution_file)
+CONTRIBUTIONS = ROOT / "benchmarks" / "results" / "contributions"
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "budgetplan": ("budgetplan", SHIPPED),
     "trady": ("trady", SHIPPED),
     "gradient": ("gradient", SHIPPED),
     "dynamic-gradient": ("dynamic-gradient", SHIPPED),
-    "sparse-update": ("sparse-update", SHIPPED),
+    # Sparse Update: its contribution analysis on the task (measured once per task and seed), then its search
+    "sparse-update": ("sparse-update", {"importance": CONTRIBUTION}),
     "classifier": ("classifier", SHIPPED),
     "bias": ("bias", SHIPPED),
     "full": ("full", SHIPPED),
@@ -72,15 +77,23 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "budgetplan",
         {"importance": "shipped", "resample": "never", "sampler": "magnitude"},
     ),
-    # an ablation, run only when named: the plan's channels drawn once and kept
+    # a static choice is worth its fraction of channels: the linear utility
+    "budgetplan (shipped table) + largest-norm channels + linear utility": (
+        "budgetplan",
+        {"importance": "shipped", "resample": "never", "sampler": "magnitude", "utility": "linear"},
+    ),
+    # ablations, run only when named: the plan's channels drawn once and kept, or the largest-norm ones
     "budgetplan (fixed channels)": ("budgetplan", {**SHIPPED, "resample": "never"}),
+    "budgetplan (largest-norm channels)": ("budgetplan", {**SHIPPED, "resample": "never", "sampler": "magnitude"}),
 }
 ABLATIONS = (
     "budgetplan (fixed channels)",
+    "budgetplan (largest-norm channels)",
     "budgetplan (measured rgn)",
     "budgetplan (measured)",
     "budgetplan (shipped table) + fixed channels",
     "budgetplan (shipped table) + largest-norm channels",
+    "budgetplan (shipped table) + largest-norm channels + linear utility",
 )
 UNBUDGETED = ("classifier", "full")  # their choice does not change with these budgets
 
@@ -89,8 +102,40 @@ CELL = ("task", "variant", "budget", "seed")
 PROTOCOL = ("epochs", "train_per_class", "lr", "norms")  # what every run of one table shares
 
 
+def contribution_file(task: str, seed: int, protocol: dict[str, Any]) -> Path:
+    """Sparse Update's contribution analysis of the pretrained network on ``task``: what
+    ``sparse-update``'s callback measures at setup (the same seeded model and batches),
+    measured once per task and seed and kept for every budget, as the paper analyses once."""
+    name = f"{task}-seed{seed}-{protocol['train_per_class']}pc-{protocol['norms']}-lr{protocol['lr']}.yaml"
+    path = CONTRIBUTIONS / name
+    if path.exists():
+        return path
+    from digits import STUDY_PROFILE, ImageClassifier
+    from lightning.pytorch import seed_everything
+
+    from budgetplan import load_device
+    from budgetplan.costs.build import layer_costs
+    from budgetplan.training.contribution import STEPS, contributions_on_batches
+    from budgetplan.training.measure import Measure, MeasuredImportance
+    from budgetplan.training.plan_source import measurement_batches
+
+    seed_everything(seed, verbose=False)  # the new head as fit_strategy draws it
+    folded = protocol["norms"] == "folded"
+    model = ImageClassifier(pretrained=True, num_classes=10, lr=protocol["lr"], fold_norms=folded)
+    data = DigitsData(128, 32, seed, task, protocol["train_per_class"])
+    data.setup("fit")
+    costs = layer_costs(model, model.example_input_array, load_device(STUDY_PROFILE))
+    batches = measurement_batches(data.train_dataloader(), 16, seed)  # the callback's importance_batches
+    importance = contributions_on_batches(model, batches, costs, f"the training data of {task}")
+    CONTRIBUTIONS.mkdir(parents=True, exist_ok=True)
+    MeasuredImportance(importance, {}, STEPS, task, Measure.CONTRIBUTION).save(path)
+    return path
+
+
 def run(cell: dict[str, Any], protocol: dict[str, Any], limit: float | int) -> dict[str, Any]:
     strategy, options = VARIANTS[cell["variant"]]
+    if options.get("importance") == CONTRIBUTION:
+        options = {**options, "importance": str(contribution_file(cell["task"], cell["seed"], protocol))}
     data = DigitsData(128, 32, cell["seed"], cell["task"], protocol["train_per_class"])
     start = time.perf_counter()
     row = fit_strategy(
@@ -143,14 +188,18 @@ def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
 COMPARISONS = [
     ("budgetplan (linear utility)", "budgetplan"),
     ("budgetplan (prior importance)", "budgetplan"),
-    ("dynamic-gradient", "sparse-update"),
+    ("dynamic-gradient", "budgetplan (largest-norm channels)"),
+    ("budgetplan (largest-norm channels)", "classifier"),
+    ("sparse-update", "budgetplan (largest-norm channels)"),
     ("sparse-update", "classifier"),
+    ("sparse-update", "bias"),
     ("dynamic-gradient", "classifier"),
     ("budgetplan", "trady"),
     ("budgetplan", "sparse-update"),
+    ("budgetplan", "budgetplan (largest-norm channels)"),
     ("budgetplan", "classifier"),
     ("budgetplan (fixed channels)", "budgetplan"),
-    ("budgetplan (fixed channels)", "sparse-update"),
+    ("budgetplan (fixed channels)", "budgetplan (largest-norm channels)"),
     # the importance study: the callback's default (measured at setup) against the other sources
     ("budgetplan (measured)", "budgetplan"),
     ("budgetplan (measured)", "budgetplan (prior importance)"),
@@ -164,6 +213,10 @@ COMPARISONS = [
     ("budgetplan (shipped table)", "classifier"),
     ("budgetplan (shipped table)", "budgetplan (shipped table) + fixed channels"),
     ("budgetplan (shipped table)", "budgetplan (shipped table) + largest-norm channels"),
+    (
+        "budgetplan (shipped table) + largest-norm channels + linear utility",
+        "budgetplan (shipped table) + largest-norm channels",
+    ),
     ("budgetplan (measured)", "bias"),
     ("budgetplan (measured)", "trady"),
 ]

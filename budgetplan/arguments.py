@@ -211,14 +211,20 @@ def _add_importance(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default="digits",
         help="'digits' (offline), an ImageFolder directory, or package.module:factory returning a dataset",
     )
-    importance.add_argument("--steps", type=_count, default=100, help="optimizer steps of dense fine-tuning")
+    importance.add_argument(
+        "--steps",
+        type=_count,
+        help="optimizer steps of dense fine-tuning (energy, rgn; default 100), or of each trial "
+        "(contribution; default 4)",
+    )
     importance.add_argument("--batch-size", type=_count, default=32)
     importance.add_argument("--lr", type=_positive, default=0.005)
     importance.add_argument(
         "--measure",
-        choices=("energy", "rgn"),
+        choices=("energy", "rgn", "contribution"),
         default="energy",
-        help="gradient energy (loss decrease per step, the default) or TraDy's reweighted gradient norm",
+        help="gradient energy (loss decrease per step, the default), TraDy's reweighted gradient norm, or "
+        "Sparse Update's contribution analysis (short trial fine-tunes; what the sparse-update strategy plans with)",
     )
     importance.add_argument("--out", required=True, help="importance YAML to write")
 

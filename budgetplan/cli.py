@@ -247,6 +247,7 @@ def _cmd_importance(args: argparse.Namespace) -> None:
     import torch
 
     from budgetplan.report.text import table
+    from budgetplan.training.contribution import STEPS
     from budgetplan.training.measure import measure_importance
     from budgetplan.zoo.models import build_model, parse_input_size
 
@@ -260,9 +261,8 @@ def _cmd_importance(args: argparse.Namespace) -> None:
     else:
         model, name = build_model(args.model, args.num_classes, args.width_mult)
     loader = torch.utils.data.DataLoader(_dataset(args.data, shape), batch_size=args.batch_size, shuffle=True)
-    measured = measure_importance(
-        model, loader, args.steps, torch.zeros(1, *shape), args.lr, f"{args.data}", args.measure
-    )
+    steps = args.steps or (STEPS if args.measure == "contribution" else 100)
+    measured = measure_importance(model, loader, steps, torch.zeros(1, *shape), args.lr, f"{args.data}", args.measure)
     measured.save(args.out)
     rows = [[n, f"{100 * s:.2f}%", f"{100 * c:.1f}%"] for n, s, c in measured.ranking()[:15]]
     text = "\n".join(

@@ -8,6 +8,8 @@ Symbols follow docs/planner.md, "Variables and constraints" and "Memory over tim
 * ``a[l]`` (``a_{l}``, with ``max_layers`` only): layer ``l`` updates anything;
 * ``z[o]`` (``z_{o}``, with ``executor: patch`` only): the layers before option ``o``'s split
   run patch by patch on its grid (``budgetplan.costs.patches``);
+* ``t[k]`` (``t_{k}``, with importance measured by depth only): the biases of the last
+  ``k`` layers train (Sparse Update's contribution analysis, ``Importance.bias_depths``);
 * ``S[l]`` (``S_{l}``): bytes saved by layers ``0..l``, as saved tensors accumulate in forward;
 * ``peak`` (goal ``PEAK`` only): the largest memory of the step, minimised.
 
@@ -29,7 +31,7 @@ from budgetplan.device.profile import Executor
 from budgetplan.planning.accounting import classifier, sparse_update_terms
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL, run_solver
 from budgetplan.planning.memory import Choice
-from budgetplan.planning.objective import channel_options, layer_value
+from budgetplan.planning.objective import bias_order, channel_options, layer_value
 from budgetplan.planning.options import Accounting
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.trainable import Trainable
@@ -110,11 +112,33 @@ class Program:
                 prob += b[i] == 1, f"required_bias_{i}"
         # Σ x + Σ b ≥ 1: a plan trains something
         prob += pulp.lpSum(x_on) + pulp.lpSum(b.values()) >= 1, "trains_something"
+        self._add_bias_depths()
         if self.z:
             # Σ z ≤ 1: one patch stage at most; y[s-1] + z[o] ≤ 1: it runs only frozen layers
             prob += pulp.lpSum(self.z) <= 1, "one_patch_stage"
             for o, option in enumerate(self.patch_options):
                 prob += y[option.split - 1] + self.z[o] <= 1, f"patch_frozen_{o}"
+
+    def _add_bias_depths(self) -> None:
+        """Biases valued by depth (Sparse Update's schemes): one measured depth ``k`` at most,
+        t[k] binary; the bias at position p from the end trains iff the chosen depth reaches
+        it, b = Σ_{k ≥ p} t[k]; a bias that may not train rules out the depths past it."""
+        depths = self.problem.importance.bias_depths
+        self.t: dict[int, pulp.LpVariable] = {}
+        if not depths:
+            return
+        prob = self.prob
+        index = {layer.name: i for i, layer in enumerate(self.layers)}
+        order = bias_order(self.problem.costs)
+        self.t = {k: prob.add_variable(f"t_{k}", cat="Binary") for k in sorted(depths) if k <= len(order)}
+        prob += pulp.lpSum(self.t.values()) <= 1, "one_bias_depth"
+        for position, name in enumerate(order, start=1):
+            reaching = pulp.lpSum(v for k, v in self.t.items() if k >= position)
+            i = index[name]
+            if i in self.b:
+                prob += self.b[i] == reaching, f"bias_depth_{i}"
+            else:
+                prob += reaching == 0, f"bias_depth_blocked_{i}"
 
     def _add_layer_limit(self) -> None:
         limit = self.problem.options.max_layers
@@ -233,9 +257,11 @@ class Program:
         def units(i: int, choice: Choice) -> int:
             return round(layer_value(layers[i], choice, importance, options) / OPTIMALITY_GAP)
 
+        depths = importance.bias_depths
         return pulp.lpSum(
             [units(i, Choice(c)) * v for (i, c), v in self.x.items()]
             + [units(i, Choice(bias=True)) * v for i, v in self.b.items()]
+            + [round(depths[k] / OPTIMALITY_GAP) * v for k, v in self.t.items()]
         )
 
     def _tiebreak(self) -> pulp.LpAffineExpression:
@@ -288,10 +314,14 @@ class Program:
 def _channel_choices(problem: Problem, trainable: Trainable) -> dict[str, list[int]]:
     """The channel counts ``c`` each layer may train: the ratio grid where weights may
     train, every channel for a required layer, none elsewhere."""
-    options = problem.options
+    options, curves = problem.options, problem.importance.curves
     weights = trainable.allowed if not options.bias_only else frozenset()
+    if curves:  # measured choices (contribution analysis): those layers, at those fractions
+        weights = weights & frozenset(curves)
     counts = {
-        layer.name: channel_options(layer, options.ratios) if layer.name in weights else []
+        layer.name: channel_options(layer, tuple(curves.get(layer.name, options.ratios)))
+        if layer.name in weights
+        else []
         for layer in problem.costs.layers
     }
     for name in trainable.required:

@@ -50,6 +50,14 @@ class Importance:
     normalised scores then keep the total as ``scale``, so that an objective ``x`` (a
     share of the total) reads as ``x * scale`` in ``unit``.
 
+    Sparse Update's contribution analysis (Lin et al., NeurIPS 2022, §3.2) measures values
+    of choices rather than of layers: ``curves`` maps a layer to the value of training a
+    fraction of its input channels (``{0.25: v, 1.0: w}``), and ``bias_depths`` the number
+    ``k`` of bias-capable layers counted from the end to the value of training their
+    biases. Where they are given, the planner chooses among exactly those: a layer's weight
+    trains only if it has a curve, at its measured fractions, and biases train as the last
+    ``k`` of a measured depth (docs/importance.md).
+
     >>> scores = Importance("demo", {"a": 3.0}, {"a": 1.0}, unit=ENERGY_UNIT).normalised()
     >>> scores.weight, scores.bias, scores.scale
     ({'a': 0.75}, {'a': 0.25}, 4.0)
@@ -60,6 +68,8 @@ class Importance:
     bias: dict[str, float] = field(default_factory=dict)
     unit: str = ""
     scale: float | None = None
+    curves: dict[str, dict[float, float]] = field(default_factory=dict)
+    bias_depths: dict[int, float] = field(default_factory=dict)
 
     def normalised(self) -> Importance:
         total = sum(self.weight.values()) + sum(self.bias.values())
@@ -72,6 +82,8 @@ class Importance:
             {k: v / total for k, v in self.bias.items()},
             self.unit,
             scale,
+            {name: {f: v / total for f, v in curve.items()} for name, curve in self.curves.items()},
+            {k: v / total for k, v in self.bias_depths.items()},
         )
 
 
@@ -162,28 +174,46 @@ def top_layers(importance: Importance, share: float = TOP_SHARE) -> list[str]:
     return chosen
 
 
-def _scores(data: Any, where: str) -> tuple[dict[str, float], dict[str, float]]:
+def _scores(data: Any, where: str) -> tuple[dict[str, float], dict[str, float], dict[str, dict[float, float]]]:
     if not isinstance(data, dict) or not isinstance(data.get("layers"), dict):
         raise BudgetPlanError(f"{where}: field 'layers': expected a mapping of layer name to score")
     weight: dict[str, float] = {}
     bias: dict[str, float] = {}
+    curves: dict[str, dict[float, float]] = {}
     for name, value in data["layers"].items():
         at = f"{where}: field 'layers.{name}'"
         if isinstance(value, dict):
-            unknown = set(value) - {"weight", "bias"}
+            unknown = set(value) - {"weight", "bias", "curve"}
             if unknown or "weight" not in value:
-                raise BudgetPlanError(f"{at}: expected a number or {{weight: x, bias: y}}")
+                raise BudgetPlanError(f"{at}: expected a number or {{weight: x, bias: y, curve: {{fraction: value}}}}")
             weight[name] = _score(value["weight"], at + ".weight")
             bias[name] = _score(value.get("bias", 0.0), at + ".bias")
+            if "curve" in value:
+                curves[name] = _curve(value["curve"], at + ".curve", float, lambda f: 0 < f <= 1, "fractions in (0, 1]")
         else:
             weight[name] = _score(value, at)
-    return weight, bias
+    return weight, bias, curves
+
+
+def _curve(data: Any, where: str, key: type, valid: Any, what: str) -> dict[Any, float]:
+    """A mapping of choices to values (``curve``, ``bias_depths``), checked."""
+    if not isinstance(data, dict) or not data:
+        raise BudgetPlanError(f"{where}: expected a mapping of {what} to values >= 0")
+    out = {}
+    for choice, value in data.items():
+        if isinstance(choice, bool) or not isinstance(choice, (int, float)) or not valid(choice):
+            raise BudgetPlanError(f"{where}: expected {what} as keys, got {choice!r}")
+        out[key(choice)] = _score(value, f"{where}.{choice}")
+    return out
 
 
 def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = False) -> Importance | str:
     """The scores in ``data`` (read from ``where``) as ``costs``' importance, named
     ``label``, or why they do not fit it (``by_name``: widths may differ)."""
-    weight, bias = _scores(data, where)
+    weight, bias, curves = _scores(data, where)
+    depths = data.get("bias_depths")
+    if depths is not None:
+        depths = _curve(depths, f"{where}: field 'bias_depths'", int, lambda k: k == int(k) and k >= 1, "layer counts")
     names = {layer.name for layer in costs.layers}
     prefix = find_prefix(weight, names)  # scores measured on the bare model fit it inside a LightningModule
     if prefix is None:
@@ -214,4 +244,6 @@ def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = F
         with_prefix(bias, prefix),
         unit or "",
         scale if unit else None,
+        with_prefix(curves, prefix),
+        depths or {},
     ).normalised()

@@ -21,6 +21,7 @@ from budgetplan.errors import BudgetPlanError
 from budgetplan.units import parse_bytes, parse_seconds
 
 DEFAULT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
+SPARSE_UPDATE_RATIOS = (1 / 8, 1 / 4, 1 / 2, 1.0)  # Lin et al. 2022, §3.2: the ratios of its analysis
 
 
 class Utility(EnumStr):

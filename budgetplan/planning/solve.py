@@ -129,8 +129,8 @@ def _fill(problem: Problem, program: Program, patch: PatchOption | None) -> dict
         current = choices[name]
         candidates = [Choice(c, b) for c in reversed(program.channels_of[name]) for b in (True, False)]
         for candidate in candidates:
-            if candidate.bias and not layer.bias_elements:
-                continue
+            if candidate.bias and (not layer.bias_elements or importance.bias_depths):
+                continue  # a bias depth is the solver's choice, not to be extended here
             if candidate.channels < current.channels or (current.bias and not candidate.bias):
                 continue
             if candidate == current:

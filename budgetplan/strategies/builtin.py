@@ -25,11 +25,14 @@ train and how the input channels inside them are chosen.
                           (that is what saves the memory), so the signal of a channel is
                           its last measured weight-gradient norm; a channel never measured
                           ranks first. Memory: the plan's, plus one score per channel.
-``sparse-update``         Sparse Update's channel rule (Lin et al., NeurIPS 2022) on the ILP
-                          plan's layers, ratios and biases: the input channels of largest
-                          weight norm, never resampled. Its layers are not those of Sparse
-                          Update's own scheme search (contribution analysis), which this
-                          strategy does not run. Memory: the plan's.
+``sparse-update``         Sparse Update (Lin et al., NeurIPS 2022, §3.2): contribution
+                          analysis on the training data (short trial fine-tunes of the
+                          biases of the last k layers, and of each late layer's weight at
+                          1/8, 1/4, 1/2 and all input channels), then the scheme of largest
+                          summed contribution under the limits (the ILP solves the search
+                          exactly); input channels of largest weight norm, never resampled.
+                          With ``importance=`` given, the ILP's layers under that
+                          importance with the same channel rule. Memory: the plan's.
 ``classifier``            The last layer (and its bias) only, as far as the budget allows.
 ``bias``                  Every bias plus the classifier (FT-Bias in TinyTL, Cai et al.,
                           NeurIPS 2020). Memory: the ILP with weights frozen.
@@ -46,6 +49,7 @@ from typing import Any
 from budgetplan.costs.table import CostTable
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import dense_plan
+from budgetplan.planning.options import SPARSE_UPDATE_RATIOS
 from budgetplan.planning.problem import Problem
 from budgetplan.strategies.base import Strategy, Training, register_strategy
 from budgetplan.strategies.trady import TraDy
@@ -90,14 +94,22 @@ class DynamicGradient(Strategy):
 
 @register_strategy
 class SparseUpdate(Strategy):
-    """Sparse Update's channel rule (Lin et al., NeurIPS 2022) on the ILP plan's layers,
-    ratios and biases: the input channels of largest weight norm, never resampled. The
-    layers are the ILP's, not those of Sparse Update's contribution analysis. Memory: the plan's."""
+    """Sparse Update (Lin et al., NeurIPS 2022, §3.2): contribution analysis on the training
+    data, then the scheme (biases of the last k layers, weights of some layers at ratios
+    1/8, 1/4, 1/2 or 1) of largest summed contribution under the limits, solved exactly by
+    the ILP; the input channels of largest weight norm, never resampled. With
+    ``importance=`` given, the ILP's layers under that importance with the same channel
+    rule. Memory: the plan's."""
 
     name = "sparse-update"
     sampler = "magnitude"
     resample = "never"
-    source = "Lin et al., NeurIPS 2022 (channel rule only)"
+    measure = "contribution"
+    source = "Lin et al., NeurIPS 2022"
+
+    def planner_overrides(self, costs: CostTable) -> dict[str, Any]:
+        # a static selection is worth its fraction of the channels, at the analysed ratios
+        return {"ratios": SPARSE_UPDATE_RATIOS, "utility": "linear"}
 
 
 @register_strategy

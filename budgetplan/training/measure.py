@@ -22,9 +22,8 @@ callback measures at setup.
 from __future__ import annotations
 
 import copy
-import warnings
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,8 @@ from budgetplan.files import write_atomic
 from budgetplan.plan.names import without_prefix
 from budgetplan.planning.importance import ENERGY_UNIT, TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.training.channels import channel_norms
+from budgetplan.training.contribution import HELD_OUT, contributions_on_batches
+from budgetplan.training.probe import probing, step_loss
 
 
 class Measure(EnumStr):
@@ -50,10 +51,16 @@ class Measure(EnumStr):
 
     ENERGY = "energy"
     RGN = "rgn"
+    CONTRIBUTION = "contribution"
 
     def describe(self) -> str:
         if self is Measure.ENERGY:
             return "gradient energy: first-order loss decrease per SGD step per unit learning rate, ||dL/dW[:, c]||^2"
+        if self is Measure.CONTRIBUTION:
+            return (
+                "contribution analysis (Sparse Update): held-out loss decrease of a short fine-tune of each "
+                "layer's weight at 1/8, 1/4, 1/2 and all input channels, and of the biases of the last k layers"
+            )
         return "reweighted gradient norm (TraDy): sum over input channels of ||dL/dW[:, c]|| / (C_W + C_A)"
 
 
@@ -142,9 +149,14 @@ class MeasuredImportance:
             "steps": self.steps,
             **({"unit": self.importance.unit, "scale": self.importance.scale} if self.importance.unit else {}),
             "layers": {
-                name: {"weight": self.importance.weight[name], "bias": self.importance.bias.get(name, 0.0)}
+                name: {
+                    "weight": self.importance.weight[name],
+                    "bias": self.importance.bias.get(name, 0.0),
+                    **({"curve": self.importance.curves[name]} if name in self.importance.curves else {}),
+                }
                 for name in self.importance.weight
             },
+            **({"bias_depths": self.importance.bias_depths} if self.importance.bias_depths else {}),
             "ranking": [{"layer": n, "share": s, "cumulative": c} for n, s, c in self.ranking()],
             f"top_layers_{round(TOP_SHARE * 100)}": self.top_layers(),
             "in_channels": {name: len(scores) for name, scores in self.channels.items()},
@@ -187,7 +199,9 @@ def measure_importance(
     measure: str = "energy",
 ) -> MeasuredImportance:
     """Fine-tune a copy of ``model`` densely for ``steps`` optimizer steps and measure
-    each layer's importance along the way (``measure``: ``"energy"`` or ``"rgn"``).
+    each layer's importance along the way (``measure``: ``"energy"`` or ``"rgn"``); or,
+    for ``"contribution"``, run Sparse Update's contribution analysis on the copy with
+    trials of ``steps`` steps (``budgetplan.training.contribution``).
 
     ``model`` is a LightningModule (its own ``training_step`` and optimizer; ``data`` a
     DataLoader or DataModule, or None for its own dataloaders) or a plain classifier with
@@ -205,6 +219,9 @@ def measure_importance(
             raise ValueError("measure_importance needs example_input= when data is not a DataLoader")
         example_input = next(iter(data))[0][:1]
     costs = layer_costs(module, example_input)
+    prefix = "model." if isinstance(module, _Classifier) else ""  # names as in the user's model
+    if kind is Measure.CONTRIBUTION:
+        return _contribution(module, data, costs, steps, data_name, prefix)
     meter = ImportanceMeter(costs, measure=kind)
     trainer = pl.Trainer(
         max_steps=steps,
@@ -217,17 +234,37 @@ def measure_importance(
         limit_val_batches=0,
     )
     trainer.fit(module, data)
-    importance = meter.importance(_source(kind, meter, f"{meter.steps} steps on {data_name}"))
-    prefix = "model." if isinstance(module, _Classifier) else ""  # names as in the user's model
-    importance = Importance(
-        importance.source,
-        without_prefix(importance.weight, prefix),
-        without_prefix(importance.bias, prefix),
-        importance.unit,
-        importance.scale,
-    )
+    importance = _unprefixed(meter.importance(_source(kind, meter, f"{meter.steps} steps on {data_name}")), prefix)
     channels = {n: v.tolist() for n, v in without_prefix(meter.channels, prefix).items()}
     return MeasuredImportance(importance, channels, meter.steps, data_name, kind)
+
+
+def _unprefixed(importance: Importance, prefix: str) -> Importance:
+    def bare(values: dict[str, Any]) -> dict[str, Any]:
+        return without_prefix(values, prefix)
+
+    return Importance(
+        importance.source,
+        bare(importance.weight),
+        bare(importance.bias),
+        importance.unit,
+        importance.scale,
+        bare(importance.curves),
+        importance.bias_depths,
+    )
+
+
+def _contribution(
+    module: pl.LightningModule, data: Any, costs: CostTable, steps: int, data_name: str, prefix: str
+) -> MeasuredImportance:
+    if data is None:
+        data = module.train_dataloader()
+    elif isinstance(data, pl.LightningDataModule):
+        data.setup("fit")
+        data = data.train_dataloader()
+    batches = list(itertools.islice(iter(data), steps + HELD_OUT))
+    importance = contributions_on_batches(module, batches, costs, data_name, steps=steps)
+    return MeasuredImportance(_unprefixed(importance, prefix), {}, steps, data_name, Measure.CONTRIBUTION)
 
 
 def _source(measure: Measure, meter: ImportanceMeter, what: str) -> str:
@@ -235,36 +272,6 @@ def _source(measure: Measure, meter: ImportanceMeter, what: str) -> str:
         total = meter.total()
         return f"measured: gradient energy, {what} (total {total:.4g} {ENERGY_UNIT})"
     return f"measured: reweighted gradient norm, {what}"
-
-
-def _loss(output: Any) -> Tensor:
-    loss = output.get("loss") if isinstance(output, Mapping) else output
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        raise BudgetPlanError("training_step must return the loss (a scalar tensor, or a dict with 'loss')")
-    return loss
-
-
-@contextmanager
-def _gradients_only(module: nn.Module) -> Iterator[None]:
-    """Every parameter takes a gradient, norms and dropout in eval mode, ``log`` silenced;
-    on exit the module is as it was, its gradients cleared."""
-    flags = {p: p.requires_grad for p in module.parameters()}
-    modes = {m: m.training for m in module.modules()}
-    silenced = [name for name in ("log", "log_dict") if hasattr(module, name)]
-    module.eval()
-    module.requires_grad_(True)
-    for name in silenced:
-        setattr(module, name, lambda *args, **kwargs: None)  # no loop to log to at setup
-    try:
-        yield
-    finally:
-        for name in silenced:
-            delattr(module, name)
-        for param, flag in flags.items():
-            param.grad = None
-            param.requires_grad_(flag)
-        for m, training in modes.items():
-            m.training = training
 
 
 def importance_on_batches(
@@ -277,12 +284,14 @@ def importance_on_batches(
 ) -> Importance:
     """The importance of ``costs``' layers from ``module.training_step``'s gradients on
     ``batches``, with nothing updated (norms frozen, as the plan trains them)."""
-    meter = ImportanceMeter(costs, prefix, Measure.from_str(measure))
-    with _gradients_only(module), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # modules warn that they run outside a fit
+    kind = Measure.from_str(measure)
+    if kind is Measure.CONTRIBUTION:
+        return contributions_on_batches(module, batches, costs, data_name, prefix)
+    meter = ImportanceMeter(costs, prefix, kind)
+    with probing(module, requires_grad=True):
         for index, batch in enumerate(batches):
             module.zero_grad(set_to_none=True)
-            _loss(module.training_step(batch, index)).backward()
+            step_loss(module, batch, index).backward()
             meter.observe(module)
     if meter.steps == 0:
         raise BudgetPlanError(f"no batch to measure importance on ({data_name})")

@@ -1,0 +1,177 @@
+"""Sparse Update's contribution analysis (Lin et al., NeurIPS 2022, §3.2), measured on data.
+
+Each candidate choice is tried on its own in a short fine-tune from the module as it is,
+and valued by how much it lowers the loss on held-out batches, over a baseline that
+trains the classifier alone (every scheme trains it):
+
+* ``Δ_b[k]``: the biases of the last ``k`` layers (``bias_order``) with the classifier;
+* ``Δ_W[l, r]``: the weight of layer ``l`` with the classifier, a fraction ``r`` of its
+  input channels: those of largest weight norm, fixed, as Sparse Update trains them.
+
+The paper measures accuracy after a trial fine-tune; a few steps move accuracy on a few
+held-out batches by whole images, so the held-out loss decrease is measured instead. A
+choice that raised the loss is worth 0, and more channels or a deeper bias depth is worth
+at least what fewer were (the search would not choose fewer for more memory).
+
+The result is an ``Importance`` whose ``curves`` and ``bias_depths`` the planner chooses
+among (docs/importance.md): Sparse Update's scheme search, solved exactly by the ILP
+instead of by evolution. Nothing of the module changes: every trial starts from its
+parameters and puts them back.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from budgetplan.costs.layers import plannable_layers
+from budgetplan.costs.table import CostTable
+from budgetplan.errors import BudgetPlanError
+from budgetplan.planning.importance import Importance
+from budgetplan.planning.objective import bias_order
+from budgetplan.planning.options import SPARSE_UPDATE_RATIOS
+from budgetplan.training.channels import channel_norms, weight_mask
+from budgetplan.training.probe import probing, step_loss
+
+DEPTHS = (4, 8, 16, 24, 32)  # bias depths tried; the published schemes train 16 to 34
+CANDIDATES = 12  # the last layers (before the classifier) whose weights are analysed
+HELD_OUT = 3  # batches the trials are valued on; the rest train
+STEPS = 4  # optimizer steps of one trial
+UNIT = "held-out loss decrease after a trial fine-tune"
+
+Trial = list[tuple[nn.Parameter, Tensor | None]]  # parameters and gradient masks
+
+
+def module_lr(module: nn.Module, default: float = 0.01) -> float:
+    """The module's learning rate where Lightning's tuner looks for it (an ``lr`` or
+    ``learning_rate`` attribute or hyperparameter), else ``default``."""
+    hparams = getattr(module, "hparams", {})
+    for name in ("lr", "learning_rate"):
+        for value in (getattr(module, name, None), hparams.get(name) if isinstance(hparams, Mapping) else None):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return float(value)
+    return default
+
+
+class _Trials:
+    """Short fine-tunes of ``module`` on ``train``, each valued on ``held``."""
+
+    def __init__(self, module: nn.Module, train: list[Any], held: list[Any], steps: int, lr: float) -> None:
+        self.module, self.train, self.held, self.steps, self.lr = module, train, held, steps, lr
+
+    def held_out_loss(self) -> float:
+        with torch.no_grad():
+            return sum(float(step_loss(self.module, b, i)) for i, b in enumerate(self.held)) / len(self.held)
+
+    def run(self, trial: Trial) -> float:
+        """The held-out loss after ``steps`` SGD steps (momentum 0.9) on the trial's
+        parameters, gradients masked; the parameters are put back."""
+        params = [p for p, _ in trial]
+        start = [p.detach().clone() for p in params]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
+        try:
+            for step, batch in zip(range(self.steps), itertools.cycle(self.train)):
+                optimizer.zero_grad(set_to_none=True)
+                step_loss(self.module, batch, step).backward()
+                for p, mask in trial:
+                    if mask is not None and p.grad is not None:
+                        p.grad.mul_(mask)
+                optimizer.step()
+            return self.held_out_loss()
+        finally:
+            with torch.no_grad():
+                for p, value in zip(params, start, strict=True):
+                    p.copy_(value)
+                    p.grad = None
+                    p.requires_grad_(False)
+
+
+def _monotone(values: dict[Any, float]) -> dict[Any, float]:
+    """Gains clipped at 0 and made non-decreasing in the choice (a running maximum)."""
+    best, out = 0.0, {}
+    for key in sorted(values):
+        best = max(best, values[key])
+        out[key] = best
+    return out
+
+
+def contributions_on_batches(
+    module: nn.Module,
+    batches: Iterable[Any],
+    costs: CostTable,
+    data_name: str,
+    prefix: str = "",
+    *,
+    candidates: int = CANDIDATES,
+    ratios: tuple[float, ...] = SPARSE_UPDATE_RATIOS,
+    depths: tuple[int, ...] = DEPTHS,
+    held_out: int = HELD_OUT,
+    steps: int = STEPS,
+    lr: float | None = None,
+) -> Importance:
+    """Sparse Update's contribution analysis of ``costs``' layers, from ``module.training_step``
+    on ``batches`` (the last ``held_out`` value the trials, the others train them for
+    ``steps`` steps at ``lr``, by default the module's own): ``1 + len(depths) +
+    candidates·len(ratios)`` trials, the module left as it was.
+
+    ``prefix`` puts ``costs``' layer names under the module's (``model.`` for a wrapped one).
+    """
+    batches = list(batches)
+    if len(batches) <= held_out:
+        raise BudgetPlanError(
+            f"contribution analysis needs more than {held_out} batches of {data_name} "
+            f"({held_out} are held out), got {len(batches)}"
+        )
+    layers = plannable_layers(module)
+    params = dict(module.named_parameters())
+    head = costs.layers[-1]
+    order = bias_order(costs)
+
+    def bias(name: str) -> list[tuple[nn.Parameter, Tensor | None]]:
+        param = costs.layer(name).bias_param
+        found = params.get(prefix + param) if param else None
+        return [(found, None)] if found is not None else []
+
+    baseline: Trial = [(layers[prefix + head.name].weight, None), *bias(head.name)]
+    trials = _Trials(module, batches[:-held_out], batches[-held_out:], steps, lr or module_lr(module))
+    with probing(module, requires_grad=False):
+        base = trials.run(baseline)
+        bias_gain = {
+            k: base - trials.run([*baseline, *(b for name in order[:k] for b in bias(name))])
+            for k in sorted({min(k, len(order)) for k in depths if k >= 1})
+            if order
+        }
+        curves: dict[str, dict[float, float]] = {}
+        for layer in costs.layers[:-1][-candidates:] if candidates else []:
+            weight = layers[prefix + layer.name].weight
+            norms = channel_norms(weight, layer.in_channels, layer.groups)
+            gains = {}
+            for ratio in ratios:
+                count = min(layer.in_channels, max(1, round(ratio * layer.in_channels)))
+                mask = weight_mask(weight.shape, norms.topk(count).indices, layer.groups).to(weight.dtype)
+                gains[ratio] = base - trials.run([*baseline, (weight, mask)])
+            curves[layer.name] = _monotone(gains)
+    depth_value = _monotone(bias_gain)
+    # per-layer shares of the depth curve, for rankings: each step of depth split over its layers
+    shares: dict[str, float] = {}
+    previous_k, previous = 0, 0.0
+    for k, value in depth_value.items():
+        for name in order[previous_k:k]:
+            shares[name] = (value - previous) / (k - previous_k)
+        previous_k, previous = k, value
+    source = (
+        f"measured: contribution analysis (Sparse Update), {len(curves)} layers x {len(ratios)} ratios and "
+        f"{len(depth_value)} bias depths, {steps}-step trials on {len(batches) - held_out} batches of {data_name}, "
+        f"valued on {held_out} held-out batches (baseline held-out loss {base:.4g})"
+    )
+    weight_scores = {layer.name: max(curves.get(layer.name, {0: 0.0}).values()) for layer in costs.layers}
+    importance = Importance(source, weight_scores, shares, UNIT, None, curves, depth_value)
+    if sum(weight_scores.values()) + sum(shares.values()) <= 0:
+        raise BudgetPlanError(f"contribution analysis on {data_name}: no trial lowered the held-out loss")
+    return importance.normalised()
