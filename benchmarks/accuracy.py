@@ -77,7 +77,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "budgetplan",
         {"importance": "shipped", "resample": "never", "sampler": "magnitude"},
     ),
-    # a static choice is worth its fraction of channels: the linear utility
+    # the utility alone, or with it a static choice, which is worth its fraction of channels
+    "budgetplan (shipped table) + linear utility": ("budgetplan", {"importance": "shipped", "utility": "linear"}),
     "budgetplan (shipped table) + largest-norm channels + linear utility": (
         "budgetplan",
         {"importance": "shipped", "resample": "never", "sampler": "magnitude", "utility": "linear"},
@@ -94,6 +95,7 @@ ABLATIONS = (
     "budgetplan (shipped table) + fixed channels",
     "budgetplan (shipped table) + largest-norm channels",
     "budgetplan (shipped table) + largest-norm channels + linear utility",
+    "budgetplan (shipped table) + linear utility",
 )
 UNBUDGETED = ("classifier", "full")  # their choice does not change with these budgets
 
@@ -126,9 +128,11 @@ def contribution_file(task: str, seed: int, protocol: dict[str, Any]) -> Path:
     data.setup("fit")
     costs = layer_costs(model, model.example_input_array, load_device(STUDY_PROFILE))
     batches = measurement_batches(data.train_dataloader(), 16, seed)  # the callback's importance_batches
+    start = time.perf_counter()
     importance = contributions_on_batches(model, batches, costs, f"the training data of {task}")
     CONTRIBUTIONS.mkdir(parents=True, exist_ok=True)
     MeasuredImportance(importance, {}, STEPS, task, Measure.CONTRIBUTION).save(path)
+    print(f"{task} seed {seed}: contribution analysis in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return path
 
 
@@ -217,6 +221,14 @@ COMPARISONS = [
         "budgetplan (shipped table) + largest-norm channels + linear utility",
         "budgetplan (shipped table) + largest-norm channels",
     ),
+    ("budgetplan (shipped table) + linear utility", "budgetplan (shipped table)"),
+    (
+        "budgetplan (shipped table) + largest-norm channels + linear utility",
+        "budgetplan (shipped table) + linear utility",
+    ),
+    ("budgetplan (shipped table) + largest-norm channels + linear utility", "bias"),
+    ("budgetplan (shipped table) + largest-norm channels + linear utility", "trady"),
+    ("budgetplan (shipped table) + largest-norm channels + linear utility", "sparse-update"),
     ("budgetplan (measured)", "bias"),
     ("budgetplan (measured)", "trady"),
 ]
