@@ -99,8 +99,10 @@ class BudgetPlanCallback(Callback):
             when that fails, a warning and the no-data prior. ``"measured"`` always
             measures and makes a failure an error.
         importance_batches: batches measured at setup (0: never measure by default).
-        importance_measure: ``"energy"`` or ``"rgn"``, TraDy's reweighted gradient norm
-            (default: the strategy's; ``trady`` ranks by its own score).
+        importance_measure: ``"energy"``, ``"rgn"`` (TraDy's reweighted gradient norm) or
+            ``"contribution"`` (Sparse Update's contribution analysis,
+            ``budgetplan.training.contribution``); default: the strategy's (``trady`` ranks
+            by its own score, ``sparse-update`` by its analysis).
         patches: run the plan's patch stage on the host, as the device does
             (``budgetplan.training.patches``; the result is the same, the forward slower).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...).

@@ -11,7 +11,8 @@ trains the classifier alone (every scheme trains it):
 The paper measures accuracy after a trial fine-tune; a few steps move accuracy on a few
 held-out batches by whole images, so the held-out loss decrease is measured instead. A
 choice that raised the loss is worth 0, and more channels or a deeper bias depth is worth
-at least what fewer were (the search would not choose fewer for more memory).
+at least what fewer were (the search would not choose fewer for more memory). The
+classifier's own score is the baseline's decrease from the untrained loss.
 
 The result is an ``Importance`` whose ``curves`` and ``bias_depths`` the planner chooses
 among (docs/importance.md): Sparse Update's scheme search, solved exactly by the ILP
@@ -141,6 +142,7 @@ def contributions_on_batches(
     baseline: Trial = [(layers[prefix + head.name].weight, None), *bias(head.name)]
     trials = _Trials(module, batches[:-held_out], batches[-held_out:], steps, lr or module_lr(module))
     with probing(module, requires_grad=False):
+        untrained = trials.held_out_loss()
         base = trials.run(baseline)
         bias_gain = {
             k: base - trials.run([*baseline, *(b for name in order[:k] for b in bias(name))])
@@ -171,6 +173,7 @@ def contributions_on_batches(
         f"valued on {held_out} held-out batches (baseline held-out loss {base:.4g})"
     )
     weight_scores = {layer.name: max(curves.get(layer.name, {0: 0.0}).values()) for layer in costs.layers}
+    weight_scores[head.name] = max(0.0, untrained - base)  # the classifier's own, which every scheme trains
     importance = Importance(source, weight_scores, shares, UNIT, None, curves, depth_value)
     if sum(weight_scores.values()) + sum(shares.values()) <= 0:
         raise BudgetPlanError(f"contribution analysis on {data_name}: no trial lowered the held-out loss")

@@ -47,7 +47,7 @@ def test_a_trial_is_its_held_out_loss_decrease_over_the_classifier_alone():
     batches = learnable(40)  # 5 batches: 2 train the trials, 3 value them
     _, importance = _analysis(module, batches, candidates=1, depths=(1,), steps=3)
 
-    def held_out_loss(trained):
+    def held_out_loss(trained, channels=None):
         net = copy.deepcopy(module.net).eval()  # BatchNorm frozen, as the analysis runs it
         params = [p for name, p in net.named_parameters() if name in trained]
         optimizer = torch.optim.SGD(params, lr=0.5, momentum=0.9)
@@ -58,18 +58,29 @@ def test_a_trial_is_its_held_out_loss_decrease_over_the_classifier_alone():
             for name, p in net.named_parameters():
                 if name not in trained:
                     p.grad = None
+            if channels is not None:  # only these input channels of features.6 move
+                keep = torch.zeros_like(net.features[6].weight)
+                keep[:, channels] = 1
+                net.features[6].weight.grad *= keep
             optimizer.step()
         with torch.no_grad():
             return sum(nn.functional.cross_entropy(net(x), y).item() for x, y in batches[2:]) / 3
 
     head = {"head.1.weight", "head.1.bias"}
     base = held_out_loss(head)
-    # the last layer before the head, every input channel: its weight with the classifier
-    whole = base - held_out_loss(head | {"features.6.weight"})
+    # the last layer before the head at each ratio: the input channels of largest weight norm
+    norms = module.net.features[6].weight.detach().pow(2).sum((0, 2, 3))
+    gains = [
+        base - held_out_loss(head | {"features.6.weight"}, norms.topk(count).indices)
+        for count in (1, 2, 4, 8)  # 1/8, 1/4, 1/2, 1 of 8 input channels
+    ]
     # depth 1: the bias of the last layer before the head (its frozen BatchNorm's shift)
     depth = base - held_out_loss(head | {"features.7.bias"})
     scale = importance.scale
-    assert importance.curves["net.features.6"][1.0] * scale == pytest.approx(max(0.0, whole), rel=1e-4, abs=1e-7)
+    expected = [max(0.0, *gains[: i + 1]) for i in range(4)]  # clipped at 0, never less for more
+    assert expected[-1] > 0  # some ratio helps here, else the comparison would be of zeros
+    measured = [importance.curves["net.features.6"][r] * scale for r in SPARSE_UPDATE_RATIOS]
+    assert measured == pytest.approx(expected, rel=1e-4, abs=1e-7)
     assert importance.bias_depths[1] * scale == pytest.approx(max(0.0, depth), rel=1e-4, abs=1e-7)
     assert set(importance.curves) == {"net.features.6"}
     assert f"held-out loss {base:.4g}" in importance.source
@@ -178,3 +189,26 @@ def test_sparse_update_plans_with_its_own_analysis():
     assert plan is not None and plan.importance_source.startswith("measured: contribution analysis")
     analysed = {"net.features.0", "net.features.3", "net.features.6"}  # every layer before the head
     assert {layer.name for layer in plan.layers if layer.channels} <= analysed | {"net.head.1"}
+
+
+def test_contribution_command_plans_among_the_analysed_choices(tmp_path):
+    from ..conftest import run_cli
+
+    out = tmp_path / "contribution.yaml"
+    result = run_cli(
+        "importance", "--model", "mobilenet_v2", "--pretrained", "--input-size", "32", "--steps", "2",
+        "--batch-size", "8", "--measure", "contribution", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = yaml.safe_load(out.read_text())
+    assert written["measure"].startswith("contribution analysis") and written["bias_depths"]
+    analysed = {name for name, layer in written["layers"].items() if "curve" in layer}
+    assert len(analysed) == 12
+    solved = run_cli("solve", "--model", "mobilenet_v2", "--input-size", "32", "--device", "raspberry-pi-4",
+                     "--importance", str(out), "--format", "json")  # fmt: skip
+    assert solved.returncode == 0, solved.stderr[-2000:]
+    import json
+
+    plan = json.loads(solved.stdout)
+    weights = {layer["name"] for layer in plan["layers"] if layer["channels"]}
+    assert weights - analysed <= {plan["layers"][-1]["name"]}  # analysed layers, and the classifier
