@@ -46,6 +46,7 @@ PYTHON = {
         os.devnull,
     ],
     "python benchmarks/norm_gain.py": [],
+    "python benchmarks/utility_study.py": ["--tasks", "digits", "--plans", "1", "--epochs", "1", "--results", os.devnull],
     "python benchmarks/device_table.py": ["--devices", "rp2040"],
     "python benchmarks/tiny_training_schemes.py": [],
     "python benchmarks/shipped_importance.py": ["--epochs", "1", "--size", "32", "--out", SCRATCH_TABLE],
