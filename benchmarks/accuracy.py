@@ -53,8 +53,14 @@ from budgetplan.units import format_bytes, parse_bytes  # noqa: E402
 SHIPPED = {"importance": str(ROOT / "benchmarks" / "results" / "mobilenet_v2-imagenet-rgn.yaml")}
 CONTRIBUTION = "contribution analysis"  # stands for the task's own analysis file (contribution_file)
 CONTRIBUTIONS = ROOT / "benchmarks" / "results" / "contributions"
+# the channel rules the studies compare: drawn uniformly every epoch (valued by coverage),
+# drawn once, or the largest-norm ones kept (both valued by coverage unless "linear utility")
+RESAMPLED = {"sampler": "uniform", "resample": "epoch", "utility": "coverage"}
+DRAWN_ONCE = {"sampler": "uniform", "resample": "never", "utility": "coverage"}
+LARGEST_NORM = {"sampler": "magnitude", "resample": "never", "utility": "coverage"}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "budgetplan": ("budgetplan", SHIPPED),
+    # the callback's default: the shipped gradient-energy table, largest-norm channels kept, linear utility
+    "budgetplan": ("budgetplan", {}),
     "trady": ("trady", SHIPPED),
     "gradient": ("gradient", SHIPPED),
     "dynamic-gradient": ("dynamic-gradient", SHIPPED),
@@ -63,29 +69,31 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "classifier": ("classifier", SHIPPED),
     "bias": ("bias", SHIPPED),
     "full": ("full", SHIPPED),
-    "budgetplan (linear utility)": ("budgetplan", {**SHIPPED, "utility": "linear"}),
-    "budgetplan (prior importance)": ("budgetplan", {"importance": "prior"}),
+    # the ILP ranked by TraDy's table, channels redrawn every epoch; the objective and importance studies
+    "budgetplan (rgn table, resampled)": ("budgetplan", {**SHIPPED, **RESAMPLED}),
+    "budgetplan (linear utility)": ("budgetplan", {**SHIPPED, **RESAMPLED, "utility": "linear"}),
+    "budgetplan (prior importance)": ("budgetplan", {"importance": "prior", **RESAMPLED}),
     # importance measured at setup on the training images (gradient energy, or TraDy's score)
-    "budgetplan (measured)": ("budgetplan", {"importance": "measured"}),
-    "budgetplan (measured rgn)": ("budgetplan", {"importance": "measured", "importance_measure": "rgn"}),
+    "budgetplan (measured)": ("budgetplan", {"importance": "measured", **RESAMPLED}),
+    "budgetplan (measured rgn)": ("budgetplan", {"importance": "measured", "importance_measure": "rgn", **RESAMPLED}),
     # the shipped table (the callback's default for this network): gradient energy on the
     # same face crops and steps as SHIPPED's
-    "budgetplan (shipped table)": ("budgetplan", {"importance": "shipped"}),
+    "budgetplan (shipped table)": ("budgetplan", {"importance": "shipped", **RESAMPLED}),
     # when resampling helps: the same plans with channels drawn once, or the largest-norm ones kept
-    "budgetplan (shipped table) + fixed channels": ("budgetplan", {"importance": "shipped", "resample": "never"}),
-    "budgetplan (shipped table) + largest-norm channels": (
-        "budgetplan",
-        {"importance": "shipped", "resample": "never", "sampler": "magnitude"},
-    ),
+    "budgetplan (shipped table) + fixed channels": ("budgetplan", {"importance": "shipped", **DRAWN_ONCE}),
+    "budgetplan (shipped table) + largest-norm channels": ("budgetplan", {"importance": "shipped", **LARGEST_NORM}),
     # the utility alone, or with it a static choice, which is worth its fraction of channels
-    "budgetplan (shipped table) + linear utility": ("budgetplan", {"importance": "shipped", "utility": "linear"}),
+    "budgetplan (shipped table) + linear utility": (
+        "budgetplan",
+        {"importance": "shipped", **RESAMPLED, "utility": "linear"},
+    ),
     "budgetplan (shipped table) + largest-norm channels + linear utility": (
         "budgetplan",
-        {"importance": "shipped", "resample": "never", "sampler": "magnitude", "utility": "linear"},
+        {"importance": "shipped", **LARGEST_NORM, "utility": "linear"},
     ),
     # ablations, run only when named: the plan's channels drawn once and kept, or the largest-norm ones
-    "budgetplan (fixed channels)": ("budgetplan", {**SHIPPED, "resample": "never"}),
-    "budgetplan (largest-norm channels)": ("budgetplan", {**SHIPPED, "resample": "never", "sampler": "magnitude"}),
+    "budgetplan (fixed channels)": ("budgetplan", {**SHIPPED, **DRAWN_ONCE}),
+    "budgetplan (largest-norm channels)": ("budgetplan", {**SHIPPED, **LARGEST_NORM}),
 }
 ABLATIONS = (
     "budgetplan (fixed channels)",
@@ -190,26 +198,32 @@ def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
 
 # (a, b): a - b in accuracy points, paired by task, budget and seed (an unbudgeted b pairs with every budget)
 COMPARISONS = [
-    ("budgetplan (linear utility)", "budgetplan"),
-    ("budgetplan (prior importance)", "budgetplan"),
+    # the default against every fixed recipe and the plan it replaced
+    ("budgetplan", "bias"),
+    ("budgetplan", "trady"),
+    ("budgetplan", "sparse-update"),
+    ("budgetplan", "classifier"),
+    ("budgetplan", "budgetplan (rgn table, resampled)"),
+    ("budgetplan (linear utility)", "budgetplan (rgn table, resampled)"),
+    ("budgetplan (prior importance)", "budgetplan (rgn table, resampled)"),
     ("dynamic-gradient", "budgetplan (largest-norm channels)"),
     ("budgetplan (largest-norm channels)", "classifier"),
     ("sparse-update", "budgetplan (largest-norm channels)"),
     ("sparse-update", "classifier"),
     ("sparse-update", "bias"),
     ("dynamic-gradient", "classifier"),
-    ("budgetplan", "trady"),
-    ("budgetplan", "sparse-update"),
-    ("budgetplan", "budgetplan (largest-norm channels)"),
-    ("budgetplan", "classifier"),
-    ("budgetplan (fixed channels)", "budgetplan"),
+    ("budgetplan (rgn table, resampled)", "trady"),
+    ("budgetplan (rgn table, resampled)", "sparse-update"),
+    ("budgetplan (rgn table, resampled)", "budgetplan (largest-norm channels)"),
+    ("budgetplan (rgn table, resampled)", "classifier"),
+    ("budgetplan (fixed channels)", "budgetplan (rgn table, resampled)"),
     ("budgetplan (fixed channels)", "budgetplan (largest-norm channels)"),
     # the importance study: the callback's default (measured at setup) against the other sources
-    ("budgetplan (measured)", "budgetplan"),
+    ("budgetplan (measured)", "budgetplan (rgn table, resampled)"),
     ("budgetplan (measured)", "budgetplan (prior importance)"),
     ("budgetplan (measured)", "budgetplan (measured rgn)"),
     ("budgetplan (measured)", "budgetplan (shipped table)"),
-    ("budgetplan (shipped table)", "budgetplan"),
+    ("budgetplan (shipped table)", "budgetplan (rgn table, resampled)"),
     ("budgetplan (shipped table)", "budgetplan (prior importance)"),
     ("budgetplan (shipped table)", "bias"),
     ("budgetplan (shipped table)", "trady"),

@@ -127,7 +127,13 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     _accounting_argument(plan, cap=True)
     plan.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
     plan.add_argument("--epochs", type=_count, default=10, help="epochs E of the coverage utility (default 10)")
-    plan.add_argument("--utility", choices=Utility.choices(), default=Utility.COVERAGE.value)
+    plan.add_argument(
+        "--utility",
+        choices=Utility.choices(),
+        default=Utility.LINEAR.value,
+        help="value of training a fraction r of a layer's channels: linear, r (channels kept for the whole fit, "
+        "the callback's default), or coverage, 1-(1-r)^E (channels redrawn every epoch)",
+    )
     plan.add_argument("--ratios", type=_ratios, help="channel ratio grid (default 1/16,1/8,1/4,1/2,3/4,1)")
     plan.add_argument("--max-layers", type=_count, help="update at most this many layers")
     plan.add_argument("--require", action="append", help="layer pattern trained in full (default: the classifier)")

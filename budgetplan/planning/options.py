@@ -27,8 +27,8 @@ SPARSE_UPDATE_RATIOS = (1 / 8, 1 / 4, 1 / 2, 1.0)  # Lin et al. 2022, §3.2: the
 class Utility(EnumStr):
     """What training a fraction ``r`` of a layer's input channels is worth (docs/planner.md)."""
 
+    LINEAR = "linear"  # r: a static selection (the default, as the callback trains by default)
     COVERAGE = "coverage"  # 1-(1-r)^E: channels reached at least once in E epochs of resampling
-    LINEAR = "linear"  # r: a static selection
 
 
 class Accounting(EnumStr):
@@ -57,8 +57,9 @@ class PlannerOptions:
     (budgetplan's count, or Sparse Update's). ``require`` lists name patterns of
     layers trained in full (every channel and the bias); ``None`` means the classifier
     (the last layer) when it is allowed. ``include``/``exclude`` are name patterns (``fnmatch``).
-    ``utility`` is ``coverage`` (``1-(1-r)^E``, the expected fraction of a layer's
-    channels trained at least once in ``epochs`` epochs of resampling) or ``linear`` (``r``).
+    ``utility`` is ``linear`` (``r``: the channels kept for the whole fit, the callback's
+    default) or ``coverage`` (``1-(1-r)^E``, the expected fraction of a layer's channels
+    trained at least once in ``epochs`` epochs of resampling).
     ``bias_only`` keeps the weights of all but the required layers frozen (bias updates only).
     ``verbose`` lets the solver's own log through, on stderr.
     """
@@ -67,7 +68,7 @@ class PlannerOptions:
     training_memory: int | None = None
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     epochs: int = 10
-    utility: Utility = Utility.COVERAGE
+    utility: Utility = Utility.LINEAR
     max_layers: int | None = None
     require: tuple[str, ...] | None = None
     include: tuple[str, ...] = ()

@@ -6,8 +6,10 @@ train and how the input channels inside them are chosen.
 
 ========================  ==============================================================
 ``budgetplan`` (default)  The ILP plan (layers, per-layer channel counts, biases);
-                          uniformly random channels, redrawn every epoch. Memory: the
-                          plan's prediction, the same every step.
+                          the input channels of largest weight norm, kept for the whole
+                          fit (it trained best in the README's resampling study; the plan
+                          is valued by the linear utility). Memory: the plan's
+                          prediction, the same every step.
 ``trady``                 TraDy (Quélennec et al., ICLR 2026, §4): the fewest layers
                           holding 97% of the cumulative importance (top-K), then input
                           channels drawn uniformly at random across those layers, one by
@@ -57,11 +59,15 @@ from budgetplan.strategies.trady import TraDy
 
 @register_strategy
 class BudgetPlan(Strategy):
-    """The ILP plan (layers, per-layer channel counts, biases); uniformly random channels,
-    redrawn every epoch. Memory: the plan's prediction, the same every step."""
+    """The ILP plan (layers, per-layer channel counts, biases); the input channels of
+    largest weight norm, kept for the whole fit (``resample="epoch"`` with
+    ``sampler="uniform"`` redraws them every epoch, as TraDy does). Memory: the plan's
+    prediction, the same every step."""
 
     name = "budgetplan"
-    source = "ILP plan, uniform channels each epoch"
+    sampler = "magnitude"
+    resample = "never"
+    source = "ILP plan, largest-norm channels kept"
 
 
 register_strategy(TraDy)  # after budgetplan: the registry lists the default first
@@ -108,8 +114,7 @@ class SparseUpdate(Strategy):
     source = "Lin et al., NeurIPS 2022"
 
     def planner_overrides(self, costs: CostTable) -> dict[str, Any]:
-        # a static selection is worth its fraction of the channels, at the analysed ratios
-        return {"ratios": SPARSE_UPDATE_RATIOS, "utility": "linear"}
+        return {"ratios": SPARSE_UPDATE_RATIOS}  # the ratios its analysis measures
 
 
 @register_strategy

@@ -105,7 +105,9 @@ class BudgetPlanCallback(Callback):
             by its own score, ``sparse-update`` by its analysis).
         patches: run the plan's patch stage on the host, as the device does
             (``budgetplan.training.patches``; the result is the same, the forward slower).
-        solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...).
+        solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
+            ``utility`` defaults to the one that values the channel rule: ``linear`` when
+            the channels are kept (``resample="never"``), else ``coverage``.
     """
 
     def __init__(
@@ -154,8 +156,10 @@ class BudgetPlanCallback(Callback):
         self.budget = budget
         self.example_input = example
         self.importance = importance
-        self.solve_options = options
-        planner_options(**options)  # an unknown option fails here, not at fit time
+        # the objective values the channel rule that trains the plan: kept channels are worth
+        # their fraction, channels redrawn each epoch what they reach (docs/planner.md)
+        self.solve_options = {"utility": "linear" if self.resample is Resample.NEVER else "coverage", **options}
+        planner_options(**self.solve_options)  # an unknown option fails here, not at fit time
 
     # --- setup: plan, check, freeze -------------------------------------------------
 

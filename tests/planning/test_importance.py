@@ -32,7 +32,7 @@ def _write(tmp_path, costs, favourite, source="test scores"):
 def test_importance_file_steers_the_plan(tmp_path, default_costs_by_executor):
     costs = default_costs_by_executor["inplace-dw"]
     device = load_device("cortex-m7")
-    favourite = "features.16.conv.0.0"  # 56 -> 336 expand conv, not chosen under the prior
+    favourite = "features.15.conv.0.0"  # 56 -> 336 expand conv, not chosen under the prior
     assert plan_from_costs(costs, device).layers[costs.layer(favourite).index].channels == 0
     path = _write(tmp_path, costs, favourite)
     importance = load_importance(path, costs)

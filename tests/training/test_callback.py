@@ -71,7 +71,7 @@ class Probe(Callback):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_exactness_with_each_optimizer(optimizer):
     pl.seed_everything(0)
-    budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), seed=3)
+    budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), seed=3, resample="epoch", sampler="uniform")
     probe = Probe(budget)
     module = TinyModule(optimizer)
     trainer(3, [budget, probe], limit_val_batches=1).fit(module, data(), data(8))
@@ -97,7 +97,7 @@ def test_resampling_modes():
     pl.seed_everything(0)
     seen = {}
     for resample in ("epoch", "step", "never"):
-        budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), resample=resample, seed=1)
+        budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), resample=resample, sampler="uniform", seed=1)
 
         class Record(Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx, _b=budget, _r=resample):
@@ -112,7 +112,7 @@ def test_resampling_modes():
 def test_draws_depend_only_on_seed_epoch_and_step():
     selections = []
     for seed in (5, 5, 6):
-        budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), seed=seed)
+        budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), seed=seed, sampler="uniform")
         trainer(1, [budget]).fit(TinyModule(), data())
         selections.append({k: v.tolist() for k, v in budget.selection.items()})
     assert selections[0] == selections[1] != selections[2]

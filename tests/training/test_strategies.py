@@ -112,11 +112,17 @@ def test_dynamic_gradient_changes_its_selection_within_an_epoch():
     assert len({str(s) for s in selections}) > 1
 
 
-def test_budgetplan_keeps_its_selection_within_an_epoch():
-    _, steps = fit("budgetplan", epochs=2)
+def test_budgetplan_keeps_its_channels_or_redraws_them_every_epoch():
+    budget, steps = fit("budgetplan", epochs=2)
+    assert len({str(s) for _, s, _ in steps.rows}) == 1  # kept for the whole fit
+    assert budget.sampler == "magnitude" and budget.plan is not None and budget.plan.options["utility"] == "linear"
+    budget, steps = fit("budgetplan", epochs=2, resample="epoch", sampler="uniform")
     for epoch in (0, 1):
         assert len({str(s) for e, s, _ in steps.rows if e == epoch}) == 1
     assert steps.rows[0][1] != steps.rows[-1][1]
+    assert budget.plan is not None and budget.plan.options["utility"] == "coverage"  # what the draws reach
+    budget, _ = fit("budgetplan", epochs=1, resample="epoch", utility="linear")
+    assert budget.plan is not None and budget.plan.options["utility"] == "linear"  # as asked
 
 
 def test_classifier_and_bias_strategies():
