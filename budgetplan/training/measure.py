@@ -1,4 +1,5 @@
-"""Measuring layer importance on data: gradient energy, or TraDy's reweighted gradient norm.
+"""Measuring layer importance on data: gradient energy, or TraDy's reweighted gradient norm
+(Sparse Update's contribution analysis, the third ``Measure``, is in ``contribution.py``).
 
 Two measures of what training a layer's input channel ``c`` (or its bias) is worth, both
 read from the gradients of dense backward passes (docs/importance.md):
@@ -283,7 +284,8 @@ def importance_on_batches(
     prefix: str = "",
 ) -> Importance:
     """The importance of ``costs``' layers from ``module.training_step``'s gradients on
-    ``batches``, with nothing updated (norms frozen, as the plan trains them)."""
+    ``batches``, with nothing updated (norms frozen, as the plan trains them); for
+    ``"contribution"``, Sparse Update's trials on them (``contributions_on_batches``)."""
     kind = Measure.from_str(measure)
     if kind is Measure.CONTRIBUTION:
         return contributions_on_batches(module, batches, costs, data_name, prefix)
