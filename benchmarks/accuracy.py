@@ -250,15 +250,17 @@ COMPARISONS = [
 
 
 def paired(rows: list[dict[str, Any]]) -> str:
-    """Each comparison as the mean paired difference, its standard error, and wins / losses."""
+    """Each comparison as the mean paired difference, its standard error and 95% interval, and wins / losses."""
     # an unbudgeted variant is filed under budget "-", so it pairs with every budget
     accuracy = {
         (r["task"], r["variant"], "-" if r["variant"] in UNBUDGETED else r["budget"], r["seed"]): 100 * r["accuracy"]
         for r in rows
     }
+    from scipy.stats import t  # scikit-learn's dependency, there with the examples
+
     lines = [
-        "| a − b | pairs | mean difference (points) | standard error | a wins / b wins |",
-        "| --- | --- | --- | --- | --- |",
+        "| a − b | pairs | mean difference (points) | standard error | 95% interval | a wins / b wins |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for a, b in COMPARISONS:
         diffs = []
@@ -270,9 +272,13 @@ def paired(rows: list[dict[str, Any]]) -> str:
                 diffs.append(value - other)
         if len(diffs) < 2:
             continue
-        error = statistics.stdev(diffs) / len(diffs) ** 0.5
+        mean, error = statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+        half = float(t.ppf(0.975, len(diffs) - 1)) * error  # Student's t, n - 1 degrees of freedom
         wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-        lines.append(f"| {a} − {b} | {len(diffs)} | {statistics.mean(diffs):+.2f} | {error:.2f} | {wins} / {losses} |")
+        lines.append(
+            f"| {a} − {b} | {len(diffs)} | {mean:+.2f} | {error:.2f} | [{mean - half:+.2f}, {mean + half:+.2f}] "
+            f"| {wins} / {losses} |"
+        )
     return "\n".join(lines)
 
 
