@@ -120,8 +120,7 @@ def contribution_file(task: str, seed: int, protocol: dict[str, Any]) -> Path:
     path = CONTRIBUTIONS / name
     if path.exists():
         return path
-    from digits import STUDY_PROFILE, ImageClassifier
-    from lightning.pytorch import seed_everything
+    from digits import STUDY_PROFILE, pretrained_classifier
 
     from budgetplan import load_device
     from budgetplan.costs.build import layer_costs
@@ -129,9 +128,7 @@ def contribution_file(task: str, seed: int, protocol: dict[str, Any]) -> Path:
     from budgetplan.training.measure import Measure, MeasuredImportance
     from budgetplan.training.plan_source import measurement_batches
 
-    seed_everything(seed, verbose=False)  # the new head as fit_strategy draws it
-    folded = protocol["norms"] == "folded"
-    model = ImageClassifier(pretrained=True, num_classes=10, lr=protocol["lr"], fold_norms=folded)
+    model = pretrained_classifier(seed, protocol["lr"], protocol["norms"] == "folded")  # as fit_strategy's
     data = DigitsData(128, 32, seed, task, protocol["train_per_class"])
     data.setup("fit")
     costs = layer_costs(model, model.example_input_array, load_device(STUDY_PROFILE))

@@ -1,6 +1,6 @@
 """Which utility predicts accuracy: rank correlation over random feasible plans.
 
-Run: python benchmarks/utility_study.py [--tasks digits-on-photos,digits --plans 24 --cap 128KB
+Run: python benchmarks/utility_study.py [--tasks digits-on-photos,digits --plans 20 --cap 128KB
      --results benchmarks/results/utility-study.jsonl]
 
 A utility is worth planning with when a plan it values more trains to a higher accuracy.
@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from accuracy import SHIPPED, contribution_file  # noqa: E402
-from digits import STUDY_PROFILE, DigitsData, ImageClassifier, quiet_trainer  # noqa: E402
+from digits import STUDY_PROFILE, DigitsData, pretrained_classifier, quiet_trainer  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 from budgetplan import BudgetPlanCallback, load_device  # noqa: E402
 from budgetplan.costs.build import layer_costs  # noqa: E402
@@ -54,13 +55,6 @@ from budgetplan.planning.importance import Importance, resolve_importance  # noq
 from budgetplan.planning.memory import Choice  # noqa: E402
 from budgetplan.planning.objective import objective  # noqa: E402
 from budgetplan.planning.options import planner_options  # noqa: E402
-
-
-def model(seed: int, lr: float) -> ImageClassifier:
-    from lightning.pytorch import seed_everything
-
-    seed_everything(seed, verbose=False)
-    return ImageClassifier(pretrained=True, num_classes=10, lr=lr, fold_norms=True)
 
 
 def random_plan(costs: CostTable, index: int, cap: str, utility: str, epochs: int) -> Plan:
@@ -80,7 +74,7 @@ def random_plan(costs: CostTable, index: int, cap: str, utility: str, epochs: in
 
 def train(task: str, plan: Plan, args: argparse.Namespace) -> float:
     """The validation accuracy of ``plan`` trained once."""
-    module = model(args.seed, args.lr)
+    module = pretrained_classifier(args.seed, args.lr, fold_norms=True)
     budget = BudgetPlanCallback(plan=plan, seed=args.seed, sampler=args.sampler, resample=args.resample)
     data = DigitsData(128, 32, args.seed, task, args.train_per_class)
     trainer = quiet_trainer(args.epochs, [budget], check_val_every_n_epoch=args.epochs, num_sanity_val_steps=0)
@@ -94,7 +88,7 @@ def scores(task: str, costs: CostTable, args: argparse.Namespace) -> dict[str, I
     from budgetplan.training.plan_source import measurement_batches
 
     protocol = {"train_per_class": args.train_per_class, "norms": "folded", "lr": args.lr}
-    module = model(args.seed, args.lr)
+    module = pretrained_classifier(args.seed, args.lr, fold_norms=True)
     data = DigitsData(128, 32, args.seed, task, args.train_per_class)
     data.setup("fit")
     batches = measurement_batches(data.train_dataloader(), 16, args.seed)
@@ -108,24 +102,9 @@ def scores(task: str, costs: CostTable, args: argparse.Namespace) -> dict[str, I
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):  # ties share their mean rank
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / norm if norm else 0.0
+    """Spearman's rank correlation (ties share their mean rank); 0 when either side is constant."""
+    rho = float(spearmanr(xs, ys).statistic)
+    return 0.0 if math.isnan(rho) else rho
 
 
 def interval(xs: list[float], ys: list[float], draws: int = 2000) -> tuple[float, float]:
@@ -141,7 +120,7 @@ def interval(xs: list[float], ys: list[float], draws: int = 2000) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits-on-photos,digits")
-    parser.add_argument("--plans", type=int, default=24, help="random feasible plans per task")
+    parser.add_argument("--plans", type=int, default=20, help="random feasible plans per task")
     parser.add_argument("--cap", default="128KB", help="the training memory every plan is held to")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=0.005)
@@ -162,7 +141,7 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for task in args.tasks.split(","):
-        module = model(args.seed, args.lr)
+        module = pretrained_classifier(args.seed, args.lr, fold_norms=True)
         costs = layer_costs(module, module.example_input_array, device)
         done = {r["plan"] for r in rows if r["task"] == task and all(r[k] == v for k, v in protocol.items())}
         for index in range(args.plans):

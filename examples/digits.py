@@ -132,6 +132,13 @@ class _LargestSaved(pl.Callback):
         self.largest = max(self.largest, self.budget.saved_bytes_per_sample or 0.0)
 
 
+def pretrained_classifier(seed: int, lr: float, fold_norms: bool, num_classes: int = 10) -> ImageClassifier:
+    """ImageNet MobileNetV2 with a new head drawn by ``seed``: the same model for every
+    run of one seed, whatever trains it."""
+    pl.seed_everything(seed, verbose=False)
+    return ImageClassifier(pretrained=True, num_classes=num_classes, lr=lr, fold_norms=fold_norms)
+
+
 def fit_strategy(
     data: pl.LightningDataModule,
     num_classes: int,
@@ -148,9 +155,7 @@ def fit_strategy(
     (the published accounting, on the STM32F746 study profile) by SGD at ``lr`` (momentum 0.9);
     validate after the last epoch. BatchNorm is folded into the convolutions (``fold_norms``)
     for every strategy but ``full``, which trains it as dense fine-tuning does."""
-    pl.seed_everything(seed, verbose=False)
-    fold = fold_norms and strategy != "full"
-    model = ImageClassifier(pretrained=True, num_classes=num_classes, lr=lr, fold_norms=fold)
+    model = pretrained_classifier(seed, lr, fold_norms and strategy != "full", num_classes)
     budget = BudgetPlanCallback(
         device=STUDY_PROFILE, training_memory=training_memory, seed=seed, strategy=strategy, epochs=epochs, **options
     )
