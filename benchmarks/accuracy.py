@@ -10,11 +10,12 @@ offline transfer tasks: scikit-learn's digits, the 5,000 MNIST digits that ship 
 (``mnist``), and scikit-learn's digits blended into natural photographs
 (``budgetplan.zoo.datasets.DigitsOnPhotos``), 32 training images per class. Same epochs, SGD
 (momentum 0.9, batch 32) and data order for every strategy; the learning rate is one for
-all (``--lr``), or chosen per strategy, task and network from ``--lr-grid``: the rate of
-best accuracy when training on three quarters of the training images and validating on
-the rest (seed 0, at 256 KB), so the validation images never choose it (those runs are
-kept in the results file's ``-lr`` sibling). ``--val-fraction`` of each class is held out
-(at most ``--val-per-class`` images of it validate).
+all (``--lr``), or chosen per strategy, task, network and budget from ``--lr-grid`` (a
+step's size grows with what trains): the rate of best accuracy when training on three
+quarters of the training images and validating on the rest (seed 0), so the validation
+images never choose it (those runs are kept in the results file's ``-lr`` sibling).
+``--val-fraction`` of each class is held out (at most ``--val-per-class`` images of it
+validate).
 
 BatchNorm is folded into the convolutions (``budgetplan.fold_batchnorm``), as on the
 device, for every strategy but ``full``, which trains it as dense fine-tuning does;
@@ -128,7 +129,7 @@ PROTOCOL = ("epochs", "train_per_class", "lr", "norms", "val_fraction", "val_per
 # rows recorded before a field existed ran with these
 EARLIER = {"network": "mobilenet_v2", "val_fraction": 0.2, "val_per_class": None, "recipes": "rgn table"}
 TUNING_SEED = 0  # the learning rates are chosen on this seed's split of the training images
-TUNING_BUDGET = "256KB"  # ... at this budget (the cortex-m7 budget), or the list's middle one
+TUNING_BUDGET = "256KB"  # where the budget does not matter (classifier, full), at this one
 
 
 def field(row: dict[str, Any], name: str) -> Any:
@@ -219,16 +220,24 @@ def run(
     return {**cell, **protocol, **row, "chosen_lr": lr, "seconds": time.perf_counter() - start}
 
 
+def tuning_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """Where ``cell``'s rate is chosen: its task, network, strategy and budget, on seed 0's split."""
+    budget = TUNING_BUDGET if cell["variant"] in UNBUDGETED else cell["budget"]
+    return {**cell, "budget": budget, "seed": TUNING_SEED}
+
+
 def chosen_rate(cell: dict[str, Any], protocol: dict[str, Any], tried: list[dict[str, Any]]) -> float | None:
-    """The grid's rate of best held-out accuracy (then loss) for ``cell``'s task, network and
-    strategy, from the tuning runs ``tried``; None while one is missing."""
+    """The grid's rate of best held-out accuracy (then loss) for ``cell``'s task, network,
+    strategy and budget (a step's size grows with what trains), from the tuning runs
+    ``tried``; None while one is missing."""
     grid = rates(protocol)
     if len(grid) == 1:
         return grid[0]
+    trial = tuning_cell(cell)
     runs = {
         r["chosen_lr"]: r
         for r in tried
-        if all(field(r, k) == cell[k] for k in ("task", "network", "variant"))
+        if all(field(r, k) == trial[k] for k in ("task", "network", "variant", "budget"))
         and all(field(r, k) == v for k, v in protocol.items())
     }
     if any(lr not in runs for lr in grid):
@@ -428,7 +437,7 @@ def main() -> None:
     parser.add_argument(
         "--lr-grid",
         help="comma-separated rates: each strategy's rate is the one of best accuracy on a split of the training "
-        f"images (seed {TUNING_SEED}, {TUNING_BUDGET}), chosen per task and network; replaces --lr",
+        f"images (seed {TUNING_SEED}), chosen per task, network and budget; replaces --lr",
     )
     parser.add_argument("--val-fraction", type=float, default=0.2, help="of each class, held out for validation")
     parser.add_argument("--val-per-class", type=int, help="at most this many of them validate")
@@ -462,7 +471,7 @@ def main() -> None:
         [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         for path in (results, tuning)
     )
-    done = {key(r) for r in rows}
+    done = {(*key(r), r.get("chosen_lr", r["lr"])) for r in rows}
     protocol = {
         "epochs": args.epochs,
         "train_per_class": args.train_per_class,
@@ -473,7 +482,6 @@ def main() -> None:
         "recipes": "own" if args.own_importance else "rgn table",
     }
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
-    tuning_budget = TUNING_BUDGET if TUNING_BUDGET in budgets else budgets[len(budgets) // 2]
 
     def fit(cell: dict[str, Any], lr: float, tune: bool, out: Path) -> dict[str, Any]:
         row = run(cell, protocol, limit, lr, tune)
@@ -492,7 +500,7 @@ def main() -> None:
         """The cell's strategy's rate, chosen first where the grid's runs are missing."""
         lr = chosen_rate(cell, protocol, tried)
         if lr is None:
-            trial = {**cell, "budget": tuning_budget, "seed": TUNING_SEED}
+            trial = tuning_cell(cell)
             tested = {r["chosen_lr"] for r in tried if key(r) == key({**trial, **protocol})}
             tried.extend(fit(trial, lr, True, tuning) for lr in rates(protocol) if lr not in tested)
             lr = chosen_rate(cell, protocol, tried)
@@ -506,15 +514,20 @@ def main() -> None:
                 for label in variants:
                     for budget in budgets if label not in UNBUDGETED else budgets[:1]:
                         cell = {"task": task, "network": network, "variant": label, "budget": budget, "seed": seed}
-                        if args.report or key({**cell, **protocol}) in done:
+                        if args.report:
                             continue
-                        rows.append(fit(cell, rate(cell), False, results))
-    wanted = [
+                        lr = rate(cell)
+                        if (*key({**cell, **protocol}), lr) not in done:
+                            rows.append(fit(cell, lr, False, results))
+    wanted = [  # of this protocol, and at the rate its cell's runs choose (no longer stale ones)
         r
         for r in rows
-        if all(field(r, k) == protocol[k] for k in PROTOCOL) and r["task"] in tasks and field(r, "network") in networks
+        if all(field(r, k) == protocol[k] for k in PROTOCOL)
+        and r["task"] in tasks
+        and field(r, "network") in networks
+        and r.get("chosen_lr", r["lr"]) == chosen_rate({k: field(r, k) for k in CELL}, protocol, tried)
     ]
-    lr = f"SGD lr chosen from {args.lr_grid} per strategy" if args.lr_grid else f"SGD lr {args.lr}"
+    lr = f"SGD lr chosen from {args.lr_grid} per cell" if args.lr_grid else f"SGD lr {args.lr}"
     print(
         f"ImageNet {', '.join(NETWORKS[n] for n in networks)}, 128x128, {args.train_per_class} training images "
         f"per class, {args.epochs} epochs, {lr}, batch 32, BatchNorm {protocol['norms']}\n"

@@ -35,7 +35,7 @@ def test_the_rate_is_chosen_on_a_split_of_the_training_images_only():
 
 
 def _tried(lr: float, accuracy: float, loss: float, **changes: object) -> dict[str, object]:
-    cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "bias", "budget": "256KB", "seed": 0}
+    cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "bias", "budget": "64KB", "seed": 0}
     return {**cell, **PROTOCOL, "chosen_lr": lr, "accuracy": accuracy, "loss": loss, **changes}
 
 
@@ -50,17 +50,26 @@ PROTOCOL = {
 }
 
 
-def test_the_rate_of_best_held_out_accuracy_then_loss_is_chosen():
+def test_the_rate_of_best_held_out_accuracy_then_loss_is_chosen_per_budget():
     cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "bias", "budget": "64KB", "seed": 3}
     tried = [_tried(0.002, 0.5, 1.0), _tried(0.005, 0.6, 1.2)]
     assert accuracy.chosen_rate(cell, PROTOCOL, tried) is None  # 0.0125 not tried yet
     tried.append(_tried(0.0125, 0.6, 1.1))
     assert accuracy.chosen_rate(cell, PROTOCOL, tried) == 0.0125  # a tie in accuracy: the lower loss
-    # runs of another strategy, network or protocol do not count
+    # runs of another strategy, network, budget or protocol do not count
     others = [
         _tried(0.002, 0.9, 0.1, variant="trady"),
         _tried(0.002, 0.9, 0.1, network="efficientnet-lite0"),
+        _tried(0.002, 0.9, 0.1, budget="1MB"),
         _tried(0.002, 0.9, 0.1, epochs=12),
     ]
     assert accuracy.chosen_rate(cell, PROTOCOL, tried + others) == 0.0125
+    assert accuracy.chosen_rate({**cell, "budget": "1MB"}, PROTOCOL, tried + others) is None
     assert accuracy.chosen_rate(cell, {**PROTOCOL, "lr": 0.005}, []) == 0.005  # one rate: nothing to choose
+
+
+def test_a_strategy_that_ignores_the_budget_is_tuned_once():
+    classifier = [_tried(lr, 0.5 + lr, 1.0, variant="classifier", budget="256KB") for lr in (0.002, 0.005, 0.0125)]
+    for budget in ("64KB", "1MB"):
+        cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "classifier", "budget": budget, "seed": 1}
+        assert accuracy.chosen_rate(cell, PROTOCOL, classifier) == 0.0125
