@@ -26,9 +26,9 @@ PRETRAINED = {"mobilenet_v2": imagenet_mobilenet_v2, "efficientnet-lite0": image
 
 
 class ImageClassifier(pl.LightningModule):
-    """A torchvision classifier; ``pretrained`` loads ``arch``'s ImageNet weights (``PRETRAINED``:
-    MobileNetV2 width 1.0, EfficientNet-Lite0); ``fold_norms`` folds its BatchNorms into the
-    convolutions, as a device graph does."""
+    """An image classifier: torchvision's ``arch``, or with ``pretrained`` its ImageNet
+    weights (``PRETRAINED``: MobileNetV2 width 1.0, EfficientNet-Lite0); ``fold_norms``
+    folds its BatchNorms into the convolutions, as a device graph does."""
 
     def __init__(
         self,
