@@ -136,6 +136,11 @@ def field(row: dict[str, Any], name: str) -> Any:
     return row.get(name, EARLIER.get(name))
 
 
+def trained_rate(row: dict[str, Any]) -> float:
+    """The rate the run trained at (rows of one fixed rate do not say it apart)."""
+    return float(row.get("chosen_lr", row["lr"]))
+
+
 def contribution_file(
     task: str, seed: int, protocol: dict[str, Any], network: str = "mobilenet_v2", tune: bool = False
 ) -> Path:
@@ -277,7 +282,7 @@ def table(rows: list[dict[str, Any]], budgets: list[str]) -> str:
                     continue
                 acc = [100 * r["accuracy"] for r in runs]
                 spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
-                lr = "/".join(f"{x:g}" for x in sorted({r.get("chosen_lr", r["lr"]) for r in runs}))
+                lr = "/".join(f"{x:g}" for x in sorted({trained_rate(r) for r in runs}))
                 lines.append(
                     f"| {task} | {network} | {label} | {budget if label not in UNBUDGETED else 'any'} "
                     f"| {statistics.mean(acc):.2f} ± {spread:.2f}% | {lr} "
@@ -528,7 +533,7 @@ def main() -> None:
         [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         for path in (results, tuning)
     )
-    done = {(*key(r), r.get("chosen_lr", r["lr"])) for r in rows}
+    done = {(*key(r), trained_rate(r)) for r in rows}
     protocol = {
         "epochs": args.epochs,
         "train_per_class": args.train_per_class,
@@ -565,24 +570,25 @@ def main() -> None:
         return lr
 
     # one seed of everything first, so a partial run already covers every cell
-    for seed in (int(s) for s in args.seeds.split(",")):
-        for network in networks:
-            for task in tasks:
-                for label in variants:
-                    for budget in budgets if label not in UNBUDGETED else budgets[:1]:
-                        cell = {"task": task, "network": network, "variant": label, "budget": budget, "seed": seed}
-                        if args.report:
-                            continue
-                        lr = rate(cell)
-                        if (*key({**cell, **protocol}), lr) not in done:
-                            rows.append(fit(cell, lr, False, results))
+    cells = [
+        {"task": task, "network": network, "variant": label, "budget": budget, "seed": int(seed)}
+        for seed in args.seeds.split(",")
+        for network in networks
+        for task in tasks
+        for label in variants
+        for budget in (budgets if label not in UNBUDGETED else budgets[:1])
+    ]
+    for cell in [] if args.report else cells:
+        lr = rate(cell)
+        if (*key({**cell, **protocol}), lr) not in done:
+            rows.append(fit(cell, lr, False, results))
     wanted = [  # of this protocol, and at the rate its cell's runs choose (no longer stale ones)
         r
         for r in rows
         if all(field(r, k) == protocol[k] for k in PROTOCOL)
         and r["task"] in tasks
         and field(r, "network") in networks
-        and r.get("chosen_lr", r["lr"]) == chosen_rate({k: field(r, k) for k in CELL}, protocol, tried)
+        and trained_rate(r) == chosen_rate({k: field(r, k) for k in CELL}, protocol, tried)
     ]
     lr = f"SGD lr chosen from {args.lr_grid} per cell" if args.lr_grid else f"SGD lr {args.lr}"
     print(

@@ -15,6 +15,7 @@ inverted under its strokes and the background is cluttered, coloured and varied.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class DigitsRGB(Dataset[tuple[Tensor, Tensor]]):
             keep.append(members[:per_class])
         index = torch.cat(keep).sort().values
         self.images, self.labels, self.size = images[index], labels[index], size
+        self.split, self.seed = split, seed
         self._mean = torch.tensor(IMAGENET_MEAN).reshape(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).reshape(3, 1, 1)
 
@@ -106,24 +108,17 @@ class DigitsOnPhotos(DigitsRGB):
     """Digits blended into crops of natural photographs (MNIST-M's recipe). Crop position,
     scale and photo are fixed per image by ``seed``; ``split`` as in ``DigitsRGB``."""
 
-    def __init__(
-        self,
-        split: str = "train",
-        size: int = 128,
-        seed: int = 0,
-        per_class: int | None = None,
-        val_fraction: float = 0.2,
-    ) -> None:
-        super().__init__(split, size, seed, per_class, val_fraction)
+    @functools.cached_property
+    def photos(self) -> list[Tensor]:
         try:
             from skimage import data
         except ImportError as err:
             raise ImportError("DigitsOnPhotos needs scikit-image: pip install scikit-image") from err
-        self.photos = [torch.tensor(getattr(data, name)()).permute(2, 0, 1).float() / 255.0 for name in PHOTOS]
-        self._crop_seed = seed * 1_000_003 + (0 if split == "train" else 1)
+        return [torch.tensor(getattr(data, name)()).permute(2, 0, 1).float() / 255.0 for name in PHOTOS]
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        generator = torch.Generator().manual_seed(self._crop_seed * 100_003 + i)
+        crop_seed = self.seed * 1_000_003 + (0 if self.split == "train" else 1)
+        generator = torch.Generator().manual_seed(crop_seed * 100_003 + i)
         photo = self.photos[int(torch.randint(len(self.photos), (1,), generator=generator))]
         height, width = photo.shape[1:]
         side = int(torch.randint(64, min(height, width) + 1, (1,), generator=generator))
