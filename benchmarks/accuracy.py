@@ -76,6 +76,8 @@ LARGEST_NORM = {"sampler": "magnitude", "resample": "never", "utility": "coverag
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the callback's default: the shipped gradient-energy table, largest-norm channels kept, linear utility
     "budgetplan": ("budgetplan", {}),
+    # the default as it was before it clipped each unit's step to its weights
+    "budgetplan (no clipping)": ("budgetplan", {"clip_ratio": 0}),
     "trady": ("trady", SHIPPED),
     "gradient": ("gradient", SHIPPED),
     "dynamic-gradient": ("dynamic-gradient", SHIPPED),
@@ -299,6 +301,7 @@ COMPARISONS = [
     ("budgetplan", "trady"),
     ("budgetplan", "sparse-update"),
     ("budgetplan", "classifier"),
+    ("budgetplan", "budgetplan (no clipping)"),
     ("budgetplan", "budgetplan (rgn table) + resampled"),
     ("budgetplan (linear utility)", "budgetplan (rgn table) + resampled"),
     ("budgetplan (prior importance)", "budgetplan (rgn table) + resampled"),

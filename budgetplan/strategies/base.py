@@ -116,6 +116,7 @@ class Strategy:
     planned: ClassVar[bool] = True
     dense: ClassVar[bool] = False
     measure: ClassVar[str] = "energy"  # how the callback measures importance for it by default
+    clip_ratio: ClassVar[float] = 0.0  # adaptive gradient clipping by default (training/clipping.py); 0: none
     source: ClassVar[str] = ""
 
     def planner_overrides(self, costs: CostTable) -> dict[str, Any]:

@@ -8,8 +8,10 @@ train and how the input channels inside them are chosen.
 ``budgetplan`` (default)  The ILP plan (layers, per-layer channel counts, biases);
                           the input channels of largest weight norm, kept for the whole
                           fit (it trained best in the README's resampling study; the plan
-                          is valued by the linear utility). Memory: the plan's
-                          prediction, the same every step.
+                          is valued by the linear utility); each unit's gradient clipped
+                          to 0.5 of its weight norm (adaptive gradient clipping, Brock et
+                          al., ICML 2021). Memory: the plan's prediction, the same every
+                          step.
 ``trady``                 TraDy (Quélennec et al., ICLR 2026, §4): the fewest layers
                           holding 97% of the cumulative importance (top-K), then input
                           channels drawn uniformly at random across those layers, one by
@@ -61,12 +63,15 @@ from budgetplan.strategies.trady import TraDy
 class BudgetPlan(Strategy):
     """The ILP plan (layers, per-layer channel counts, biases); the input channels of
     largest weight norm, kept for the whole fit (``resample="epoch"`` with
-    ``sampler="uniform"`` redraws them every epoch, as TraDy does). Memory: the plan's
-    prediction, the same every step."""
+    ``sampler="uniform"`` redraws them every epoch, as TraDy does); each trained unit's
+    gradient clipped to 0.5 of its weight norm (``budgetplan.training.clipping``), so a plan
+    that trains high-ratio layers stays stable at the rate that suits the rest. Memory: the
+    plan's prediction, the same every step."""
 
     name = "budgetplan"
     sampler = "magnitude"
     resample = "never"
+    clip_ratio = 0.5
     source = "ILP plan, largest-norm channels kept"
 
 

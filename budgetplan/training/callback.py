@@ -9,7 +9,8 @@ Hooks, in the order a fit meets them:
 * ``on_train_epoch_start`` / ``on_train_batch_start``: draw the channels to train
   (per epoch, per step, or once) and open the memory-lean forward;
 * ``on_before_backward``: close it, record what autograd saved;
-* ``on_before_optimizer_step``: hand gradient norms to the samplers that read them;
+* ``on_before_optimizer_step``: hand gradient norms to the samplers that read them, then
+  clip the trained weights' gradients where ``clip_ratio`` says so;
 * ``on_train_batch_end``: log the measured saved bytes;
 * ``on_train_epoch_end``: log predicted memory, trained fraction and coverage.
 
@@ -50,6 +51,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from budgetplan.costs.layers import plannable_layers
 from budgetplan.errors import BudgetPlanError
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
@@ -59,6 +61,7 @@ from budgetplan.strategies import get_strategy
 from budgetplan.strategies.base import Resample
 from budgetplan.training.batches import batch_size_of
 from budgetplan.training.checks import batch_warning, saved_warning
+from budgetplan.training.clipping import clip_relative
 from budgetplan.training.freezing import batch_norms, keep_in_eval, train_only
 from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.lean import LeanAutograd
@@ -105,6 +108,10 @@ class BudgetPlanCallback(Callback):
             by its own score, ``sparse-update`` by its analysis).
         patches: run the plan's patch stage on the host, as the device does
             (``budgetplan.training.patches``; the result is the same, the forward slower).
+        clip_ratio: clip each trained weight's gradient, per output unit, to this multiple
+            of the unit's weight norm (adaptive gradient clipping,
+            ``budgetplan.training.clipping``); the classifier is never clipped. ``0``: never
+            clip; ``None`` (default): the strategy's (0.5 for ``budgetplan``, else never).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
             ``utility`` defaults to the one that values the channel rule: ``linear`` when
             the channels are kept (``resample="never"``), else ``coverage``.
@@ -124,6 +131,7 @@ class BudgetPlanCallback(Callback):
         patches: bool = False,
         importance_batches: int = 16,
         importance_measure: str | None = None,
+        clip_ratio: float | None = None,
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
@@ -131,6 +139,9 @@ class BudgetPlanCallback(Callback):
         self.seed = seed
         self.importance_batches = importance_batches
         self.importance_measure = Measure.from_str(importance_measure or self.strategy.measure)
+        self.clip_ratio = self.strategy.clip_ratio if clip_ratio is None else clip_ratio
+        if not self.clip_ratio >= 0:
+            raise BudgetPlanError(f"clip_ratio must be a number >= 0 (0 never clips) or None, not {clip_ratio!r}")
         self._given_plan = plan
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
         self._guard = SelectionGuard()
@@ -173,6 +184,7 @@ class BudgetPlanCallback(Callback):
             return  # stock training: nothing frozen, BatchNorm statistics train too
         prefix = locate(training.plan, pl_module) if training.plan is not None else ""
         self._channels.use(train_only(pl_module, training, prefix))
+        self._fit.classifier = next(reversed(plannable_layers(pl_module)), "")
         self._fit.norms = batch_norms(pl_module)
         self._fit.lean = LeanAutograd(pl_module, self.selection)
         if self.patches and self.plan is not None and self.plan.predicted.patch_grid:
@@ -220,7 +232,10 @@ class BudgetPlanCallback(Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        self._channels.observe_gradients()
+        self._channels.observe_gradients()  # the sampler's signal is the gradient as computed
+        if self.clip_ratio:
+            layers = self._channels.layers.items()
+            clip_relative([layer.weight for name, layer in layers if name != self._fit.classifier], self.clip_ratio)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -35,6 +35,7 @@ class FitState:
     restored: dict[str, Any] | None = None
     warned: set[str] = field(default_factory=set)
     batch_size: int = 1
+    classifier: str = ""  # the module's last plannable layer: never clipped
     forward: ExitStack | None = None
 
     def open_forward(self, batch_size: int) -> None:

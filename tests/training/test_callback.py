@@ -7,6 +7,7 @@ from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback, InfeasibleError, PlanError
 from budgetplan.training.channels import weight_mask
+from budgetplan.training.clipping import clip_relative
 
 from ..lightning_helpers import TinyModule, data, partial_plan, trainer
 
@@ -224,3 +225,43 @@ def test_bad_arguments():
         BudgetPlanCallback(resample="sometimes")
     with pytest.raises(Exception, match="sampler must be one of"):
         BudgetPlanCallback(sampler="best")
+    with pytest.raises(Exception, match="clip_ratio must be a number >= 0"):
+        BudgetPlanCallback(clip_ratio=-1)
+
+
+class GradientRatios(Callback):
+    """The largest gradient-to-weight norm ratio of any output unit, per trained layer, as
+    the optimizer receives it (runs after the budget callback's hooks)."""
+
+    def __init__(self) -> None:
+        self.largest: dict[str, float] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None and param.ndim > 1:
+                dims = tuple(range(1, param.ndim))
+                grad, weight = (torch.linalg.vector_norm(t, dim=dims) for t in (param.grad, param.detach()))
+                ratio = (grad / weight.clamp_min(1e-3)).max()
+                self.largest[name] = max(self.largest.get(name, 0.0), float(ratio))
+
+
+@pytest.mark.parametrize("clip_ratio", [0, 1e-4])
+def test_clip_ratio_bounds_each_unit_but_the_classifiers(clip_ratio):
+    budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), clip_ratio=clip_ratio)
+    ratios = GradientRatios()
+    trainer(1, [budget, ratios]).fit(TinyModule(), data())
+    convs = {name: ratio for name, ratio in ratios.largest.items() if "features" in name}
+    assert set(convs) == {f"{name}.weight" for name in PARTIAL}
+    if not clip_ratio:
+        assert min(convs.values()) > 1e-3
+    else:
+        assert max(convs.values()) <= clip_ratio * (1 + 1e-4)
+    assert ratios.largest["net.head.1.weight"] > 1e-3  # the classifier is never clipped
+
+
+def test_clip_relative_cuts_only_units_over_the_limit():
+    weight = torch.nn.Parameter(torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]]))
+    weight.grad = torch.tensor([[6.0, 8.0], [1.0, 0.0], [0.1, 0.0]])
+    clip_relative([weight], ratio=0.5)
+    # unit 0: ‖G‖ 10 cut to 0.5 · 5; unit 1: zero weights, the floor 1e-3; unit 2 under the limit
+    assert torch.allclose(weight.grad, torch.tensor([[1.5, 2.0], [5e-4, 0.0], [0.1, 0.0]]))
