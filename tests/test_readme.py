@@ -46,6 +46,16 @@ PYTHON = {
         os.devnull,
     ],
     "python benchmarks/norm_gain.py": [],
+    "python benchmarks/clip_ratio.py": [
+        "--ratios",
+        "0.5",
+        "--epochs",
+        "1",
+        "--limit-batches",
+        "1",
+        "--results",
+        os.devnull,
+    ],
     "python benchmarks/utility_study.py": [
         "--tasks",
         "digits",
