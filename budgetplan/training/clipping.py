@@ -1,17 +1,17 @@
 """Unit-wise adaptive gradient clipping: no output unit's step outgrows its weights.
 
 One learning rate serves layers whose gradient-to-weight norm ratio differs by orders of
-magnitude (in a folded ImageNet MobileNetV2, about 2.6 for the stem, 0.4–0.9 for the
-expansion 1x1 convs, 10^-3–10^-2 for the depthwise convs; docs/training.md). A rate that
-suits most layers throws the high-ratio ones off. Adaptive gradient clipping (Brock et al.,
-"High-Performance Large-Scale Image Recognition Without Normalization", ICML 2021, §4.1)
-rescales the gradient of each output unit ``i`` whose ratio exceeds ``λ``::
+magnitude (layer by layer in a folded ImageNet MobileNetV2, about 2.6 for the stem,
+0.4–0.9 for the expansion 1x1 convs, 10^-3–10^-2 for the depthwise convs;
+docs/training.md). A rate that suits most layers throws the high-ratio ones off.
+Adaptive gradient clipping (Brock et al., "High-Performance Large-Scale Image Recognition
+Without Normalization", ICML 2021, §4.1) rescales the gradient of each output unit ``i`` whose ratio exceeds ``λ``::
 
     G_i  <-  λ · max(‖W_i‖, ε) / ‖G_i‖ · G_i      where ‖G_i‖ / max(‖W_i‖, ε) > λ
 
-so a unit's step is at most ``lr · λ`` of its weights, whatever the layer; units below the
-threshold keep their gradient. The paper leaves the classifier unclipped (it starts from
-scratch, its weights are small), and so does the callback.
+so a plain SGD step moves a unit by at most ``lr · λ`` of its norm, whatever the layer;
+units below the threshold keep their gradient. The paper leaves the classifier unclipped
+(it starts from scratch, its weights are small), and so does the callback.
 
 >>> import torch
 >>> w = torch.nn.Parameter(torch.ones(2, 4))
