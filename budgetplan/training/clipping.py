@@ -5,7 +5,8 @@ magnitude (layer by layer in a folded ImageNet MobileNetV2, about 2.6 for the st
 0.4–0.9 for the expansion 1x1 convs, 10^-3–10^-2 for the depthwise convs;
 docs/training.md). A rate that suits most layers throws the high-ratio ones off.
 Adaptive gradient clipping (Brock et al., "High-Performance Large-Scale Image Recognition
-Without Normalization", ICML 2021, §4.1) rescales the gradient of each output unit ``i`` whose ratio exceeds ``λ``::
+Without Normalization", ICML 2021, §4.1) rescales the gradient of each output unit ``i``
+whose ratio exceeds ``λ``::
 
     G_i  <-  λ · max(‖W_i‖, ε) / ‖G_i‖ · G_i      where ‖G_i‖ / max(‖W_i‖, ε) > λ
 
