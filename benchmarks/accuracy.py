@@ -78,6 +78,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "budgetplan": ("budgetplan", {}),
     # the default as it was before it clipped each unit's step to its weights
     "budgetplan (no clipping)": ("budgetplan", {"clip_ratio": 0}),
+    # the default's ILP valued by Sparse Update's contribution analysis on the task instead
+    "budgetplan (contribution)": ("budgetplan", {"importance": CONTRIBUTION}),
     "trady": ("trady", SHIPPED),
     "gradient": ("gradient", SHIPPED),
     "dynamic-gradient": ("dynamic-gradient", SHIPPED),
@@ -302,6 +304,8 @@ COMPARISONS = [
     ("budgetplan", "sparse-update"),
     ("budgetplan", "classifier"),
     ("budgetplan", "budgetplan (no clipping)"),
+    ("budgetplan (contribution)", "budgetplan"),
+    ("budgetplan (contribution)", "sparse-update"),
     ("budgetplan", "budgetplan (rgn table) + resampled"),
     ("budgetplan (linear utility)", "budgetplan (rgn table) + resampled"),
     ("budgetplan (prior importance)", "budgetplan (rgn table) + resampled"),
@@ -441,7 +445,8 @@ def against_recipes(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: str) -> None:
+def plot(rows: list[dict[str, Any]], path: str) -> Any:
+    """Accuracy against training memory, one panel per task and network; the figure, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,8 +456,12 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     columns = min(3, len(panels))
     height = -(-len(panels) // columns)
     fig, axes = plt.subplots(height, columns, figsize=(6.5 * columns, 4.8 * height), squeeze=False)
+    # one colour per variant in every panel, also where a variant ran in some panels only
+    shown = [label for label in VARIANTS if any(r["variant"] == label for r in rows)]
+    colours = {label: f"C{i % 10}" for i, label in enumerate(shown)}
+    styles = {label: "--" if "(" in label else "-" for label in shown}  # variants of a strategy dashed
     for ax, (task, network) in zip(axes.flat, panels, strict=False):
-        for label in VARIANTS:
+        for label in shown:
             runs = [r for r in rows if (r["task"], field(r, "network")) == (task, network) and r["variant"] == label]
             cells: dict[str, list[dict[str, Any]]] = {}  # one point per budget (draws vary a little)
             for r in runs:
@@ -466,8 +475,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
             xs = [x for x, _ in points]
             means = [statistics.mean(acc) for _, acc in points]
             errs = [statistics.stdev(acc) if len(acc) > 1 else 0.0 for _, acc in points]
-            style = "--" if "(" in label else "-"
-            ax.errorbar(xs, means, yerr=errs, marker="o", linestyle=style, capsize=3, label=label)
+            ax.errorbar(xs, means, yerr=errs, marker="o", linestyle=styles[label], capsize=3, color=colours[label])
         ax.set_xscale("log")
         ax.set_xlabel("training memory, predicted (KB, log scale)")
         ax.set_ylabel("validation accuracy (%)")
@@ -475,9 +483,11 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7, loc="upper left")
+    handles = [plt.Line2D([], [], color=colours[label], marker="o", linestyle=styles[label]) for label in shown]
+    axes.flat[0].legend(handles, shown, fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 NETWORKS = {"mobilenet_v2": "MobileNetV2", "efficientnet-lite0": "EfficientNet-Lite0"}

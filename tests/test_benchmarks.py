@@ -73,3 +73,23 @@ def test_a_strategy_that_ignores_the_budget_is_tuned_once():
     for budget in ("64KB", "1MB"):
         cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "classifier", "budget": budget, "seed": 1}
         assert accuracy.chosen_rate(cell, PROTOCOL, classifier) == 0.0125
+
+
+def test_a_variant_keeps_its_colour_in_every_panel(tmp_path):
+    """A variant run on some panels only must not shift the colours of the others."""
+    rows = [
+        {**PROTOCOL, "task": task, "network": "mobilenet_v2", "variant": variant, "budget": "64KB", "seed": 0}
+        | {"accuracy": 0.5, "training_memory": 65536.0}
+        for task, variants in [
+            ("digits", ["budgetplan", "budgetplan (contribution)", "trady"]),
+            ("mnist", ["budgetplan", "trady"]),
+        ]
+        for variant in variants
+    ]
+    fig = accuracy.plot(rows, str(tmp_path / "plot.png"))
+    colours = [[bar.lines[0].get_color() for bar in ax.containers] for ax in fig.axes if ax.get_visible()]
+    assert len(set(colours[0])) == 3
+    assert colours[1] == [colours[0][0], colours[0][2]]  # budgetplan and trady as in the first panel
+    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["budgetplan", "budgetplan (contribution)", "trady"]
+    assert (tmp_path / "plot.png").stat().st_size > 0
