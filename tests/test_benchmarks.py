@@ -93,3 +93,25 @@ def test_a_variant_keeps_its_colour_in_every_panel(tmp_path):
     legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
     assert legend == ["budgetplan", "budgetplan (contribution)", "trady"]
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_the_default_is_set_against_the_best_recipe_of_each_cell():
+    def row(budget: str, variant: str, seed: int, accuracy: float) -> dict[str, object]:
+        cell = {"task": "mnist", "network": "mobilenet_v2", "variant": variant, "budget": budget, "seed": seed}
+        return {**PROTOCOL, **cell, "accuracy": accuracy}
+
+    scores = {  # budget -> variant -> accuracy at seeds 0 and 1
+        "64KB": {"budgetplan": (0.80, 0.82), "bias": (0.84, 0.85), "trady": (0.78, 0.80), "classifier": (0.70, 0.71)},
+        "1MB": {"budgetplan": (0.95, 0.93), "bias": (0.85, 0.86), "trady": (0.90, 0.92)},
+    }
+    rows = [
+        row(budget, variant, seed, value)
+        for budget, variants in scores.items()
+        for variant, values in variants.items()
+        for seed, value in enumerate(values)
+    ]
+    text = accuracy.against_recipes(rows, ["64KB", "1MB"])
+    lines = text.splitlines()
+    assert "| 64KB | 81.00 | 84.50 | 70.50 |" in lines[2] and "-3.50 vs bias" in lines[2]
+    assert "+3.00 vs trady" in lines[3]  # classifier (unbudgeted) pairs with every budget, but loses here
+    assert "over 2 cells: -0.25 points on average" in text and "at or above it in 1 cells" in text
