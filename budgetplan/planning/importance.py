@@ -33,7 +33,7 @@ from typing import Any
 from budgetplan.costs.table import CostTable
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import read_yaml
-from budgetplan.plan.names import find_prefix, with_prefix
+from budgetplan.plan.names import find_prefix, with_prefix, without_prefix
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
 ENERGY_UNIT = "loss decrease per SGD step per unit learning rate"  # gradient energy (measure.py)
@@ -216,6 +216,11 @@ def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = F
         depths = _curve(depths, f"{where}: field 'bias_depths'", int, lambda k: k == int(k) and k >= 1, "layer counts")
     names = {layer.name for layer in costs.layers}
     prefix = find_prefix(weight, names)  # scores measured on the bare model fit it inside a LightningModule
+    outer = find_prefix(names, weight) if prefix is None else None
+    if outer:  # and scores measured inside a LightningModule (by the callback) fit the bare model
+        weight, bias, curves = (without_prefix(scores, outer) for scores in (weight, bias, curves))
+        data = {**data, "in_channels": without_prefix(data.get("in_channels") or {}, outer)}
+        prefix = ""
     if prefix is None:
         missing = sorted(n for n in names if n not in weight)
         extra = sorted(f for f in weight if f not in names)

@@ -80,3 +80,23 @@ def test_importance_for_another_model(tmp_path, default_costs_by_executor):
     path.write_text(yaml.safe_dump({"layers": layers}))
     with pytest.raises(BudgetPlanError, match=r"layers the model does not have: decoder\.0"):
         load_importance(path, costs)
+
+
+def test_scores_measured_inside_a_lightning_module_fit_the_bare_model(tmp_path, default_costs_by_executor):
+    """The callback names layers as the LightningModule does (``net.features...``); the
+    same file plans the bare network with ``budgetplan solve --importance``."""
+    costs = default_costs_by_executor["inplace-dw"]
+    favourite = "features.15.conv.0.0"
+    scores = {layer.name: {"weight": 1.0 if layer.name == favourite else 0.01, "bias": 0.02} for layer in costs.layers}
+    bare, path = tmp_path / "bare.yaml", tmp_path / "wrapped.yaml"
+    bare.write_text(yaml.safe_dump({"layers": scores}))
+    layers = {f"net.{name}": value for name, value in scores.items()}
+    channels = {f"net.{layer.name}": layer.in_channels for layer in costs.layers}
+    path.write_text(yaml.safe_dump({"layers": layers, "in_channels": channels}))
+    wrapped, expected = load_importance(path, costs), load_importance(bare, costs)
+    assert wrapped.weight == expected.weight and wrapped.bias == expected.bias
+    assert wrapped.weight[favourite] > 10 * wrapped.weight["classifier.1"]
+    channels[f"net.{favourite}"] += 1  # measured on another width: still refused
+    path.write_text(yaml.safe_dump({"layers": layers, "in_channels": channels}))
+    with pytest.raises(BudgetPlanError, match=f"input channels differ at {favourite}"):
+        load_importance(path, costs)
