@@ -80,6 +80,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "budgetplan (no clipping)": ("budgetplan", {"clip_ratio": 0}),
     # the default's ILP valued by Sparse Update's contribution analysis on the task instead
     "budgetplan (contribution)": ("budgetplan", {"importance": CONTRIBUTION}),
+    # the default with gradient energy measured at setup on the task, where a table ships
+    "budgetplan (measured energy)": ("budgetplan", {"importance": "measured"}),
     "trady": ("trady", SHIPPED),
     "gradient": ("gradient", SHIPPED),
     "dynamic-gradient": ("dynamic-gradient", SHIPPED),
@@ -306,6 +308,7 @@ COMPARISONS = [
     ("budgetplan", "budgetplan (no clipping)"),
     ("budgetplan (contribution)", "budgetplan"),
     ("budgetplan (contribution)", "sparse-update"),
+    ("budgetplan (measured energy)", "budgetplan"),
     ("budgetplan", "budgetplan (rgn table) + resampled"),
     ("budgetplan (linear utility)", "budgetplan (rgn table) + resampled"),
     ("budgetplan (prior importance)", "budgetplan (rgn table) + resampled"),
