@@ -309,6 +309,8 @@ COMPARISONS = [
     ("budgetplan (contribution)", "budgetplan"),
     ("budgetplan (contribution)", "sparse-update"),
     ("budgetplan (measured energy)", "budgetplan"),
+    ("budgetplan (measured energy)", "sparse-update"),
+    ("budgetplan (measured energy)", "trady"),
     ("budgetplan", "budgetplan (rgn table) + resampled"),
     ("budgetplan (linear utility)", "budgetplan (rgn table) + resampled"),
     ("budgetplan (prior importance)", "budgetplan (rgn table) + resampled"),
