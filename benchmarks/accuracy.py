@@ -615,6 +615,7 @@ def main() -> None:
         if all(field(r, k) == protocol[k] for k in PROTOCOL)
         and r["task"] in tasks
         and field(r, "network") in networks
+        and (r["variant"] in UNBUDGETED or r["budget"] in budgets)
         and trained_rate(r) == chosen_rate({k: field(r, k) for k in CELL}, protocol, tried)
     ]
     lr = f"SGD lr chosen from {args.lr_grid} per cell" if args.lr_grid else f"SGD lr {args.lr}"
