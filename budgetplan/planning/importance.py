@@ -218,7 +218,8 @@ def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = F
     prefix = find_prefix(weight, names)  # scores measured on the bare model fit it inside a LightningModule
     outer = find_prefix(names, weight) if prefix is None else None
     if outer:  # and scores measured inside a LightningModule (by the callback) fit the bare model
-        weight, bias, curves = (without_prefix(scores, outer) for scores in (weight, bias, curves))
+        weight, bias = without_prefix(weight, outer), without_prefix(bias, outer)
+        curves = without_prefix(curves, outer)
         data = {**data, "in_channels": without_prefix(data.get("in_channels") or {}, outer)}
         prefix = ""
     if prefix is None:
