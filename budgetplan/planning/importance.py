@@ -215,13 +215,16 @@ def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = F
     if depths is not None:
         depths = _curve(depths, f"{where}: field 'bias_depths'", int, lambda k: k == int(k) and k >= 1, "layer counts")
     names = {layer.name for layer in costs.layers}
+    channels = data.get("in_channels") or {}
     prefix = find_prefix(weight, names)  # scores measured on the bare model fit it inside a LightningModule
     outer = find_prefix(names, weight) if prefix is None else None
     if outer:  # and scores measured inside a LightningModule (by the callback) fit the bare model
-        weight, bias = without_prefix(weight, outer), without_prefix(bias, outer)
-        curves = without_prefix(curves, outer)
-        data = {**data, "in_channels": without_prefix(data.get("in_channels") or {}, outer)}
-        prefix = ""
+        weight, bias, channels = (
+            without_prefix(weight, outer),
+            without_prefix(bias, outer),
+            without_prefix(channels, outer),
+        )
+        curves, prefix = without_prefix(curves, outer), ""
     if prefix is None:
         missing = sorted(n for n in names if n not in weight)
         extra = sorted(f for f in weight if f not in names)
@@ -231,7 +234,6 @@ def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = F
         if extra:
             parts.append(f"layers the model does not have: {', '.join(extra[:5])}")
         return "; ".join(parts) or "layer names differ"
-    channels = data.get("in_channels") or {}
     wrong = [n for n, c in channels.items() if costs.layer(prefix + n).in_channels != c]
     if wrong and by_name:
         label += ", by layer name: measured at other widths"
