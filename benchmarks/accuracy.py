@@ -74,10 +74,14 @@ RESAMPLED = {"sampler": "uniform", "resample": "epoch", "utility": "coverage"}
 DRAWN_ONCE = {"sampler": "uniform", "resample": "never", "utility": "coverage"}
 LARGEST_NORM = {"sampler": "magnitude", "resample": "never", "utility": "coverage"}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    # the callback's default: the shipped gradient-energy table, largest-norm channels kept, linear utility
+    # the callback's default: largest-norm channels kept, linear utility, clipped; for MobileNetV2 the
+    # plan of the shipped table or of gradient energy measured on the task, whichever a trial prefers
     "budgetplan": ("budgetplan", {}),
+    # the default as it was before it tried a measured plan against the shipped table's
+    "budgetplan (shipped table only)": ("budgetplan", {"importance": "shipped"}),
     # the default as it was before it clipped each unit's step to its weights
     "budgetplan (no clipping)": ("budgetplan", {"clip_ratio": 0}),
+    "budgetplan (shipped table only, no clipping)": ("budgetplan", {"importance": "shipped", "clip_ratio": 0}),
     # the default's ILP valued by Sparse Update's contribution analysis on the task instead
     "budgetplan (contribution)": ("budgetplan", {"importance": CONTRIBUTION}),
     # the default with gradient energy measured at setup on the task, where a table ships
@@ -305,10 +309,12 @@ COMPARISONS = [
     ("budgetplan", "trady"),
     ("budgetplan", "sparse-update"),
     ("budgetplan", "classifier"),
+    ("budgetplan", "budgetplan (shipped table only)"),
     ("budgetplan", "budgetplan (no clipping)"),
+    ("budgetplan (shipped table only)", "budgetplan (shipped table only, no clipping)"),
     ("budgetplan (contribution)", "budgetplan"),
     ("budgetplan (contribution)", "sparse-update"),
-    ("budgetplan (measured energy)", "budgetplan"),
+    ("budgetplan (measured energy)", "budgetplan (shipped table only)"),
     ("budgetplan (measured energy)", "sparse-update"),
     ("budgetplan (measured energy)", "trady"),
     ("budgetplan", "budgetplan (rgn table) + resampled"),

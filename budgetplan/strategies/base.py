@@ -117,6 +117,9 @@ class Strategy:
     dense: ClassVar[bool] = False
     measure: ClassVar[str] = "energy"  # how the callback measures importance for it by default
     clip_ratio: ClassVar[float] = 0.0  # adaptive gradient clipping by default (training/clipping.py); 0: none
+    # by default, try the plan of a shipped table against the plan of importance measured on
+    # the training data, and train the better (training/plan_source.py, docs/importance.md)
+    tries_importances: ClassVar[bool] = False
     source: ClassVar[str] = ""
 
     def planner_overrides(self, costs: CostTable) -> dict[str, Any]:

@@ -66,12 +66,15 @@ class BudgetPlan(Strategy):
     ``sampler="uniform"`` redraws them every epoch, as TraDy does); each trained unit's
     gradient clipped to 0.5 of its weight norm (``budgetplan.training.clipping``), so a plan
     that trains high-ratio layers stays stable at the rate that suits the rest. Memory: the
-    plan's prediction, the same every step."""
+    plan's prediction, the same every step. Where a table ships for the network, the plan
+    of that table or of gradient energy measured on the training data, whichever a short
+    trial fine-tune prefers (docs/importance.md)."""
 
     name = "budgetplan"
     sampler = "magnitude"
     resample = "never"
     clip_ratio = 0.5
+    tries_importances = True
     source = "ILP plan, largest-norm channels kept"
 
 

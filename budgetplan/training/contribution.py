@@ -22,11 +22,9 @@ parameters and puts them back.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from budgetplan.costs.layers import plannable_layers
@@ -36,61 +34,13 @@ from budgetplan.planning.importance import Importance
 from budgetplan.planning.objective import bias_order
 from budgetplan.planning.options import SPARSE_UPDATE_RATIOS
 from budgetplan.training.channels import channel_norms, weight_mask
-from budgetplan.training.probe import probing, step_loss
+from budgetplan.training.probe import probing
+from budgetplan.training.trials import HELD_OUT, Trial, Trials, module_lr
 
 DEPTHS = (4, 8, 16, 24, 32)  # bias depths tried; the published schemes train 16 to 34
 CANDIDATES = 12  # the last layers (before the classifier) whose weights are analysed
-HELD_OUT = 3  # batches the trials are valued on; the rest train
 STEPS = 4  # optimizer steps of one trial
 UNIT = "held-out loss decrease after a trial fine-tune"
-
-Trial = list[tuple[nn.Parameter, Tensor | None]]  # parameters and gradient masks
-
-
-def module_lr(module: nn.Module, default: float = 0.01) -> float:
-    """The module's learning rate where Lightning's tuner looks for it (an ``lr`` or
-    ``learning_rate`` attribute or hyperparameter), else ``default``."""
-    hparams = getattr(module, "hparams", {})
-    for name in ("lr", "learning_rate"):
-        for value in (getattr(module, name, None), hparams.get(name) if isinstance(hparams, Mapping) else None):
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-                return float(value)
-    return default
-
-
-class _Trials:
-    """Short fine-tunes of ``module`` on ``train``, each valued on ``held``."""
-
-    def __init__(self, module: nn.Module, train: list[Any], held: list[Any], steps: int, lr: float) -> None:
-        self.module, self.train, self.held, self.steps, self.lr = module, train, held, steps, lr
-
-    def held_out_loss(self) -> float:
-        with torch.no_grad():
-            return sum(float(step_loss(self.module, b, i)) for i, b in enumerate(self.held)) / len(self.held)
-
-    def run(self, trial: Trial) -> float:
-        """The held-out loss after ``steps`` SGD steps (momentum 0.9) on the trial's
-        parameters, gradients masked; the parameters are put back."""
-        params = [p for p, _ in trial]
-        start = [p.detach().clone() for p in params]
-        for p in params:
-            p.requires_grad_(True)
-        optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
-        try:
-            for step, batch in zip(range(self.steps), itertools.cycle(self.train)):
-                optimizer.zero_grad(set_to_none=True)
-                step_loss(self.module, batch, step).backward()
-                for p, mask in trial:
-                    if mask is not None and p.grad is not None:
-                        p.grad.mul_(mask)
-                optimizer.step()
-            return self.held_out_loss()
-        finally:
-            with torch.no_grad():
-                for p, value in zip(params, start, strict=True):
-                    p.copy_(value)
-                    p.grad = None
-                    p.requires_grad_(False)
 
 
 def _monotone(values: dict[Any, float]) -> dict[Any, float]:
@@ -140,7 +90,7 @@ def contributions_on_batches(
         return [(found, None)] if found is not None else []
 
     baseline: Trial = [(layers[prefix + head.name].weight, None), *bias(head.name)]
-    trials = _Trials(module, batches[:-held_out], batches[-held_out:], steps, lr or module_lr(module))
+    trials = Trials(module, batches[:-held_out], batches[-held_out:], steps, lr or module_lr(module))
     with probing(module, requires_grad=False):
         untrained = trials.held_out_loss()
         base = trials.run(baseline)

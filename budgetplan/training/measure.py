@@ -43,8 +43,9 @@ from budgetplan.files import write_atomic
 from budgetplan.plan.names import without_prefix
 from budgetplan.planning.importance import ENERGY_UNIT, TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.training.channels import channel_norms
-from budgetplan.training.contribution import HELD_OUT, contributions_on_batches
+from budgetplan.training.contribution import contributions_on_batches
 from budgetplan.training.probe import probing, step_loss
+from budgetplan.training.trials import HELD_OUT
 
 
 class Measure(EnumStr):

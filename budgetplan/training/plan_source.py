@@ -3,6 +3,7 @@ LightningModule on an example input, one plan for every rank (docs/training.md).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
+from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
-from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.assemble import plan_problem
 from budgetplan.planning.diagnose import check_flash
 from budgetplan.planning.importance import MEASURED, Importance, resolve_importance, shipped_importance
 from budgetplan.planning.options import planner_options
@@ -27,6 +29,7 @@ from budgetplan.planning.problem import Problem
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_tensor
 from budgetplan.training.measure import importance_on_batches
+from budgetplan.training.trials import HELD_OUT, PLAN_STEPS, trial_losses
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
@@ -103,6 +106,8 @@ class PlanSource:
     importance_batches: int = 16
     importance_measure: str = "energy"
     seed: int = 0
+    sampler: str = "magnitude"  # how the fit draws channels, and so the trials of rival plans
+    clip_ratio: float = 0.0  # the fit's clipping, and so the trials'
     loader: Any = None  # the training loader, when importance is measured on it
 
     def training(self, strategy: Strategy, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Training:
@@ -145,8 +150,9 @@ class PlanSource:
         try:
             if self.loader is None:
                 raise BudgetPlanError("no training data to measure importance on")
-            batches = measurement_batches(self.loader, max(1, self.importance_batches), self.seed)
-            measured = importance_on_batches(pl_module, batches, costs, "the training data", self.importance_measure)
+            measured = importance_on_batches(
+                pl_module, self.batches(), costs, "the training data", self.importance_measure
+            )
         except Exception as err:  # the fallback is the documented default; "measured" insists
             if insist:
                 raise BudgetPlanError(f"BudgetPlanCallback: importance='measured': {err}") from err
@@ -167,6 +173,52 @@ class PlanSource:
 
         def solve() -> Plan:
             problem = self.problem(strategy, pl_module, example)
-            return plan_from_costs(problem.costs, problem.device, problem.importance, problem.options)
+            plan = plan_problem(problem)
+            rival = self.rival_importance(problem, pl_module) if strategy.tries_importances else None
+            return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival))
 
         return plan_on_every_rank(trainer, solve)
+
+    def batches(self) -> list[Any]:
+        """The training batches importance is measured on, and rival plans tried on."""
+        return list(measurement_batches(self.loader, max(1, self.importance_batches), self.seed))
+
+    def rival_importance(self, problem: Problem, pl_module: pl.LightningModule) -> Problem | None:
+        """With the default importance, a shipped table, and training data to measure on:
+        the problem valued by gradient energy measured on that data instead (the table was
+        measured on other images; docs/importance.md). None otherwise, or when the
+        measurement fails (the table then plans alone)."""
+        if not (self.importance is None and self.importance_measure == "energy" and self.importance_batches > 0):
+            return None
+        if self.loader is None or shipped_importance(problem.costs, by_name=True) is None:
+            return None
+        try:
+            measured = importance_on_batches(pl_module, self.batches(), problem.costs, "the training data")
+        except Exception as err:  # the table's plan is the documented default
+            rank_zero_warn(f"budgetplan: importance not measured ({err}); planning with {problem.importance.source}")
+            return None
+        return dataclasses.replace(problem, importance=measured)
+
+    def choose(self, strategy: Strategy, pl_module: pl.LightningModule, plan: Plan, rival: Plan) -> Plan:
+        """Of two plans, the one whose short trial fine-tune on the training batches reaches
+        the lower held-out loss (``budgetplan.training.trials``); the plan says which won."""
+        if not plan.differences(rival):
+            return plan
+        batches = self.batches()
+        if len(batches) <= HELD_OUT:
+            rank_zero_info(f"budgetplan: {len(batches)} training batches are too few to try two plans on")
+            return plan
+        prefix = locate(plan, pl_module)
+        trainings = [strategy.prepare(p, None) for p in (plan, rival)]
+        losses = trial_losses(
+            pl_module, trainings, batches, prefix, sampler=self.sampler, seed=self.seed, clip_ratio=self.clip_ratio
+        )
+        won, lost = (0, 1) if losses[0] <= losses[1] else (1, 0)
+        chosen, other = (plan, rival)[won], (plan, rival)[lost]
+        rival_name = other.importance_source.split(" (")[0]  # without its measurement's details
+        how = (
+            f"chosen over {rival_name} by {PLAN_STEPS}-step trials on {len(batches) - HELD_OUT} training "
+            f"batches (lowest held-out loss {losses[won]:.4g} vs {losses[lost]:.4g})"
+        )
+        rank_zero_info(f"budgetplan: importance {chosen.importance_source}; {how}")
+        return dataclasses.replace(chosen, importance_source=f"{chosen.importance_source}; {how}")

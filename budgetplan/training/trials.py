@@ -1,0 +1,136 @@
+"""Short trial fine-tunes from the module as it is, valued on held-out batches.
+
+Two uses: Sparse Update's contribution analysis tries one candidate choice at a time
+(``budgetplan.training.contribution``), and the callback chooses between the plans of
+two importance sources by training each for a few dozen steps (``choose_plan``). A trial
+trains the parameters it names, gradients masked to the chosen input channels, by SGD
+(momentum 0.9) at the module's learning rate; every trial starts from the module's
+parameters and puts them back.
+
+A trial of a whole plan is valued by the lowest held-out loss it reaches at a check every
+``CHECK_EVERY`` steps: on a few hundred images a plan that learns fast starts to overfit
+within the trial, and its final loss would rank it below a plan that learns slowly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from budgetplan.costs.layers import plannable_layers
+from budgetplan.strategies.base import Training
+from budgetplan.training.channels import weight_mask
+from budgetplan.training.clipping import clip_relative
+from budgetplan.training.probe import probing, step_loss
+from budgetplan.training.samplers import draw_seed, get_sampler
+
+HELD_OUT = 3  # batches the trials are valued on; the rest train
+PLAN_STEPS = 48  # optimizer steps of a plan's trial (about the fit's own on a few hundred images)
+CHECK_EVERY = 8  # steps between held-out checks of a plan's trial
+
+Trial = list[tuple[nn.Parameter, Tensor | None]]  # parameters and gradient masks
+
+
+def module_lr(module: nn.Module, default: float = 0.01) -> float:
+    """The module's learning rate where Lightning's tuner looks for it (an ``lr`` or
+    ``learning_rate`` attribute or hyperparameter), else ``default``."""
+    hparams = getattr(module, "hparams", {})
+    for name in ("lr", "learning_rate"):
+        for value in (getattr(module, name, None), hparams.get(name) if isinstance(hparams, Mapping) else None):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return float(value)
+    return default
+
+
+class Trials:
+    """Short fine-tunes of ``module`` on ``train``, each valued on ``held``."""
+
+    def __init__(self, module: nn.Module, train: list[Any], held: list[Any], steps: int, lr: float) -> None:
+        self.module, self.train, self.held, self.steps, self.lr = module, train, held, steps, lr
+
+    def held_out_loss(self) -> float:
+        with torch.no_grad():
+            return sum(float(step_loss(self.module, b, i)) for i, b in enumerate(self.held)) / len(self.held)
+
+    def run(self, trial: Trial, clip_ratio: float = 0.0, check_every: int | None = None) -> float:
+        """The held-out loss after ``steps`` SGD steps (momentum 0.9) on the trial's
+        parameters, gradients masked and, with ``clip_ratio``, clipped as the callback clips
+        them (masked weights only: the classifier and biases are not); with
+        ``check_every``, the lowest held-out loss of the checks every that many steps and
+        at the end. The parameters are put back."""
+        params = [p for p, _ in trial]
+        start = [p.detach().clone() for p in params]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
+        lowest = float("inf")
+        try:
+            for step, batch in zip(range(self.steps), itertools.cycle(self.train)):
+                optimizer.zero_grad(set_to_none=True)
+                step_loss(self.module, batch, step).backward()
+                for p, mask in trial:
+                    if mask is not None and p.grad is not None:
+                        p.grad.mul_(mask)
+                if clip_ratio:
+                    clip_relative([p for p, mask in trial if mask is not None], clip_ratio)
+                optimizer.step()
+                if check_every and (step + 1) % check_every == 0 and step + 1 < self.steps:
+                    lowest = min(lowest, self.held_out_loss())
+            return min(lowest, self.held_out_loss())
+        finally:
+            with torch.no_grad():
+                for p, value in zip(params, start, strict=True):
+                    p.copy_(value)
+                    p.grad = None
+                    p.requires_grad_(False)
+
+
+def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str, seed: int) -> Trial:
+    """What ``training`` trains in ``module`` (under ``prefix``): each layer's weight masked
+    to the input channels ``sampler`` draws first (as the callback draws them at the first
+    epoch), and the biases. A layer training every channel, like the classifier, is not
+    masked (nor clipped)."""
+    layers = plannable_layers(module)
+    params = dict(module.named_parameters())
+    draws = get_sampler(sampler)
+    trial: Trial = []
+    for position, layer in enumerate(training.layers):
+        found = layers[prefix + layer.name]
+        if layer.count >= layer.total:
+            trial.append((found.weight, None))
+            continue
+        name, layer_seed = prefix + layer.name, draw_seed(seed, 0, 0, position)
+        draws.track(name, layer.total)
+        idx = draws.draw(name, found.weight, layer.total, found.groups, layer.count, layer_seed)
+        trial.append((found.weight, weight_mask(found.weight.shape, idx, found.groups).to(found.weight.dtype)))
+    trial.extend((params[prefix + bias], None) for bias in training.biases)
+    return trial
+
+
+def trial_losses(
+    module: nn.Module,
+    trainings: Sequence[Training],
+    batches: list[Any],
+    prefix: str = "",
+    *,
+    sampler: str = "magnitude",
+    seed: int = 0,
+    clip_ratio: float = 0.0,
+    steps: int = PLAN_STEPS,
+    check_every: int = CHECK_EVERY,
+    held_out: int = HELD_OUT,
+    lr: float | None = None,
+) -> list[float]:
+    """The lowest held-out loss each of ``trainings`` reaches in a trial of ``steps`` steps
+    on ``batches`` (the last ``held_out`` value it, the others train) at ``lr`` (by default
+    the module's own); the module is left as it was."""
+    trials = Trials(module, batches[:-held_out], batches[-held_out:], steps, lr or module_lr(module))
+    with probing(module, requires_grad=False):
+        return [
+            trials.run(plan_trial(module, training, prefix, sampler, seed), clip_ratio, check_every)
+            for training in trainings
+        ]

@@ -1,0 +1,120 @@
+"""Trial fine-tunes: what a plan's trial trains, that the module comes back as it was, and
+the callback's choice between the shipped table's plan and the measured one."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torchvision
+from lightning.pytorch.callbacks import Callback
+
+from budgetplan import BudgetPlanCallback
+from budgetplan.strategies.base import LayerToTrain, Training
+from budgetplan.training.channels import channel_norms
+from budgetplan.training.trials import PLAN_STEPS, Trials, plan_trial, trial_losses
+
+from ..lightning_helpers import TinyModule, trainer
+
+HALF_POINTWISE = LayerToTrain("net.features.6", 8, 4, None)  # 4 of the pointwise conv's 8 input channels
+HEAD = Training((LayerToTrain("net.head.1", 16, 16, "net.head.1.bias"),), ("net.head.1.bias",), None)
+NORM_SHIFT = Training((), ("net.features.1.bias",), None)  # one BatchNorm's shift, nothing else
+
+
+def learnable_batches(n: int = 56, seed: int = 0, size: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of 8 whose class is the sign pattern of the first two channels' means."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=generator)
+    y = (x[:, 0].mean((1, 2)) > 0).long() * 2 + (x[:, 1].mean((1, 2)) > 0).long()
+    return [(x[i : i + 8], y[i : i + 8]) for i in range(0, n, 8)]
+
+
+def test_a_plan_trial_masks_the_drawn_channels_and_leaves_whole_layers_unmasked():
+    module = TinyModule(dropout=0.0)
+    training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
+    trial = plan_trial(module, training, "", "magnitude", seed=0)
+    weight = module.net.features[6].weight
+    (pointwise, mask), (head, head_mask), (bias, bias_mask) = trial
+    assert pointwise is weight and head is module.net.head[1].weight and bias is module.net.head[1].bias
+    trained = mask.reshape(16, 8).bool().all(0)  # an input channel is trained for every output
+    assert sorted(trained.nonzero().flatten().tolist()) == sorted(channel_norms(weight, 8, 1).topk(4).indices.tolist())
+    assert head_mask is None and bias_mask is None
+
+
+def test_trials_leave_the_module_as_it_was():
+    module = TinyModule(dropout=0.0)
+    module.net.features[6].weight.requires_grad_(False)
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    flags = {name: p.requires_grad for name, p in module.named_parameters()}
+    training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
+    losses = trial_losses(module, [training, NORM_SHIFT], learnable_batches(), lr=0.1, steps=8, check_every=4)
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    for name, p in module.named_parameters():
+        assert torch.equal(p, before[name]), name
+        assert p.requires_grad == flags[name] and p.grad is None, name
+    assert module.training  # put back in train mode after the eval-mode trials
+
+
+def test_a_trial_that_can_fit_the_batches_ranks_below_one_that_barely_can():
+    module = TinyModule(dropout=0.0)
+    batches = learnable_batches(32)
+    seen = batches + batches[:3]  # held out: copies of training batches, so fitting them is what counts
+    head, shift = trial_losses(module, [HEAD, NORM_SHIFT], seen, lr=0.1, steps=24)
+    assert head < shift
+
+
+def test_checks_keep_the_lowest_held_out_loss_of_a_trial_that_diverges():
+    module = TinyModule(dropout=0.0)
+    batches = learnable_batches()
+    trials = Trials(module, batches[:-3], batches[-3:], steps=24, lr=20.0)  # far too large: the loss blows up
+    trial = plan_trial(module, HEAD, "", "magnitude", 0)
+    final, checked = trials.run(trial), trials.run(trial, check_every=2)
+    assert checked < final
+
+
+class Untouched(Callback):
+    """Records whether every parameter is, when the fit starts, what it was before."""
+
+    def __init__(self, before: dict[str, torch.Tensor]) -> None:
+        self.before, self.same = before, False
+
+    def on_fit_start(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        self.same = all(torch.equal(p, self.before[n]) for n, p in pl_module.named_parameters())
+
+
+def mobilenet_module() -> TinyModule:
+    module = TinyModule(dropout=0.0)
+    module.net = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=4)
+    module.example_input_array = torch.zeros(1, 3, 32, 32)
+    return module
+
+
+def mobilenet_data() -> torch.utils.data.DataLoader:
+    x, y = zip(*learnable_batches(64, size=32), strict=True)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.cat(x), torch.cat(y)), batch_size=8)
+
+
+@pytest.mark.parametrize(("strategy", "importance"), [("budgetplan", None), ("budgetplan", "measured"), ("bias", None)])
+def test_the_default_tries_the_shipped_tables_plan_against_the_measured_one(strategy, importance):
+    """Where a table ships (MobileNetV2, by layer name), the default plans with it and with
+    gradient energy measured on the training data, tries both, and says which won;
+    importance= given plans with that alone, and a fixed recipe keeps the table."""
+    module = mobilenet_module()
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    budget = BudgetPlanCallback(
+        device="cortex-m7", training_memory="24KB", batch_size=8, importance=importance, strategy=strategy
+    )
+    untouched = Untouched(before)
+    trainer(1, [budget, untouched], limit_train_batches=1).fit(module, mobilenet_data())
+    source = budget.plan.importance_source
+    if strategy == "bias":
+        assert source.startswith("shipped table: mobilenet_v2-imagenet") and "chosen" not in source
+    elif importance is None:
+        assert f"by {PLAN_STEPS}-step trials on 5 training batches (lowest held-out loss" in source
+        won, lost = (float(x) for x in re.search(r"held-out loss (\S+) vs (\S+)\)", source).groups())
+        assert won <= lost
+        assert "chosen over shipped table" in source or "chosen over measured: gradient energy" in source
+    else:
+        assert source.startswith("measured: gradient energy") and "chosen" not in source
+    assert untouched.same  # the trials put every parameter back before the fit
