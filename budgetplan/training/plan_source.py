@@ -174,8 +174,11 @@ class PlanSource:
         def solve() -> Plan:
             problem = self.problem(strategy, pl_module, example)
             plan = plan_problem(problem)
-            rival = self.rival_importance(problem, pl_module) if strategy.tries_importances else None
-            return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival))
+            if not (strategy.tries_importances and self.has_rival(problem.costs)):
+                return plan
+            batches = self.batches()  # drawn once: measured on, then tried on
+            rival = self.rival_importance(problem, pl_module, batches)
+            return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival), batches)
 
         return plan_on_every_rank(trainer, solve)
 
@@ -183,28 +186,29 @@ class PlanSource:
         """The training batches importance is measured on, and rival plans tried on."""
         return list(measurement_batches(self.loader, max(1, self.importance_batches), self.seed))
 
-    def rival_importance(self, problem: Problem, pl_module: pl.LightningModule) -> Problem | None:
-        """With the default importance, a shipped table, and training data to measure on:
-        the problem valued by gradient energy measured on that data instead (the table was
-        measured on other images; docs/importance.md). None otherwise, or when the
-        measurement fails (the table then plans alone)."""
-        if not (self.importance is None and self.importance_measure == "energy" and self.importance_batches > 0):
-            return None
-        if self.loader is None or shipped_importance(problem.costs, by_name=True) is None:
-            return None
+    def has_rival(self, costs: CostTable) -> bool:
+        """Whether the default importance planned with a shipped table and there is training
+        data to measure a rival on (the table was measured on other images; docs/importance.md)."""
+        default = self.importance is None and self.importance_measure == "energy" and self.importance_batches > 0
+        return default and self.loader is not None and shipped_importance(costs, by_name=True) is not None
+
+    def rival_importance(self, problem: Problem, pl_module: pl.LightningModule, batches: list[Any]) -> Problem | None:
+        """The problem valued by gradient energy measured on ``batches`` instead of the
+        table; None when the measurement fails (the table then plans alone)."""
         try:
-            measured = importance_on_batches(pl_module, self.batches(), problem.costs, "the training data")
+            measured = importance_on_batches(pl_module, batches, problem.costs, "the training data")
         except Exception as err:  # the table's plan is the documented default
             rank_zero_warn(f"budgetplan: importance not measured ({err}); planning with {problem.importance.source}")
             return None
         return dataclasses.replace(problem, importance=measured)
 
-    def choose(self, strategy: Strategy, pl_module: pl.LightningModule, plan: Plan, rival: Plan) -> Plan:
-        """Of two plans, the one whose short trial fine-tune on the training batches reaches
-        the lower held-out loss (``budgetplan.training.trials``); the plan says which won."""
+    def choose(
+        self, strategy: Strategy, pl_module: pl.LightningModule, plan: Plan, rival: Plan, batches: list[Any]
+    ) -> Plan:
+        """Of two plans, the one whose short trial fine-tune on ``batches`` reaches the
+        lower held-out loss (``budgetplan.training.trials``); the plan says which won."""
         if not plan.differences(rival):
             return plan
-        batches = self.batches()
         if len(batches) <= HELD_OUT:
             rank_zero_info(f"budgetplan: {len(batches)} training batches are too few to try two plans on")
             return plan
@@ -213,12 +217,11 @@ class PlanSource:
         losses = trial_losses(
             pl_module, trainings, batches, prefix, sampler=self.sampler, seed=self.seed, clip_ratio=self.clip_ratio
         )
-        won, lost = (0, 1) if losses[0] <= losses[1] else (1, 0)
-        chosen, other = (plan, rival)[won], (plan, rival)[lost]
+        (won, chosen), (lost, other) = sorted(zip(losses, (plan, rival), strict=True), key=lambda pair: pair[0])
         rival_name = other.importance_source.split(" (")[0]  # without its measurement's details
         how = (
             f"chosen over {rival_name} by {PLAN_STEPS}-step trials on {len(batches) - HELD_OUT} training "
-            f"batches (lowest held-out loss {losses[won]:.4g} vs {losses[lost]:.4g})"
+            f"batches (lowest held-out loss {won:.4g} vs {lost:.4g})"
         )
         rank_zero_info(f"budgetplan: importance {chosen.importance_source}; {how}")
         return dataclasses.replace(chosen, importance_source=f"{chosen.importance_source}; {how}")

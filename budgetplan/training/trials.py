@@ -2,7 +2,8 @@
 
 Two uses: Sparse Update's contribution analysis tries one candidate choice at a time
 (``budgetplan.training.contribution``), and the callback chooses between the plans of
-two importance sources by training each for a few dozen steps (``choose_plan``). A trial
+two importance sources by training each for a few dozen steps
+(``PlanSource.choose`` in ``budgetplan.training.plan_source``). A trial
 trains the parameters it names, gradients masked to the chosen input channels, by SGD
 (momentum 0.9) at the module's learning rate; every trial starts from the module's
 parameters and puts them back.
