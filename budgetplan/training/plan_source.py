@@ -29,7 +29,7 @@ from budgetplan.planning.problem import Problem
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_tensor
 from budgetplan.training.measure import importance_on_batches
-from budgetplan.training.trials import HELD_OUT, PLAN_STEPS, trial_losses
+from budgetplan.training.trials import HELD_OUT, PLAN_STEPS, random_state_kept, trial_losses
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
@@ -176,9 +176,10 @@ class PlanSource:
             plan = plan_problem(problem)
             if not (strategy.tries_importances and self.has_rival(problem.costs)):
                 return plan
-            batches = self.batches()  # drawn once: measured on, then tried on
-            rival = self.rival_importance(problem, pl_module, batches)
-            return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival), batches)
+            with random_state_kept(pl_module.device):  # the fit's data order as with the table alone
+                batches = self.batches()  # drawn once: measured on, then tried on
+                rival = self.rival_importance(problem, pl_module, batches)
+                return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival), batches)
 
         return plan_on_every_rank(trainer, solve)
 

@@ -118,3 +118,26 @@ def test_the_default_tries_the_shipped_tables_plan_against_the_measured_one(stra
     else:
         assert source.startswith("measured: gradient energy") and "chosen" not in source
     assert untouched.same  # the trials put every parameter back before the fit
+
+
+class RandomStream(Callback):
+    """Records torch's random state when training starts, after the callback's setup."""
+
+    def on_train_start(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        self.state = torch.get_rng_state()
+
+
+def test_trying_two_plans_leaves_the_fits_random_stream_as_with_the_table_alone():
+    """The measurement and the trials draw batches and dropout masks; the fit then shuffles
+    its data as it would have with the table's plan alone, so the two are paired exactly."""
+    states, sources = [], []
+    for batches in (8, 0):  # with no batches to measure on, the table plans alone
+        torch.manual_seed(0)
+        module = mobilenet_module()  # MobileNetV2's classifier keeps its dropout
+        budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, importance_batches=batches)
+        stream = RandomStream()
+        trainer(1, [budget, stream], limit_train_batches=1).fit(module, mobilenet_data())
+        states.append(stream.state)
+        sources.append(budget.plan.importance_source)
+    assert "chosen over" in sources[0] and sources[1].startswith("shipped table") and "chosen" not in sources[1]
+    assert torch.equal(states[0], states[1])
