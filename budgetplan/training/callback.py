@@ -99,10 +99,11 @@ class BudgetPlanCallback(Callback):
             gradient energy measured on the training data, whichever reaches the lower
             held-out loss in a 48-step trial fine-tune of each on the measurement batches
             (``budgetplan.training.trials``; the plan's ``importance_source`` says which,
-            and both losses); else measured at setup, the
-            importance measure of every layer's input channels and bias over
-            ``importance_batches`` training batches drawn by ``seed`` (``training_step``'s
-            loss, norms frozen, nothing updated; ``budgetplan.training.measure``), logged;
+            and both losses; the parameters and the random states are put back); else
+            measured at setup, the importance measure of every layer's input channels and
+            bias over ``importance_batches`` training batches drawn by ``seed``
+            (``training_step``'s loss, norms frozen, nothing updated;
+            ``budgetplan.training.measure``), logged;
             when that fails, a warning and the no-data prior. ``"measured"`` always
             measures and makes a failure an error.
         importance_batches: batches measured at setup (0: never measure by default).
