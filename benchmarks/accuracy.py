@@ -310,6 +310,9 @@ COMPARISONS = [
     ("budgetplan", "sparse-update"),
     ("budgetplan", "classifier"),
     ("budgetplan", "budgetplan (shipped table only)"),
+    # results only: the default before its trials put back the random states they drew
+    # from, so that its fit shuffled the data and drew dropout otherwise
+    ("budgetplan", "budgetplan (trials on the fit's random stream)"),
     ("budgetplan", "budgetplan (no clipping)"),
     ("budgetplan (shipped table only)", "budgetplan (shipped table only, no clipping)"),
     ("budgetplan (contribution)", "budgetplan"),

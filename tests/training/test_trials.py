@@ -134,7 +134,9 @@ def test_trying_two_plans_leaves_the_fits_random_stream_as_with_the_table_alone(
     for batches in (8, 0):  # with no batches to measure on, the table plans alone
         torch.manual_seed(0)
         module = mobilenet_module()  # MobileNetV2's classifier keeps its dropout
-        budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, importance_batches=batches)
+        budget = BudgetPlanCallback(
+            device="cortex-m7", training_memory="24KB", batch_size=8, importance_batches=batches
+        )
         stream = RandomStream()
         trainer(1, [budget, stream], limit_train_batches=1).fit(module, mobilenet_data())
         states.append(stream.state)
