@@ -311,7 +311,7 @@ COMPARISONS = [
     ("budgetplan", "classifier"),
     ("budgetplan", "budgetplan (shipped table only)"),
     # results only: the default before its trials put back the random states they drew
-    # from, so that its fit shuffled the data and drew dropout otherwise
+    # from, so that its fit drew other dropout masks (the data order here is seeded)
     ("budgetplan", "budgetplan (trials on the fit's random stream)"),
     ("budgetplan", "budgetplan (no clipping)"),
     ("budgetplan (shipped table only)", "budgetplan (shipped table only, no clipping)"),

@@ -176,7 +176,7 @@ class PlanSource:
             plan = plan_problem(problem)
             if not (strategy.tries_importances and self.has_rival(problem.costs)):
                 return plan
-            with random_state_kept(pl_module.device):  # the fit's data order as with the table alone
+            with random_state_kept(pl_module.device):  # the fit draws as with the table alone
                 batches = self.batches()  # drawn once: measured on, then tried on
                 rival = self.rival_importance(problem, pl_module, batches)
                 return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival), batches)

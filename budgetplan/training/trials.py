@@ -99,7 +99,7 @@ def random_state_kept(device: torch.device) -> Iterator[None]:
     on ``device``; Python's; NumPy's): a fit whose setup measures and tries plans then
     shuffles its data and draws its dropout as it would without them."""
     python, numpy = random.getstate(), np.random.get_state()
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
             yield
