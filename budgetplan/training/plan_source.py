@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from budgetplan.costs.build import layer_costs
@@ -29,7 +30,7 @@ from budgetplan.planning.problem import Problem
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_tensor
 from budgetplan.training.measure import importance_on_batches
-from budgetplan.training.trials import HELD_OUT, PLAN_STEPS, random_state_kept, trial_losses
+from budgetplan.training.trials import HELD_OUT, PLAN_STEPS, trial_losses
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
@@ -176,7 +177,7 @@ class PlanSource:
             plan = plan_problem(problem)
             if not (strategy.tries_importances and self.has_rival(problem.costs)):
                 return plan
-            with random_state_kept(pl_module.device):  # the fit draws as with the table alone
+            with isolate_rng():  # the fit shuffles and draws dropout as with the table alone
                 batches = self.batches()  # drawn once: measured on, then tried on
                 rival = self.rival_importance(problem, pl_module, batches)
                 return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival), batches)

@@ -15,13 +15,10 @@ within the trial, and its final loss would rank it below a plan that learns slow
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -91,21 +88,6 @@ class Trials:
                     p.copy_(value)
                     p.grad = None
                     p.requires_grad_(False)
-
-
-@contextlib.contextmanager
-def random_state_kept(device: torch.device) -> Iterator[None]:
-    """Run the block and put back the random states it drew from (torch's, on the CPU and
-    on ``device``; Python's; NumPy's): a fit whose setup measures and tries plans then
-    shuffles its data and draws its dropout as it would without them."""
-    python, numpy = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(python)
-        np.random.set_state(numpy)
 
 
 def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str, seed: int) -> Trial:
