@@ -18,20 +18,12 @@ import yaml
 from budgetplan.arguments import build_parser
 from budgetplan.device.profile import load_device, shipped_devices
 from budgetplan.errors import BudgetPlanError, InfeasibleError
-from budgetplan.files import writable_target
+from budgetplan.files import DATA_FORMATS, PLOT_FORMATS, OutputFile, output_file
+from budgetplan.quoting import one_line
 
-MAX_SWEEP = 64  # budgets one sweep solves (each is a solve of up to --time-limit seconds)
-
-
-# what str.splitlines breaks on: a message quoting a file's names must stay one line
-_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-
-
-def _one_line(text: str) -> str:
-    """``text`` with every line break written as its escape (``\\x1e``)."""
-    for char in _LINE_BREAKS:
-        text = text.replace(char, repr(char)[1:-1])
-    return text
+MAX_MESSAGE = 2000  # characters of an error line; values in it are quoted short already
+# what each command's --out holds, and the extensions that name its format (None: any name)
+_OUT_FILES = {"solve": "plan file", "import-scheme": "plan file", "importance": "importance file", "export": "export"}
 
 
 def _emit(data: Any, fmt: str, text: str) -> None:
@@ -86,13 +78,31 @@ def _traced(args: argparse.Namespace, device: Any) -> Any:
     import torch
 
     from budgetplan.costs.build import layer_costs
+    from budgetplan.costs.example import check_input_fits, other_paths
     from budgetplan.zoo.models import build_model, parse_input_size
 
     if args.num_classes < 1:
         raise BudgetPlanError(f"--num-classes must be at least 1, got {args.num_classes}")
     shape = parse_input_size(args.input_size)
     model, name = build_model(args.model, args.num_classes, args.width_mult)
-    return layer_costs(model, torch.zeros(1, *shape), device, model_name=name)
+    check_input_fits(model, shape)
+    example = torch.zeros(1, *shape)
+    costs = layer_costs(model, example, device, model_name=name)
+    paths = other_paths(model, example)
+    if paths is not None:  # the plan names the layers of the zero input's path
+        print(f"budgetplan: warning: {name}'s forward takes another path on another input: {_paths(paths)}; "
+              "the plan is for the path of a zero input, and training on another path is refused "
+              "(BudgetPlanCallback solves on a training batch)", file=sys.stderr)  # fmt: skip
+    return costs
+
+
+def _paths(paths: tuple[list[str], list[str]]) -> str:
+    more, fewer = paths
+    return "; ".join(
+        f"{what} {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+        for what, names in (("runs", more), ("skips", fewer))
+        if names
+    )
 
 
 def _cmd_solve(args: argparse.Namespace) -> None:
@@ -137,7 +147,7 @@ def _write_plan(plan: Any, args: argparse.Namespace) -> None:
     from budgetplan.report.text import render_plan
 
     if args.out:
-        plan.save(args.out)
+        plan.save(args.outputs["out"].given)
     text = render_plan(plan, args.all_layers)
     if args.out:
         text += f"\nplan written to {args.out}"
@@ -195,7 +205,7 @@ def _cmd_show(args: argparse.Namespace) -> None:
     if args.plot:
         from budgetplan.report.plots import plot_plan
 
-        plot_plan(plan, args.plot)
+        args.outputs["plot"].write(plot_plan(plan, args.outputs["plot"].format))
         text += f"\nplot written to {args.plot}"
     _emit(plan.to_dict(), args.format, text)
 
@@ -221,8 +231,6 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from budgetplan.report.text import render_sweep
 
     budgets = parse_budgets(args.budgets)
-    if len(budgets) > MAX_SWEEP:
-        raise BudgetPlanError(f"--budgets {args.budgets!r}: {len(budgets)} budgets; a sweep solves at most {MAX_SWEEP}")
     device = _device(args)
     costs = _traced(args, device)
     importance = resolve_importance(args.importance, costs)
@@ -237,7 +245,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     if args.plot:
         from budgetplan.report.plots import plot_sweep
 
-        plot_sweep(rows, args.plot, f"{costs.model} on {device.name}")
+        plot = args.outputs["plot"]
+        plot.write(plot_sweep(rows, f"{costs.model} on {device.name}", plot.format))
         text += f"\nplot written to {args.plot}"
     data = {"device": device.name, "model": costs.model, "rows": [dataclasses.asdict(r) for r in rows]}
     _emit(data, args.format, text)
@@ -263,7 +272,7 @@ def _cmd_importance(args: argparse.Namespace) -> None:
     loader = torch.utils.data.DataLoader(_dataset(args.data, shape), batch_size=args.batch_size, shuffle=True)
     steps = args.steps or (STEPS if args.measure == "contribution" else 100)
     measured = measure_importance(model, loader, steps, torch.zeros(1, *shape), args.lr, f"{args.data}", args.measure)
-    measured.save(args.out)
+    measured.save(args.outputs["out"].given)
     rows = [[n, f"{100 * s:.2f}%", f"{100 * c:.1f}%"] for n, s, c in measured.ranking()[:15]]
     text = "\n".join(
         [
@@ -312,18 +321,26 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from budgetplan.files import write_atomic
     from budgetplan.plan.model import Plan
     from budgetplan.report.export import export_text
 
     plan = Plan.load(args.plan)
     text = export_text(plan, args.format, args.plan)
     if args.out:
-        write_atomic(Path(args.out), text)
+        args.outputs["out"].write(text)
     else:
         print(text, end="")
+
+
+def _outputs(args: argparse.Namespace) -> dict[str, OutputFile]:
+    """The files this command will write, checked: ``out`` and ``plot``."""
+    outputs = {}
+    if getattr(args, "plot", None) is not None:
+        outputs["plot"] = output_file(args.plot, "plot", PLOT_FORMATS)
+    if getattr(args, "out", None) is not None:
+        what = _OUT_FILES[args.command]
+        outputs["out"] = output_file(args.out, what, DATA_FORMATS if what != "export" else None)
+    return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,12 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _cmd_export,
     }
     try:
-        for output in ("out", "plot"):  # a file that cannot be written fails before the work
-            if getattr(args, output, None) is not None:
-                writable_target(getattr(args, output))
+        args.outputs = _outputs(args)  # a file that cannot be written fails before the work
         commands[args.command](args)
     except BudgetPlanError as err:
-        print(f"budgetplan: error: {_one_line(str(err))}", file=sys.stderr)
+        message = one_line(str(err))
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + f" ... ({len(message)} characters)"
+        print(f"budgetplan: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import re
 
+from budgetplan.quoting import quote
+
 _BINARY = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024}
 _BINARY |= {"m": 1024**2, "mb": 1024**2, "mib": 1024**2}
 _BINARY |= {"g": 1024**3, "gb": 1024**3, "gib": 1024**3}
@@ -25,27 +27,28 @@ _SECONDS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0}
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z/]*)\s*$")
 
 SIZE_EXAMPLES = "a size such as 320KB, 0.5 MiB, 1MB or 262144 (KB means 1024 bytes)"
+MAX_BYTES = 1024**4  # 1 TB: above any device's memory; larger sizes are typing mistakes
 
 
 def _split(value: str | int | float, what: str) -> tuple[float, str]:
     if isinstance(value, bool):
-        raise ValueError(f"expected {what}, got {value!r}")
+        raise ValueError(f"expected {what}, got {quote(value)}")
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     elif isinstance(value, str):
         text = value.strip()
         if text.startswith("-"):
-            raise ValueError(f"{value!r} is negative; expected {what}")
+            raise ValueError(f"{quote(value)} is negative; expected {what}")
         match = _NUMBER_UNIT.match(text)
         if match is None:
-            raise ValueError(f"cannot read {value!r}; expected {what}")
+            raise ValueError(f"cannot read {quote(value)}; expected {what}")
         number, unit = float(match.group(1)), match.group(2).lower()
     else:
-        raise ValueError(f"expected {what}, got {type(value).__name__} {value!r}")
+        raise ValueError(f"expected {what}, got {type(value).__name__} {quote(value)}")
     if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not finite; expected {what}")
+        raise ValueError(f"{quote(value)} is not finite; expected {what}")
     if number < 0:
-        raise ValueError(f"{value!r} is negative; expected {what}")
+        raise ValueError(f"{quote(value)} is negative; expected {what}")
     return number, unit
 
 
@@ -53,7 +56,9 @@ def parse_bytes(value: str | int | float) -> int:
     """Read a byte size (``"256KB"``, ``"0.5 MiB"``, ``1048576``) as a whole number of bytes."""
     number, unit = _split(value, SIZE_EXAMPLES)
     if unit not in _BINARY:
-        raise ValueError(f"unknown unit {unit!r} in {value!r}; expected {SIZE_EXAMPLES}")
+        raise ValueError(f"unknown unit {quote(unit)} in {quote(value)}; expected {SIZE_EXAMPLES}")
+    if number * _BINARY[unit] > MAX_BYTES:
+        raise ValueError(f"{quote(value)} is above 1 TB; expected {SIZE_EXAMPLES}")
     return math.ceil(number * _BINARY[unit] - 1e-9)
 
 
@@ -66,7 +71,7 @@ def parse_rate(value: str | int | float, unit_suffix: str = "hz") -> float:
             unit = unit[: -len(suffix)]
             break
     if unit not in _DECIMAL:
-        raise ValueError(f"unknown unit in {value!r}; expected {what}")
+        raise ValueError(f"unknown unit in {quote(value)}; expected {what}")
     return number * _DECIMAL[unit]
 
 
@@ -75,7 +80,7 @@ def parse_seconds(value: str | int | float) -> float:
     what = "a duration such as 2s, 500ms or 0.25"
     number, unit = _split(value, what)
     if unit not in _SECONDS:
-        raise ValueError(f"unknown unit in {value!r}; expected {what}")
+        raise ValueError(f"unknown unit in {quote(value)}; expected {what}")
     return number * _SECONDS[unit]
 
 

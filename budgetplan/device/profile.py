@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from budgetplan.enums import EnumStr
 from budgetplan.errors import ProfileError
 from budgetplan.files import read_yaml
+from budgetplan.quoting import quote
 from budgetplan.units import SIZE_EXAMPLES, parse_bytes, parse_rate, parse_seconds
 
 
@@ -190,12 +191,12 @@ class _Validator:
     def text(self, data: dict, field: str, label: str | None = None) -> str:
         value = data[field]
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(label or field, f"expected non-empty text, got {value!r}")
+            raise self.fail(label or field, f"expected non-empty text, got {quote(value)}")
         return value.strip()
 
     def aliases(self, value: Any) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail("aliases", f"expected a list of names, got {value!r}")
+            raise self.fail("aliases", f"expected a list of names, got {quote(value)}")
         return tuple(value)
 
     def size(self, data: dict, field: str, positive: bool = False) -> int:
@@ -218,7 +219,7 @@ class _Validator:
 
     def bits(self, raw: Any, field: str) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int) or raw not in _VALID_BITS:
-            raise self.fail(f"bits.{field}", f"expected one of {_VALID_BITS}, got {raw!r}")
+            raise self.fail(f"bits.{field}", f"expected one of {_VALID_BITS}, got {quote(raw)}")
         if raw == 0 and field in ("weight", "activation", "bias", "mask"):
             raise self.fail(f"bits.{field}", "must be more than 0")
         return raw
@@ -266,7 +267,7 @@ def _resolved(path: Path, chain: tuple[Path, ...]) -> Any:
         return data
     parent = data.pop("extends")
     if not isinstance(parent, str) or not parent:
-        raise ProfileError(f"{path}: field 'extends': expected a device name or a profile path, got {parent!r}")
+        raise ProfileError(f"{path}: field 'extends': expected a device name or a profile path, got {quote(parent)}")
     if path.resolve() in chain:
         raise ProfileError(f"{path}: field 'extends': profiles extend each other in a loop")
     relative = path.parent / parent

@@ -18,13 +18,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import PlanError, ProfileError
-from budgetplan.files import read_yaml, write_atomic
+from budgetplan.files import data_text, read_yaml, write_atomic
 from budgetplan.plan.model import ACCOUNTINGS, SCHEMA_VERSION, LayerPlan, Plan
 from budgetplan.planning.memory import Prediction
+from budgetplan.quoting import quote
 
 UPDATES = ("none", "bias", "weight")
 KINDS = ("conv", "depthwise", "grouped", "linear")
@@ -36,8 +35,9 @@ _PREDICTED_COUNTS = ("forward_macs", "backward_macs")
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
-    """Write the plan as YAML, atomically: the file is either the old one or the new one."""
-    write_atomic(Path(path), yaml.safe_dump(plan_to_dict(plan), sort_keys=False))
+    """Write the plan as YAML (JSON for a ``.json`` name), atomically: the file is either the
+    old one or the new one."""
+    write_atomic(Path(path), data_text(plan_to_dict(plan), path))
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -86,44 +86,44 @@ class _Reader:
 
     def get(self, data: dict[str, Any], field: str) -> Any:
         if field not in data:
-            raise PlanError(f"{self.source}: {self.where}field {field!r} is missing")
+            raise PlanError(f"{self.source}: {self.where}field {quote(field)} is missing")
         return data[field]
 
     def text(self, data: dict[str, Any], field: str) -> str:
         value = self.get(data, field)
         if not isinstance(value, str) or not value:
-            raise self.fail(field, f"expected text, got {value!r}")
+            raise self.fail(field, f"expected text, got {quote(value)}")
         return value
 
     def count(self, data: dict[str, Any], field: str, low: int = 0, high: float = math.inf) -> int:
         value = self.get(data, field)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             bound = f"from {low} to {high}" if high < math.inf else f"of at least {low}"
-            raise self.fail(field, f"expected a whole number {bound}, got {value!r}")
+            raise self.fail(field, f"expected a whole number {bound}, got {quote(value)}")
         return value
 
     def number(self, data: dict[str, Any], field: str, optional: bool = False) -> float:
         value = data.get(field) if optional else self.get(data, field)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise self.fail(field, f"expected a finite number of at least 0, got {value!r}")
+            raise self.fail(field, f"expected a finite number of at least 0, got {quote(value)}")
         return float(value)
 
     def flag(self, data: dict[str, Any], field: str) -> bool:
         value = self.get(data, field)
         if not isinstance(value, bool):
-            raise self.fail(field, f"expected true or false, got {value!r}")
+            raise self.fail(field, f"expected true or false, got {quote(value)}")
         return value
 
     def shape(self, data: dict[str, Any], field: str) -> tuple[int, ...]:
         value = self.get(data, field)
         if not isinstance(value, list) or not value or not all(_positive_int(v) for v in value):
-            raise self.fail(field, f"expected a list of positive whole numbers, got {value!r}")
+            raise self.fail(field, f"expected a list of positive whole numbers, got {quote(value)}")
         return tuple(value)
 
     def optional_positive(self, data: dict[str, Any], field: str) -> Any:
         value = data.get(field)
         if value is not None and (self.number(data, field) <= 0):
-            raise self.fail(field, f"expected a positive number or null, got {value!r}")
+            raise self.fail(field, f"expected a positive number or null, got {quote(value)}")
         return value
 
 
@@ -133,7 +133,7 @@ def _positive_int(value: Any) -> bool:
 
 def _layer(raw: Any, index: int, source: str) -> LayerPlan:
     if not isinstance(raw, dict):
-        raise PlanError(f"{source}: layers[{index}]: expected a mapping, got {raw!r}")
+        raise PlanError(f"{source}: layers[{index}]: expected a mapping, got {quote(raw)}")
     name = raw.get("name")
     read = _Reader(source, f"layer {name if isinstance(name, str) else index}: ")
     total = read.count(raw, "total_channels", low=1)
@@ -150,14 +150,16 @@ def _layer(raw: Any, index: int, source: str) -> LayerPlan:
         **{f: read.number(raw, f, optional=f.endswith("buffer_bytes")) for f in _LAYER_NUMBERS},
     )
     if layer.update not in UPDATES:
-        raise read.fail("update", f"update {layer.update!r} not in {', '.join(UPDATES)}")
+        raise read.fail("update", f"update {quote(layer.update)} not in {', '.join(UPDATES)}")
     if layer.kind not in KINDS:
-        raise read.fail("kind", f"{layer.kind!r} is not one of {', '.join(KINDS)}")
+        raise read.fail("kind", f"{quote(layer.kind)} is not one of {', '.join(KINDS)}")
     expected = "weight" if layer.channels else "bias" if layer.bias else "none"
     if layer.update != expected:
-        raise read.fail("update", f"{layer.update!r} does not agree with channels and bias (expected {expected!r})")
+        raise read.fail(
+            "update", f"{quote(layer.update)} does not agree with channels and bias (expected {quote(expected)})"
+        )
     if layer.bias_param is not None and (not isinstance(layer.bias_param, str) or not layer.bias_param):
-        raise read.fail("bias_param", f"expected a parameter name or null, got {layer.bias_param!r}")
+        raise read.fail("bias_param", f"expected a parameter name or null, got {quote(layer.bias_param)}")
     if layer.bias and layer.bias_param is None:
         raise read.fail("bias", "the bias trains, but the layer names no bias parameter (bias_param)")
     return layer
@@ -175,7 +177,7 @@ def plan_from_dict(data: Any, source: str = "<memory>") -> Plan:
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise PlanError(
-            f"{source}: field 'schema_version': {version!r}, but this budgetplan reads version "
+            f"{source}: field 'schema_version': {quote(version)}, but this budgetplan reads version "
             f"{SCHEMA_VERSION}; solve the plan again with this version"
         )
     read = _Reader(source)
@@ -215,10 +217,10 @@ def _accounting(data: dict[str, Any], read: _Reader) -> dict[str, Any]:
     report budgetplan's and hold no Sparse Update figure."""
     name = data.get("training_memory_accounting", "budgetplan")
     if name not in ACCOUNTINGS:
-        raise read.fail("training_memory_accounting", f"{name!r} is not one of {', '.join(ACCOUNTINGS)}")
+        raise read.fail("training_memory_accounting", f"{quote(name)} is not one of {', '.join(ACCOUNTINGS)}")
     figures = data.get("training_memory_by_accounting", {})
     if not isinstance(figures, dict):
-        raise read.fail("training_memory_by_accounting", f"expected a mapping, got {figures!r}")
+        raise read.fail("training_memory_by_accounting", f"expected a mapping, got {quote(figures)}")
     figure = None
     if figures.get("sparse-update") is not None:
         figure = _Reader(read.source, "training_memory_by_accounting: ").number(figures, "sparse-update")
@@ -239,7 +241,7 @@ def _prediction(raw: Any, source: str) -> Prediction:
     """The prediction, each field read by its type; a field with a default may be absent."""
     read = _Reader(source, "predicted: ")
     if not isinstance(raw, dict):
-        raise PlanError(f"{source}: field 'predicted': expected a mapping, got {raw!r}")
+        raise PlanError(f"{source}: field 'predicted': expected a mapping, got {quote(raw)}")
     values: dict[str, Any] = {}
     for spec in dataclasses.fields(Prediction):
         name, kind = spec.name, _type_name(spec)
@@ -247,7 +249,7 @@ def _prediction(raw: Any, source: str) -> Prediction:
             values[name] = "" if name == "peak_at" else spec.default
         elif kind == "str":
             if not isinstance(raw.get(name), str):
-                raise read.fail(name, f"expected text, got {raw.get(name)!r}")
+                raise read.fail(name, f"expected text, got {quote(raw.get(name))}")
             values[name] = raw[name]
         elif name in _PREDICTED_COUNTS or kind == "int":
             values[name] = read.count(raw, name)
@@ -260,5 +262,5 @@ def _options(raw: Any, read: _Reader) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise read.fail("options", f"expected a mapping, got {raw!r}")
+        raise read.fail("options", f"expected a mapping, got {quote(raw)}")
     return dict(raw)

@@ -39,6 +39,7 @@ from budgetplan.errors import PlanError
 from budgetplan.files import read_yaml
 from budgetplan.planning.accounting import classifier
 from budgetplan.planning.memory import Choice
+from budgetplan.quoting import quote
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable, LayerCost
@@ -102,7 +103,7 @@ def scheme_from_dict(data: Any, source: str = "<memory>") -> Scheme:
     for key in data:
         if key not in ACCEPTED_KEYS:
             raise PlanError(
-                f"{source}: unknown key {key!r} in backward_config; accepted keys: {', '.join(ACCEPTED_KEYS)}"
+                f"{source}: unknown key {quote(key)} in backward_config; accepted keys: {', '.join(ACCEPTED_KEYS)}"
             )
     if "n_bias_update" not in data:
         raise PlanError(f"{source}: field 'n_bias_update' is missing; give a number of convolutions or 'all'")
@@ -113,10 +114,10 @@ def scheme_from_dict(data: Any, source: str = "<memory>") -> Scheme:
         )
     criteria = data.get("weight_select_criteria", "magnitude+")
     if criteria not in CRITERIA:
-        raise _fail(source, "weight_select_criteria", f"{criteria!r} is not one of {', '.join(CRITERIA)}")
+        raise _fail(source, "weight_select_criteria", f"{quote(criteria)} is not one of {', '.join(CRITERIA)}")
     pw1 = data.get("pw1_weight_only", 0)
     if pw1 not in (0, 1):  # True and False compare equal to 1 and 0
-        raise _fail(source, "pw1_weight_only", f"expected 0 or 1, got {pw1!r}")
+        raise _fail(source, "pw1_weight_only", f"expected 0 or 1, got {quote(pw1)}")
     scheme = Scheme(
         n_bias_update=_count_or_all(data["n_bias_update"], "n_bias_update", source),
         manual_weight_idx=manual,
@@ -134,7 +135,7 @@ def scheme_from_dict(data: Any, source: str = "<memory>") -> Scheme:
 
 
 def _fail(source: str, key: str, problem: str) -> PlanError:
-    return PlanError(f"{source}: field {key!r}: {problem}")
+    return PlanError(f"{source}: field {quote(key)}: {problem}")
 
 
 def _whole(value: Any) -> bool:
@@ -144,7 +145,7 @@ def _whole(value: Any) -> bool:
 def _count_or_all(value: Any, key: str, source: str) -> int | str:
     if value == "all" or (_whole(value) and value >= 0):
         return value  # type: ignore[no-any-return]
-    raise _fail(source, key, f"expected a whole number of at least 0 or 'all', got {value!r}")
+    raise _fail(source, key, f"expected a whole number of at least 0 or 'all', got {quote(value)}")
 
 
 def _indices(value: Any, source: str) -> tuple[int, ...] | None:
@@ -156,16 +157,16 @@ def _indices(value: Any, source: str) -> tuple[int, ...] | None:
         try:
             items: list[Any] = [int(part) for part in value.split("-")] if value.strip() else []
         except ValueError:
-            raise _fail(source, key, f"{value!r} is not a list of indices such as '21-24-27'") from None
+            raise _fail(source, key, f"{quote(value)} is not a list of indices such as '21-24-27'") from None
     elif _whole(value):
         items = [value]
     elif isinstance(value, list):
         items = value
     else:
-        raise _fail(source, key, f"expected a list of indices, '21-24-27' or null, got {value!r}")
+        raise _fail(source, key, f"expected a list of indices, '21-24-27' or null, got {quote(value)}")
     for item in items:
         if not _whole(item) or item < 0:
-            raise _fail(source, key, f"{item!r} is not a convolution index (a whole number from 0)")
+            raise _fail(source, key, f"{quote(item)} is not a convolution index (a whole number from 0)")
     if any(b <= a for a, b in itertools.pairwise(items)):
         raise _fail(source, key, f"{items} must be in increasing order, each index once")
     return tuple(items)
@@ -174,12 +175,12 @@ def _indices(value: Any, source: str) -> tuple[int, ...] | None:
 def _ratio(value: Any, source: str) -> Ratio:
     key = "weight_update_ratio"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise _fail(source, key, f"{value!r} is not a fraction from 0 to 1 or a channel count")
+        raise _fail(source, key, f"{quote(value)} is not a fraction from 0 to 1 or a channel count")
     if value <= 1:
         return float(value)
     if float(value).is_integer():
         return int(value)
-    raise _fail(source, key, f"{value!r}: a fraction is at most 1, a channel count is a whole number")
+    raise _fail(source, key, f"{quote(value)}: a fraction is at most 1, a channel count is a whole number")
 
 
 def _ratios(value: Any, source: str) -> tuple[Ratio, ...] | Ratio | None:
@@ -191,13 +192,15 @@ def _ratios(value: Any, source: str) -> tuple[Ratio, ...] | Ratio | None:
             return tuple(_ratio(float(part), source) for part in value.split("-"))
         except ValueError:
             raise _fail(
-                source, "weight_update_ratio", f"{value!r} is not a list of fractions such as '1-1-0.5'"
+                source, "weight_update_ratio", f"{quote(value)} is not a list of fractions such as '1-1-0.5'"
             ) from None
     if isinstance(value, list):
         return tuple(_ratio(item, source) for item in value)
     ratio = _ratio(value, source)
     if ratio > 1:
-        raise _fail(source, "weight_update_ratio", f"one number for all layers is a fraction up to 1, got {value!r}")
+        raise _fail(
+            source, "weight_update_ratio", f"one number for all layers is a fraction up to 1, got {quote(value)}"
+        )
     return ratio
 
 

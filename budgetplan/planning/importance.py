@@ -34,6 +34,7 @@ from budgetplan.costs.table import CostTable
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import read_yaml
 from budgetplan.plan.names import find_prefix, with_prefix, without_prefix
+from budgetplan.quoting import quote
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
 ENERGY_UNIT = "loss decrease per SGD step per unit learning rate"  # gradient energy (measure.py)
@@ -96,7 +97,7 @@ def prior_importance(costs: CostTable) -> Importance:
 
 def _score(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise BudgetPlanError(f"{where}: expected a number >= 0, got {value!r}")
+        raise BudgetPlanError(f"{where}: expected a number >= 0, got {quote(value)}")
     return float(value)
 
 
@@ -202,7 +203,7 @@ def _curve(data: Any, where: str, key: type, valid: Any, what: str) -> dict[Any,
     out = {}
     for choice, value in data.items():
         if isinstance(choice, bool) or not isinstance(choice, (int, float)) or not valid(choice):
-            raise BudgetPlanError(f"{where}: expected {what} as keys, got {choice!r}")
+            raise BudgetPlanError(f"{where}: expected {what} as keys, got {quote(choice)}")
         out[key(choice)] = _score(value, f"{where}.{choice}")
     return out
 
@@ -243,7 +244,7 @@ def _read(data: Any, costs: CostTable, where: str, label: str, by_name: bool = F
     if wrong:  # shares carry over to other widths, totals do not
         unit = scale = None
     if unit is not None and not isinstance(unit, str):
-        raise BudgetPlanError(f"{where}: field 'unit': expected text, got {unit!r}")
+        raise BudgetPlanError(f"{where}: field 'unit': expected text, got {quote(unit)}")
     if scale is not None:
         scale = _score(scale, f"{where}: field 'scale'")
     return Importance(

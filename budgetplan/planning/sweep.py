@@ -2,7 +2,7 @@
 
 >>> parse_budgets("64KB:1MB:5")
 [65536, 131072, 262144, 524288, 1048576]
->>> parse_budgets("200KB,256KB")
+>>> parse_budgets("256KB,200KB,256KB")
 [204800, 262144]
 """
 
@@ -18,25 +18,36 @@ from budgetplan.planning.assemble import plan_problem
 from budgetplan.planning.importance import Importance, prior_importance
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.problem import Problem
+from budgetplan.quoting import quote
 from budgetplan.units import parse_bytes
+
+MAX_SWEEP = 64  # budgets one sweep solves (each is a solve of up to --time-limit seconds)
 
 
 def parse_budgets(text: str) -> list[int]:
-    """``LOW:HIGH:N`` (N log-spaced budgets, both ends included) or ``A,B,C``."""
+    """``LOW:HIGH:N`` (N log-spaced budgets, both ends included) or ``A,B,C``: distinct
+    budgets in increasing order, at most ``MAX_SWEEP``, counted before any is made."""
+    example = "write 64KB:1MB:8 or 128KB,256KB,512KB"
     try:
         if ":" in text:
             low_text, high_text, count_text = text.split(":")
             low, high, count = parse_bytes(low_text), parse_bytes(high_text), int(count_text)
             if count < 2 or not 0 < low < high:
                 raise ValueError("expected LOW < HIGH and at least 2 budgets")
+            if count > MAX_SWEEP:
+                raise ValueError(f"{count} budgets; a sweep solves at most {MAX_SWEEP}")
             ratio = (high / low) ** (1 / (count - 1))
-            return [round(low * ratio**i) for i in range(count)]
-        budgets = [parse_bytes(part) for part in text.split(",") if part.strip()]
+            budgets = [round(low * ratio**i) for i in range(count)]
+        else:
+            parts = text.split(",")
+            if len(parts) > MAX_SWEEP:
+                raise ValueError(f"{len(parts)} budgets; a sweep solves at most {MAX_SWEEP}")
+            budgets = [parse_bytes(part) for part in parts if part.strip()]
     except ValueError as err:
-        raise BudgetPlanError(f"--budgets {text!r}: {err}; write 64KB:1MB:8 or 128KB,256KB,512KB") from None
+        raise BudgetPlanError(f"--budgets {quote(text)}: {err}; {example}") from None
     if not budgets or any(b <= 0 for b in budgets):
-        raise BudgetPlanError(f"--budgets {text!r}: write 64KB:1MB:8 or 128KB,256KB,512KB")
-    return budgets
+        raise BudgetPlanError(f"--budgets {quote(text)}: {example}")
+    return sorted(set(budgets))  # a budget given twice (or rounded to the same byte) is solved once
 
 
 @dataclass(frozen=True)

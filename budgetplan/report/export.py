@@ -20,6 +20,7 @@ import yaml
 
 from budgetplan.plan.model import Plan
 from budgetplan.plan.tiny_training import scheme_from_plan, scheme_to_dict
+from budgetplan.quoting import one_line
 
 EXPORT_FORMATS = ("c-header", "json", "tiny-training")
 
@@ -59,7 +60,8 @@ def plan_table(plan: Plan) -> dict[str, Any]:
 
 
 def _comment(text: str) -> str:
-    return re.sub(r"\*/", "* /", text)
+    """``text`` inside a C comment: on one line, never closing it."""
+    return re.sub(r"\*/", "* /", one_line(text))
 
 
 def c_header(plan: Plan, guard: str = "BUDGETPLAN_PLAN_H") -> str:
@@ -125,4 +127,4 @@ def tiny_training_config(plan: Plan, source: str = "") -> str:
 
 
 def _comment_line(text: str) -> str:
-    return text.replace("\n", " ")  # model names come from the plan file
+    return one_line(text)  # model names and paths come from the user: a break would end the comment

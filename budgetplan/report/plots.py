@@ -1,9 +1,13 @@
-"""Pictures of plans and sweeps (PNG, through matplotlib's Agg backend)."""
+"""Pictures of plans and sweeps (PNG, SVG or PDF, through matplotlib's Agg backend).
+
+Each function returns the file's bytes; the command line writes them through
+``budgetplan.files`` (checked before the work, written atomically).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+import io
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from budgetplan.plan.model import Plan
@@ -50,7 +54,14 @@ def memory_timeline(plan: Plan) -> dict[str, list[float]]:
     return timeline
 
 
-def plot_plan(plan: Plan, path: str | Path) -> None:
+def _picture(fig: Any, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=120)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def plot_plan(plan: Plan, fmt: str = "png") -> bytes:
     """Channels trained per layer, and memory by kind over the step against the budget."""
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7.5), constrained_layout=True)
@@ -83,11 +94,10 @@ def plot_plan(plan: Plan, path: str | Path) -> None:
     bottom.set_ylabel("memory (KB)")
     bottom.set_ylim(0, plan.budget_bytes / KB * 1.12)
     bottom.legend(loc="upper right", fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _picture(fig, fmt)
 
 
-def plot_sweep(rows: list[SweepRow], path: str | Path, title: str) -> None:
+def plot_sweep(rows: list[SweepRow], title: str, fmt: str = "png") -> bytes:
     """Objective and trained weight fraction against the budget."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
@@ -108,5 +118,4 @@ def plot_sweep(rows: list[SweepRow], path: str | Path, title: str) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _picture(fig, fmt)

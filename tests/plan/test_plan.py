@@ -5,6 +5,7 @@ import torch
 import yaml
 
 from budgetplan import Plan, PlanError, layer_costs, solve
+from budgetplan.errors import BudgetPlanError
 from budgetplan.files import write_atomic
 from budgetplan.zoo.models import build_model
 
@@ -96,7 +97,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("budgetplan.files.os.replace", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(BudgetPlanError, match=r"cannot write \(disk full\); the old file is kept"):
         write_atomic(path, "new plan\n")
     assert path.read_text() == "old plan\n"
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
