@@ -48,6 +48,7 @@ saved-for-backward bytes per sample of any step) is printed from that file, and
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
@@ -59,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 from digits import TASKS, DigitsData, fit_strategy  # noqa: E402
 
+from budgetplan.files import PLOT_FORMATS, OutputFile, output_file  # noqa: E402
 from budgetplan.units import format_bytes, parse_bytes  # noqa: E402
 
 # label: (strategy, extra callback options); every strategy ranks layers by TraDy's score
@@ -468,7 +470,7 @@ def against_recipes(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: str) -> Any:
+def plot(rows: list[dict[str, Any]], output: OutputFile) -> Any:
     """Accuracy against training memory, one panel per task and network; the figure, saved to ``path``."""
     import matplotlib
 
@@ -509,7 +511,9 @@ def plot(rows: list[dict[str, Any]], path: str) -> Any:
     handles = [plt.Line2D([], [], color=colours[label], marker="o", linestyle=styles[label]) for label in shown]
     axes.flat[0].legend(handles, shown, fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    picture = io.BytesIO()
+    fig.savefig(picture, format=output.format, dpi=110)
+    output.write(picture.getvalue())  # atomically: a failed write keeps the old picture
     return fig
 
 
@@ -551,12 +555,13 @@ def main() -> None:
     )
     parser.add_argument("--limit-batches", type=float, default=1.0)
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "accuracy.jsonl"))
-    parser.add_argument("--plot", help="write accuracy against memory to this PNG")
+    parser.add_argument("--plot", help="write accuracy against memory to this PNG (or .svg, .pdf)")
     parser.add_argument("--report", action="store_true", help="print the table from --results, train nothing")
     args = parser.parse_args()
     budgets = args.budgets.split(",")
     for budget in budgets:
         parse_bytes(budget)  # a bad size fails before hours of training
+    output = output_file(args.plot, "plot", PLOT_FORMATS) if args.plot else None  # and an unwritable plot
     variants, networks, tasks = args.variants.split(","), args.networks.split(","), args.tasks.split(",")
     unknown = [v for v in variants if v not in VARIANTS] + [n for n in networks if n not in NETWORKS]
     unknown += [t for t in tasks if t not in TASKS]
@@ -639,8 +644,8 @@ def main() -> None:
     if versus:
         print()
         print(versus)
-    if args.plot:
-        plot(wanted, args.plot)
+    if output is not None:
+        plot(wanted, output)
         print(f"\nplot written to {args.plot}")
 
 

@@ -29,10 +29,13 @@ class TinyNet(nn.Module):
 
 
 class TinyModule(pl.LightningModule):
-    def __init__(self, optimizer: str = "sgd", example: bool = True, dropout: float = 0.2) -> None:
+    def __init__(
+        self, optimizer: str = "sgd", example: bool = True, dropout: float = 0.2, trainable_only: bool = False
+    ) -> None:
         super().__init__()
         self.net = TinyNet(dropout)
         self.optimizer = optimizer
+        self.trainable_only = trainable_only  # the README's optimizer: only what requires a gradient
         self.example_input_array = torch.zeros(1, 3, 8, 8) if example else None
         self.steps = 0
         self.trainable_at_configure: set[str] = set()
@@ -52,6 +55,8 @@ class TinyModule(pl.LightningModule):
     def configure_optimizers(self):
         self.trainable_at_configure = {n for n, p in self.named_parameters() if p.requires_grad}
         params = self.parameters()  # frozen ones get no gradient, so no optimizer moves them
+        if self.trainable_only:
+            params = [p for p in self.parameters() if p.requires_grad]
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)
         if self.optimizer == "adam":

@@ -3,6 +3,8 @@
 import importlib.util
 import sys
 
+from budgetplan.files import PLOT_FORMATS, output_file
+
 from .conftest import REPO
 
 
@@ -86,7 +88,7 @@ def test_a_variant_keeps_its_colour_in_every_panel(tmp_path):
         ]
         for variant in variants
     ]
-    fig = accuracy.plot(rows, str(tmp_path / "plot.png"))
+    fig = accuracy.plot(rows, output_file(tmp_path / "plot.png", "plot", PLOT_FORMATS))
     colours = [[bar.lines[0].get_color() for bar in ax.containers] for ax in fig.axes if ax.get_visible()]
     assert len(set(colours[0])) == 3
     assert colours[1] == [colours[0][0], colours[0][2]]  # budgetplan and trady as in the first panel

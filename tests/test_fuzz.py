@@ -7,8 +7,11 @@ plan), or exit 2 with one line on stderr and no traceback, and the old output fi
 from __future__ import annotations
 
 import copy
+import errno
 import json
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +178,134 @@ def test_generated_plan_files(capsys, plan_data, data):
     else:
         _one_clean_line(export_err)
         assert header.read_text() == OLD
+
+
+# --- the structure of YAML itself: aliases, nesting, huge scalars ------------------------
+
+
+@st.composite
+def structures(draw: st.DrawFn) -> str:
+    """A YAML value as text: nested flow or block collections, alias chains, long scalars,
+    numbers in JSON's exponent form."""
+    kind = draw(st.sampled_from(["flow", "block", "aliases", "scalar", "number"]))
+    depth = draw(st.integers(1, 120))
+    if kind == "flow":
+        return "[" * depth + draw(st.sampled_from(["", "1", "a: 1"])) + "]" * depth
+    if kind == "block":
+        return "".join("\n" + "  " * (i + 1) + "- " for i in range(depth)) + "x"
+    if kind == "aliases":
+        return "&a [1, 2, 3]"  # the alias that refers to it comes in a field after it
+    if kind == "scalar":
+        return repr("y" * draw(st.integers(1, 300_000)))
+    return draw(st.sampled_from(["5e-05", "1e+30", "-2E3", "1e400", "0.5e-3"]))
+
+
+def _with_structure(data: dict[str, Any], field: str, value: str, alias: bool) -> str:
+    """The mapping ``data`` as YAML, with ``field`` written as the text ``value`` (first)."""
+    rest = yaml.safe_dump({k: v for k, v in data.items() if k != field}, sort_keys=False)
+    return f"{field}: {value}\n{rest}" + ("extra: [*a, *a, *a]\n" if alias else "")
+
+
+FILE_COMMANDS = {
+    "profile": (["validate"], ["name", "sram", "bits", "aliases"]),
+    "plan": (["show", "--format", "json"], ["model", "layers", "budget_bytes", "device_profile"]),
+    "scheme": (["import-scheme", *MODEL], ["n_bias_update", "weight_select_criteria", "manual_weight_idx"]),
+}
+
+
+@pytest.mark.filterwarnings("ignore")
+@settings(SETTINGS, max_examples=30)
+@given(kind=st.sampled_from(sorted(FILE_COMMANDS)), value=structures(), data=st.data())
+def test_generated_yaml_structures_are_read_or_refused_in_one_line(capsys, plan_data, kind, value, data):
+    command, fields = FILE_COMMANDS[kind]
+    field = data.draw(st.sampled_from(fields))
+    base = {
+        "profile": base_profile(),
+        "plan": plan_data,
+        "scheme": {"n_bias_update": 10, "manual_weight_idx": 48, "weight_update_ratio": 1},
+    }[kind]
+    folder = Path(tempfile.mkdtemp())
+    path = folder / f"{kind}.yaml"
+    path.write_text(_with_structure(base, field, value, alias=value.startswith("&")))
+    start = time.monotonic()
+    code, _, err = _run([command[0], str(path), *command[1:]], capsys)
+    assert time.monotonic() - start < 30
+    if code != 0:
+        assert code == 2
+        _one_clean_line(err)
+        assert len(err) < 2200
+    if value.startswith("&"):
+        assert code == 2 and "aliases are not read" in err
+
+
+# --- plots: any name, a picture of the named format or one line ---------------------------
+
+
+@settings(SETTINGS, max_examples=20)
+@given(
+    name=st.one_of(
+        st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="/\x00"), min_size=1, max_size=12),
+        st.builds(
+            lambda s, e: s + e, st.text("abc.", min_size=1, max_size=4), st.sampled_from([".png", ".svg", ".PDF"])
+        ),
+    )
+)
+@example(name="plot").via("no extension")
+@example(name="x.yaml").via("a data extension")
+def test_generated_plot_names(capsys, plan_data, name):
+    folder = Path(tempfile.mkdtemp())
+    plan = folder / "plan.yaml"
+    plan.write_text(yaml.safe_dump(plan_data))
+    code, _, err = _run(["show", str(plan), "--plot", str(folder / name)], capsys)
+    others = sorted(p.name for p in folder.iterdir() if p.name != "plan.yaml")
+    if code == 0:
+        start = {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}[Path(name).suffix.lower()]
+        assert (folder / name).read_bytes().startswith(start)
+        assert others == [Path(folder / name).name]  # the name given, nothing beside it
+    else:
+        assert code == 2
+        _one_clean_line(err)
+        assert others == []
+
+
+# --- a disk that fills up at any byte ------------------------------------------------------
+
+
+@settings(SETTINGS, max_examples=20)
+@given(
+    after=st.integers(0, 200_000),
+    output=st.sampled_from([["--out", "plan.yaml"], ["--out", "plan.json"], ["--plot", "plan.png"]]),
+)
+def test_a_disk_that_fills_up_keeps_the_old_file(capsys, plan_data, after, output):
+    folder = Path(tempfile.mkdtemp())
+    plan = folder / "plan.yaml"
+    plan.write_text(yaml.safe_dump(plan_data))
+    target = folder / output[1]
+    if target != plan:
+        target.write_bytes(b"the old file")
+    old = target.read_bytes()
+    written = {"bytes": 0}
+    real = os.write
+
+    def write(fd: int, chunk: Any) -> int:
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).parent == folder:
+            if written["bytes"] + len(chunk) > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written["bytes"] += len(chunk)
+        return real(fd, chunk)
+
+    if output[0] == "--plot":
+        args = ["show", str(plan), "--plot", str(target)]
+    else:
+        args = ["solve", "--budget", "200KB", "--out", str(target)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "write", write)
+        code, _, err = _run(args, capsys)
+    leftovers = sorted(p.name for p in folder.iterdir())
+    assert leftovers == sorted({"plan.yaml", target.name})  # no temporary file left
+    if code == 0:
+        assert target.read_bytes() != old and len(target.read_bytes()) <= after
+    else:
+        assert code == 2
+        _one_clean_line(err)
+        assert "No space left on device" in err and target.read_bytes() == old

@@ -49,11 +49,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor
 
 from budgetplan.costs.layers import plannable_layers
 from budgetplan.errors import BudgetPlanError
-from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
 from budgetplan.planning.importance import Importance
 from budgetplan.planning.options import planner_options
@@ -68,7 +68,8 @@ from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.measure import Measure
 from budgetplan.training.meter import SavedTensorMeter
 from budgetplan.training.patches import PatchedForward
-from budgetplan.training.plan_source import PlanSource, example_input
+from budgetplan.training.paths import PathCheck, plan_prefix
+from budgetplan.training.plan_source import PlanSource, check_given, example_input
 from budgetplan.training.samplers import draw_seed, get_sampler
 from budgetplan.training.selection import ChannelSelection
 from budgetplan.training.state import FitState
@@ -140,6 +141,7 @@ class BudgetPlanCallback(Callback):
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
+        check_given(device, budget, plan)  # here, not at fit time
         self.__init_plan_source(device, budget, example_input, importance, solve_options)
         self.seed = seed
         self.importance_batches = importance_batches
@@ -187,15 +189,19 @@ class BudgetPlanCallback(Callback):
         self.plan, self._fit.draws_plan = training.plan, training.plan is None
         if self.strategy.dense:
             return  # stock training: nothing frozen, BatchNorm statistics train too
-        prefix = locate(training.plan, pl_module) if training.plan is not None else ""
+        prefix = plan_prefix(training.plan, pl_module) if training.plan is not None else ""
         self._channels.use(train_only(pl_module, training, prefix))
+        self._fit.path = PathCheck(pl_module, prefix)
         self._fit.classifier = next(reversed(plannable_layers(pl_module)), "")
         self._fit.norms = batch_norms(pl_module)
         self._fit.lean = LeanAutograd(pl_module, self.selection)
         if self.patches and self.plan is not None and self.plan.predicted.patch_grid:
-            example = example_input(trainer, pl_module, self.example_input)
             split, grid = prefix + self.plan.predicted.patch_until, self.plan.predicted.patch_grid
-            self.patched = self._patch_stage.enter_context(PatchedForward(pl_module, example, split, grid).install())
+            # set up without a draw from the random states: dropout and shuffling as without patches
+            example = example_input(trainer, pl_module, self.example_input, keep_rng=True)
+            with isolate_rng():
+                runner = PatchedForward(pl_module, example, split, grid)
+            self.patched = self._patch_stage.enter_context(runner.install())
         if self._fit.restored is not None:
             self._restore()
 
@@ -221,6 +227,7 @@ class BudgetPlanCallback(Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         keep_in_eval(self._fit.norms)
+        self._channels.settle()  # the optimizers exist now
         if self.resample.due_at_epoch(self._fit.drawn_at):
             self._draw(trainer.current_epoch, 0)
 
@@ -230,7 +237,7 @@ class BudgetPlanCallback(Callback):
         keep_in_eval(self._fit.norms)
         if self.resample.due_at_step(self._fit.drawn_at, trainer.current_epoch, trainer.global_step):
             self._draw(trainer.current_epoch, trainer.global_step)
-        self._fit.open_forward(batch_size_of(batch))
+        self._fit.open_forward(batch_size_of(batch), self.plan)
         self._fit.warn_once("batch", batch_warning(self.plan, batch))
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:

@@ -39,9 +39,10 @@ from budgetplan.costs.layers import plannable_layers
 from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.enums import EnumStr
 from budgetplan.errors import BudgetPlanError
-from budgetplan.files import write_atomic
+from budgetplan.files import data_text, write_atomic
 from budgetplan.plan.names import without_prefix
 from budgetplan.planning.importance import ENERGY_UNIT, TOP_SHARE, Importance, ranking, top_layers
+from budgetplan.training.batches import first_batch
 from budgetplan.training.channels import channel_norms
 from budgetplan.training.contribution import contributions_on_batches
 from budgetplan.training.probe import probing, step_loss
@@ -168,9 +169,8 @@ class MeasuredImportance:
         return data
 
     def save(self, path: str | Path, channels: bool = True) -> None:
-        import yaml
-
-        write_atomic(Path(path), yaml.safe_dump(self.to_dict(channels), sort_keys=False))
+        """Write the importance file atomically: YAML, or JSON for a ``.json`` name."""
+        write_atomic(Path(path), data_text(self.to_dict(channels), path))
 
 
 class _Classifier(pl.LightningModule):
@@ -219,7 +219,8 @@ def measure_importance(
     if example_input is None:
         if data is None or not hasattr(data, "__iter__"):
             raise ValueError("measure_importance needs example_input= when data is not a DataLoader")
-        example_input = next(iter(data))[0][:1]
+        empty = "measure_importance: the data loader yields no batch; give it at least one batch of data"
+        example_input = first_batch(data, empty)[0][:1]
     costs = layer_costs(module, example_input)
     prefix = "model." if isinstance(module, _Classifier) else ""  # names as in the user's model
     if kind is Measure.CONTRIBUTION:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,36 +31,76 @@ from budgetplan.planning.importance import MEASURED, Importance, resolve_importa
 from budgetplan.planning.options import planner_options
 from budgetplan.planning.problem import Problem
 from budgetplan.strategies.base import Strategy, Training
-from budgetplan.training.batches import first_tensor
+from budgetplan.training.batches import first_batch, first_tensor
 from budgetplan.training.measure import importance_on_batches
 from budgetplan.training.trials import HELD_OUT, PLAN_STEPS, trial_losses
+from budgetplan.units import SIZE_EXAMPLES, parse_bytes
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
     e.__name__: e for e in (InfeasibleError, ModelError, PlanError, ProfileError)
 }
 
+EMPTY_LOADER = (
+    "BudgetPlanCallback: the training loader yields no batch (an empty dataset, or fewer samples than "
+    "one batch with drop_last=True), so there is nothing to plan with; give the fit at least one batch "
+    "of training data, or pass example_input= (or give plan=)"
+)
 
-def training_loader(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+
+def check_given(device: str | None, budget: str | int | None, plan: Any) -> None:
+    """Raise, when the callback is made, what would otherwise fail at fit: a device that
+    is not known, a budget that is not a size, a plan path that cannot be read."""
+    if device is not None:
+        try:
+            load_device(device)
+        except ProfileError as err:
+            raise ProfileError(f"BudgetPlanCallback: device: {err}") from None
+    if budget is not None:
+        try:
+            size = parse_bytes(budget)
+        except ValueError as err:
+            raise BudgetPlanError(f"BudgetPlanCallback: budget: {err}") from None
+        if size <= 0:
+            raise BudgetPlanError(f"BudgetPlanCallback: budget: {budget!r} is not positive; expected {SIZE_EXAMPLES}")
+    if plan is None or isinstance(plan, Plan):
+        return
+    if not isinstance(plan, (str, os.PathLike)):
+        raise PlanError(f"BudgetPlanCallback: plan: expected a Plan or a plan file's path, got {type(plan).__name__}")
+    try:
+        Path(plan).open("rb").close()  # the plan is read at setup: this only finds that it can be
+    except OSError as err:
+        raise PlanError(
+            f"BudgetPlanCallback: plan: cannot read {str(plan)!r} ({err.strerror}); give the path of a plan "
+            "file (budgetplan solve --out, Plan.save) or a Plan"
+        ) from None
+
+
+def training_loader(trainer: pl.Trainer, pl_module: pl.LightningModule, keep_rng: bool = False) -> Any:
     """The training loader of this fit: the datamodule's, the module's, or the one given
-    to ``Trainer.fit``."""
+    to ``Trainer.fit``. ``keep_rng``: what making a loader that Lightning makes again draws
+    from the random states is undone."""
     datamodule = getattr(trainer, "datamodule", None)  # set by fit(datamodule=...)
-    if datamodule is not None:
-        return datamodule.train_dataloader()
-    if is_overridden("train_dataloader", pl_module):
-        return pl_module.train_dataloader()
-    trainer.fit_loop.setup_data()  # the loaders given to fit(); Lightning reuses them
+    with isolate_rng() if keep_rng else nullcontext():
+        if datamodule is not None:
+            return datamodule.train_dataloader()
+        if is_overridden("train_dataloader", pl_module):
+            return pl_module.train_dataloader()
+    # Lightning's own set-up of the loaders given to fit(), reused by the fit: it draws as in any fit
+    trainer.fit_loop.setup_data()
     return trainer.train_dataloader
 
 
-def example_input(trainer: pl.Trainer, pl_module: pl.LightningModule, given: Any = None) -> Any:
+def example_input(trainer: pl.Trainer, pl_module: pl.LightningModule, given: Any = None, keep_rng: bool = False) -> Any:
     """What to trace the model with: ``given``, the module's ``example_input_array``, or one
-    sample of the first training batch."""
+    sample of the first training batch. ``keep_rng``: the random states are left as a fit
+    that never fetched it finds them (a new iterator over a loader draws its seed)."""
     if given is not None:
         return given
     if pl_module.example_input_array is not None:
         return pl_module.example_input_array
-    loader = training_loader(trainer, pl_module)
-    tensor = first_tensor(next(iter(loader))) if loader is not None else None
+    loader = training_loader(trainer, pl_module, keep_rng)
+    with isolate_rng() if keep_rng else nullcontext():
+        tensor = first_tensor(first_batch(loader, EMPTY_LOADER)) if loader is not None else None
     if tensor is None:
         raise BudgetPlanError(
             "BudgetPlanCallback: no example input to plan with; pass example_input=, set "

@@ -49,6 +49,7 @@ class ChannelSelection:
         self.layers: dict[str, TrainedLayer] = {}
         self.current: dict[str, Tensor] = {}
         self.seen: dict[str, Tensor] = {}
+        self.restored_frozen: set[str] = set()  # restored without channels, frozen by ``settle``
 
     def use(self, layers: dict[str, TrainedLayer]) -> None:
         """Train these layers from now on (the current selection is kept: the lean backward reads it)."""
@@ -74,6 +75,7 @@ class ChannelSelection:
         layer = self.layers[name]
         weight = layer.weight
         self.seen[name][idx] = True
+        self.restored_frozen.discard(name)
         # a layer left without channels (a drawn strategy's choice) is frozen: no graph reaches it
         weight.requires_grad_(idx.numel() > 0)
         if idx.numel() == 0:
@@ -82,6 +84,15 @@ class ChannelSelection:
             self.current[name] = idx.to(weight.device)
         if idx.numel() < layer.total:
             self.guard.set_mask(weight, weight_mask(weight.shape, idx.to(weight.device), layer.groups))
+
+    def settle(self) -> None:
+        """Freeze the layers restored without channels, once the optimizers are built: the
+        optimizer resumed holds what it held at the start of the run that saved the
+        checkpoint, every trained layer (a drawn strategy leaves some without channels for a
+        while), or its saved state would not load."""
+        for name in self.restored_frozen:
+            self.layers[name].weight.requires_grad_(False)
+        self.restored_frozen.clear()
 
     def observe_gradients(self) -> None:
         """Hand the sampler the gradient norms of the selected channels (after backward)."""
@@ -121,9 +132,10 @@ class ChannelSelection:
             layer = self.layers[name]
             weight = layer.weight
             idx = torch.tensor(state["selection"].get(name, []), dtype=torch.long, device=weight.device)
-            weight.requires_grad_(idx.numel() > 0)
             if idx.numel():
                 self.current[name] = idx
+            else:
+                self.restored_frozen.add(name)
             self.seen[name] = torch.zeros(layer.total, dtype=torch.bool)
             self.seen[name][state["seen"][name]] = True
             if idx.numel() < layer.total:

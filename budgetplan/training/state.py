@@ -9,14 +9,16 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from budgetplan.plan.model import Plan
 from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.meter import SavedTensorMeter
+from budgetplan.training.paths import PathCheck
 
 
 @dataclass
 class FitState:
-    """The lean forward and the meter of the step in flight, the last draw, a checkpoint
-    waiting for the trained layers, and the warnings already given.
+    """The lean forward, the meter and the path check of the step in flight, the last draw,
+    a checkpoint waiting for the trained layers, and the warnings already given.
 
     >>> import torch
     >>> net = torch.nn.Linear(4, 2)
@@ -37,15 +39,19 @@ class FitState:
     batch_size: int = 1
     classifier: str = ""  # the module's last plannable layer: never clipped
     forward: ExitStack | None = None
+    path: PathCheck | None = None  # fails a forward that runs a layer the plan's trace never ran
 
-    def open_forward(self, batch_size: int) -> None:
-        """Start metering what autograd saves, and the lean forward when layers are trained sparsely."""
+    def open_forward(self, batch_size: int, plan: Plan | None = None) -> None:
+        """Start metering what autograd saves, the lean forward when layers are trained
+        sparsely, and the check that the forward runs no layer outside ``plan``."""
         assert self.meter is not None, "setup comes first"
         self.close_forward()
         self.forward = ExitStack()
         self.forward.enter_context(self.meter)
         if self.lean is not None:
             self.forward.enter_context(self.lean)
+        if self.path is not None and plan is not None:
+            self.forward.enter_context(self.path.watching(plan))
         self.batch_size = batch_size
 
     def close_forward(self) -> float | None:

@@ -5,13 +5,23 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from budgetplan import BudgetPlanCallback, InfeasibleError, PlanError
+from budgetplan import BudgetPlanCallback, BudgetPlanError, InfeasibleError, PlanError
 from budgetplan.training.channels import weight_mask
 from budgetplan.training.clipping import clip_relative
 
 from ..lightning_helpers import TinyModule, data, partial_plan, trainer
 
 PARTIAL = {"net.features.0": 2, "net.features.3": 3, "net.features.6": 5}
+SHIPPED_STRATEGIES = [
+    "budgetplan",
+    "trady",
+    "gradient",
+    "dynamic-gradient",
+    "sparse-update",
+    "classifier",
+    "bias",
+    "full",
+]
 
 
 class Probe(Callback):
@@ -136,27 +146,52 @@ def test_gradient_sampler_favours_large_gradients():
     assert all(v.numel() == PARTIAL[k] for k, v in budget.selection.items() if k in PARTIAL)
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "gradient", "trady", "dynamic-gradient"])
-def test_resume_equals_an_uninterrupted_fit(tmp_path, sampler):
-    def run(epochs, ckpt=None, save=None):
+def straight_and_resumed(tmp_path, make_callback, trainable_only=False, epochs=4, stop=2, **options):
+    """Two fits of ``epochs`` epochs from the same start: one straight through, and one stopped
+    after ``stop`` epochs and resumed from its checkpoint; their modules, and the callback
+    of the resumed one."""
+
+    def run(max_epochs, ckpt=None, save=None):
         pl.seed_everything(0)
-        module = TinyModule("adam", dropout=0.0)  # checkpoints do not carry dropout's random state
-        if sampler in ("trady", "dynamic-gradient"):  # strategies that draw per epoch or per step
-            budget = BudgetPlanCallback(strategy=sampler, training_memory="4KB", batch_size=8, seed=4)
-        else:
-            budget = BudgetPlanCallback(plan=partial_plan(PARTIAL), sampler=sampler, seed=4)
-        t = trainer(epochs, [budget])
+        # checkpoints do not carry dropout's random state
+        module = TinyModule("adam", dropout=0.0, trainable_only=trainable_only)
+        budget = make_callback()
+        t = trainer(max_epochs, [budget], **options)
         t.fit(module, data(), ckpt_path=ckpt)
         if save:
             t.save_checkpoint(save)
         return module, budget
 
-    straight, _ = run(4)
-    run(2, save=tmp_path / "half.ckpt")
-    resumed, budget = run(4, ckpt=tmp_path / "half.ckpt")
+    straight, _ = run(epochs)
+    run(stop, save=tmp_path / "stopped.ckpt")
+    resumed, budget = run(epochs, ckpt=tmp_path / "stopped.ckpt")
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+    return budget
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "gradient"])
+def test_resume_equals_an_uninterrupted_fit(tmp_path, sampler):
+    budget = straight_and_resumed(
+        tmp_path, lambda: BudgetPlanCallback(plan=partial_plan(PARTIAL), sampler=sampler, seed=4)
+    )
     assert budget.coverage() > 0
+
+
+@pytest.mark.parametrize("strategy", SHIPPED_STRATEGIES)
+def test_resume_of_each_strategy_with_only_trainable_parameters_in_the_optimizer(tmp_path, strategy):
+    """The README's optimizer holds what requires a gradient when it is built; resumed, it
+    holds the same parameters as at the start of the run that saved the checkpoint (so its
+    state loads), and the fit goes on as if never stopped."""
+    # 2KB: trady's first draw leaves some of its layers without channels, frozen when saved;
+    # sparse-update's contribution analysis takes half a minute: the prior ranks instead
+    importance = "prior" if strategy == "sparse-update" else None
+
+    def callback():
+        return BudgetPlanCallback(strategy=strategy, training_memory="2KB", batch_size=8, seed=4, importance=importance)
+
+    budget = straight_and_resumed(tmp_path, callback, trainable_only=True, epochs=3, stop=1, limit_train_batches=2)
+    assert budget.trained_fraction() > 0
 
 
 def test_plan_solved_at_setup_uses_the_example_input():
@@ -227,6 +262,35 @@ def test_bad_arguments():
         BudgetPlanCallback(sampler="best")
     with pytest.raises(Exception, match="clip_ratio must be a number >= 0"):
         BudgetPlanCallback(clip_ratio=-1)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (dict(budget="nan"), r"budget: cannot read 'nan'; expected a size such as 320KB"),
+        (dict(budget="abc"), r"budget: cannot read 'abc'; expected a size"),
+        (dict(budget="-5KB"), r"budget: '-5KB' is negative; expected a size"),
+        (dict(budget=-5), r"budget: .*negative; expected a size"),
+        (dict(budget=float("inf")), r"budget: .*not finite; expected a size"),
+        (dict(budget=float("nan")), r"budget: .*not finite; expected a size"),
+        (dict(budget="0KB"), r"budget: '0KB' is not positive; expected a size"),
+        (dict(device="cortex-m8"), r"device: unknown device 'cortex-m8'\. Did you mean 'cortex-m7'\?"),
+        (dict(plan="no/such/plan.yaml"), r"plan: cannot read 'no/such/plan\.yaml' \(No such file or directory\); give"),
+        (dict(plan="."), r"plan: cannot read '\.' \(Is a directory\); give the path of a plan file"),
+        (dict(plan=5), r"plan: expected a Plan or a plan file's path, got int"),
+    ],
+)
+def test_unreadable_arguments_fail_at_construction(arguments, message):
+    with pytest.raises(BudgetPlanError, match=r"^BudgetPlanCallback: " + message) as caught:
+        BudgetPlanCallback(**arguments)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_empty_training_loader_fails_with_a_clear_error():
+    empty = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 3, 8, 8)), batch_size=8)
+    module = TinyModule(example=False)  # the plan is solved on the first training batch
+    with pytest.raises(BudgetPlanError, match=r"^BudgetPlanCallback: the training loader yields no batch"):
+        trainer(1, [BudgetPlanCallback(device="raspberry-pi-4")]).fit(module, empty)
 
 
 class GradientRatios(Callback):

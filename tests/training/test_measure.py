@@ -8,7 +8,7 @@ import torch
 import yaml
 from torch import nn
 
-from budgetplan import load_device, measure_importance
+from budgetplan import BudgetPlanError, load_device, measure_importance
 from budgetplan.costs.build import layer_costs
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.importance import load_importance
@@ -121,6 +121,12 @@ def test_measurement_batches_leave_the_loader_alone():
     assert first == again and first != other and len(first) == 3
     assert sorted(x for batch in first for x in batch) != list(range(12))  # drawn across the data set
     assert torch.equal(generator.get_state(), state)
+
+
+def test_an_empty_loader_fails_with_a_clear_error():
+    empty = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 3, 5, 5)), batch_size=2)
+    with pytest.raises(BudgetPlanError, match=r"^measure_importance: the data loader yields no batch"):
+        measure_importance(small_net(), empty, steps=1)
 
 
 def test_ranking_and_top_layers():
