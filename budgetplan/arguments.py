@@ -13,6 +13,7 @@ from typing import NoReturn
 from budgetplan.device.profile import Executor
 from budgetplan.plan.model import ACCOUNTINGS
 from budgetplan.planning.options import Solver, Utility
+from budgetplan.quoting import quote
 from budgetplan.report.export import EXPORT_FORMATS
 from budgetplan.units import parse_bytes, parse_seconds
 
@@ -33,13 +34,17 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+MAX_COUNT = 100_000  # classes, samples, epochs, steps: a larger count is a typing mistake
+
+
 def _count(text: str) -> int:
+    expected = f"expected a whole number from 1 to {MAX_COUNT:,}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+        raise argparse.ArgumentTypeError(f"{quote(text)}: {expected}") from None
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{quote(text)}: {expected}")
     return value
 
 

@@ -163,6 +163,19 @@ def test_an_input_the_machine_cannot_trace_is_refused(capsys):
     assert "input 3x100000x100000" in err and "give a smaller --input-size" in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--width-mult", "1000"], "of parameters, above half of the"),
+        (["--num-classes", "1000000000"], "expected a whole number from 1 to 100,000"),
+        (["--batch-size", "1000000000000"], "expected a whole number from 1 to 100,000"),
+        (["--batch-size", "100000"], "batch size must be from 1 to 65536"),
+    ],
+)
+def test_a_model_or_batch_the_machine_cannot_hold_is_refused(capsys, flags, words):
+    assert words in _refused(capsys, "solve", *flags, seconds=15)
+
+
 def test_a_large_input_is_estimated_from_a_smaller_trace(capsys, monkeypatch):
     from budgetplan.costs import example
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -21,25 +20,11 @@ from torch import nn
 
 from budgetplan.costs.trace import trace_model
 from budgetplan.errors import ModelError
+from budgetplan.host import available_memory
 from budgetplan.units import format_bytes
 
 PROBE_ELEMENTS = 2**20  # inputs up to 4x this are traced without a probe
 _FLOAT_BYTES = 4
-
-
-def available_memory() -> int:
-    """Bytes this process may still allocate (``MemAvailable``, else physical memory)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 2**63  # no way to know: trust the input
 
 
 def check_input_fits(model: nn.Module, shape: Sequence[int], batch: int = 1, memory: int | None = None) -> None:

@@ -21,6 +21,7 @@ from budgetplan.errors import BudgetPlanError
 from budgetplan.units import parse_bytes, parse_seconds
 
 DEFAULT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
+MAX_BATCH = 65536  # samples per step; beyond it the byte counts leave what the solvers hold exactly
 SPARSE_UPDATE_RATIOS = (1 / 8, 1 / 4, 1 / 2, 1.0)  # Lin et al. 2022, §3.2: the ratios of its analysis
 
 
@@ -104,8 +105,8 @@ class PlannerOptions:
             raise BudgetPlanError(f"ratios must lie in (0, 1], got {list(self.ratios)}")
         if self.epochs < 1:
             raise BudgetPlanError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise BudgetPlanError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise BudgetPlanError(f"batch size must be from 1 to {MAX_BATCH}, got {self.batch_size}")
         if self.max_layers is not None and self.max_layers < 1:
             raise BudgetPlanError(f"max_layers must be at least 1, got {self.max_layers}")
         if self.time_limit <= 0:

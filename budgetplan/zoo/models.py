@@ -10,11 +10,15 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from budgetplan.errors import ModelError
+from budgetplan.host import available_memory
+from budgetplan.units import format_bytes
 
 DEFAULT_MODEL = "mobilenet_v2"
 DEFAULT_WIDTH = 0.35  # for mobilenet_v2 when no width is given
@@ -58,6 +62,7 @@ def build_model(
             f"unknown model '{name}'.{hint} Give a torchvision classification model "
             "(budgetplan profile --list-models) or package.module:factory."
         )
+    _check_parameters(lambda: torchvision.models.get_model(name, weights=None, **kwargs), name, kwargs)
     try:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
     except TypeError as err:
@@ -67,6 +72,23 @@ def build_model(
     except (ValueError, AssertionError) as err:
         raise ModelError(f"cannot build {name} with {kwargs}: {err}") from None
     return model, _describe(name, kwargs)
+
+
+def _check_parameters(build: Callable[[], nn.Module], name: str, kwargs: dict[str, Any]) -> None:
+    """Build the model on the meta device (no memory) and refuse it when its parameters
+    alone would take more than half the memory this machine has free."""
+    try:
+        with torch.device("meta"):
+            model = build()
+    except Exception:  # the real build below reports it
+        return
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    free = available_memory()
+    if size > free // 2:
+        raise ModelError(
+            f"{_describe(name, kwargs)} has {format_bytes(size)} of parameters, above half of the "
+            f"{format_bytes(free)} this machine has available; give fewer --num-classes or a smaller --width-mult"
+        )
 
 
 def _describe(name: str, kwargs: dict[str, Any]) -> str:
