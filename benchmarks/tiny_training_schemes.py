@@ -22,7 +22,8 @@ from torch import nn
 
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import Executor, load_device
-from budgetplan.plan.tiny_training import choices_from_scheme, load_scheme, plan_from_scheme
+from budgetplan.interop.scheme import load_scheme
+from budgetplan.interop.tiny_training import choices_from_scheme, plan_from_scheme
 from budgetplan.planning.accounting import sparse_update_memory
 
 SCHEMES = Path(__file__).resolve().parent.parent / "examples" / "tiny-training"

@@ -155,7 +155,8 @@ def _write_plan(plan: Any, args: argparse.Namespace) -> None:
 
 
 def _cmd_import_scheme(args: argparse.Namespace) -> None:
-    from budgetplan.plan.tiny_training import load_scheme, plan_from_scheme
+    from budgetplan.interop.scheme import load_scheme
+    from budgetplan.interop.tiny_training import plan_from_scheme
     from budgetplan.units import format_bytes
 
     device = _device(args)

@@ -294,7 +294,7 @@ def _tiny_training_reading(block: dict) -> tuple[list[int], list[float]]:
 
 @pytest.mark.parametrize("path", sorted(SCHEMES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_schemes_are_in_the_form_tiny_training_parses(path):
-    from budgetplan.plan.tiny_training import load_scheme
+    from budgetplan.interop.scheme import load_scheme
 
     block = yaml.safe_load(path.read_text())["backward_config"]
     indices, ratios = _tiny_training_reading(block)

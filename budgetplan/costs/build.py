@@ -37,11 +37,12 @@ from math import prod
 import torch
 from torch import nn
 
+from budgetplan.costs.dataflow import Op, Trace
 from budgetplan.costs.liveness import live_elements
 from budgetplan.costs.ops import ATTENTION_OPS, IN_PLACE_OPS, KNOWN_OPS, LAYER_FUNCS, VIEW_OPS, kept_for_backward
 from budgetplan.costs.patches import PatchOption, patch_options
 from budgetplan.costs.table import CostTable, LayerCost, UncostedModule
-from budgetplan.costs.trace import Op, Trace, trace_model
+from budgetplan.costs.trace import trace_model
 from budgetplan.device.profile import DeviceProfile, Executor, load_device
 
 

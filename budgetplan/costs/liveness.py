@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from budgetplan.costs.dataflow import Trace
 from budgetplan.costs.ops import VIEW_OPS
-from budgetplan.costs.trace import Trace
 
 
 def live_elements(trace: Trace, inplace_ops: set[int]) -> list[int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from budgetplan.costs.trace import Op, Trace
+from budgetplan.costs.dataflow import Op, Trace
 
 LAYER_FUNCS = {"conv1d", "conv2d", "conv3d", "linear"}
 

@@ -19,10 +19,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from budgetplan.costs.dataflow import Op, Trace, Window
 from budgetplan.costs.liveness import live_elements
 from budgetplan.costs.ops import LAYER_FUNCS
 from budgetplan.costs.table import PatchOption
-from budgetplan.costs.trace import Op, Trace, Window
 
 GRIDS = (2, 3, 4, 6, 8)  # patch grids the planner considers
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from budgetplan.costs.pricing import model_bytes
-from budgetplan.device.profile import DeviceProfile, Executor
+from budgetplan.device.profile import Executor
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,6 @@ class CostTable:
     @property
     def forward_macs(self) -> int:
         return sum(layer.forward_macs for layer in self.layers)
-
-    def model_bytes(self, device: DeviceProfile) -> int:
-        """Bytes of all parameters stored at the device's bit widths (BatchNorm folded)."""
-        return model_bytes(self, device)
 
     def fingerprint(self) -> list[tuple[str, tuple[int, ...]]]:
         """Layer names and weight shapes: what a plan must match."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from budgetplan.plan.model import LayerPlan, Plan
+    from budgetplan.plan.record import LayerPlan, PlanRecord
 
 Row = tuple[str, str, str]
 
 
-def differences(plan: Plan, other: Plan) -> list[Row]:
+def differences(plan: PlanRecord, other: PlanRecord) -> list[Row]:
     """What differs between two plans, as (what, this plan, the other) rows."""
     rows = [(label, str(mine), str(theirs)) for label, mine, theirs in _settings(plan, other) if mine != theirs]
     theirs_by_name = {layer.name: layer for layer in other.layers}
@@ -37,7 +37,7 @@ def decision(layer: LayerPlan) -> str:
     return text + (" +bias" if layer.channels and layer.bias else "")
 
 
-def _settings(plan: Plan, other: Plan) -> list[tuple[str, object, object]]:
+def _settings(plan: PlanRecord, other: PlanRecord) -> list[tuple[str, object, object]]:
     return [
         ("model", plan.model, other.model),
         ("device", plan.device.name, other.device.name),

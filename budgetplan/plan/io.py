@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import PlanError, ProfileError
 from budgetplan.files import data_text, read_yaml, write_atomic
-from budgetplan.plan.model import ACCOUNTINGS, SCHEMA_VERSION, LayerPlan, Plan
-from budgetplan.planning.memory import Prediction
+from budgetplan.plan.prediction import Prediction
+from budgetplan.plan.record import ACCOUNTINGS, SCHEMA_VERSION, LayerPlan, PlanRecord
 from budgetplan.quoting import quote
 
 UPDATES = ("none", "bias", "weight")
@@ -34,18 +34,21 @@ _LAYER_NUMBERS = (
 _PREDICTED_COUNTS = ("forward_macs", "backward_macs")
 
 
-def save_plan(plan: Plan, path: str | Path) -> None:
+P = TypeVar("P", bound=PlanRecord)
+
+
+def save_plan(plan: PlanRecord, path: str | Path) -> None:
     """Write the plan as YAML (JSON for a ``.json`` name), atomically: the file is either the
     old one or the new one."""
     write_atomic(Path(path), data_text(plan_to_dict(plan), path))
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read a plan file, checking its schema version and every field."""
-    return plan_from_dict(read_yaml(path, "plan file", PlanError), source=str(path))
+def load_plan(path: str | Path, cls: type[P]) -> P:
+    """Read a plan file, checking its schema version and every field, into a ``cls``."""
+    return plan_from_dict(read_yaml(path, "plan file", PlanError), str(path), cls)
 
 
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
+def plan_to_dict(plan: PlanRecord) -> dict[str, Any]:
     """The plan as plain data, in the plan file's layout."""
     return {
         "schema_version": plan.schema_version,
@@ -165,8 +168,8 @@ def _layer(raw: Any, index: int, source: str) -> LayerPlan:
     return layer
 
 
-def plan_from_dict(data: Any, source: str = "<memory>") -> Plan:
-    """A ``Plan`` from plain data, every field checked (see the module docstring)."""
+def plan_from_dict(data: Any, source: str, cls: type[P]) -> P:
+    """A ``cls`` (a ``Plan``) from plain data, every field checked (see the module docstring)."""
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a plan file (expected a mapping)")
     if "schema_version" not in data and {"sram", "flash", "budget"} <= set(data):
@@ -188,7 +191,7 @@ def plan_from_dict(data: Any, source: str = "<memory>") -> Plan:
     layers = read.get(data, "layers")
     if not isinstance(layers, list) or not layers:
         raise read.fail("layers", "expected a list of layers")
-    plan = Plan(
+    plan = cls(
         device=device,
         model=read.text(data, "model"),
         input_shape=read.shape(data, "input_shape"),

@@ -4,8 +4,6 @@ A plan is made for one model. Its fingerprint (every plannable layer's name and 
 shape) is compared with the model's before training, and a mismatch names the layers
 that differ rather than failing later inside autograd.
 
->>> fingerprint_hash([("fc", (10, 64))]) == fingerprint_hash([("fc", (10, 64))])
-True
 >>> compare_layers({"fc": (10, 64)}, [("fc", (5, 64)), ("aux", (3, 3))])
 ['fc (plan weight [10, 64], model [5, 64])', 'aux (in the model, not in the plan)']
 >>> list_problems(["a", "b", "c"], shown=2)
@@ -14,26 +12,19 @@ True
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from budgetplan.errors import PlanError
-from budgetplan.plan.names import candidate_prefixes, without_prefix
+from budgetplan.names import candidate_prefixes, without_prefix
 
 if TYPE_CHECKING:
     from torch import nn
 
     from budgetplan.costs.table import CostTable
-    from budgetplan.plan.model import Plan
+    from budgetplan.plan.record import PlanRecord
 
 Fingerprint = Iterable[tuple[str, tuple[int, ...]]]
-
-
-def fingerprint_hash(layers: Fingerprint) -> str:
-    """A short hash of layer names and weight shapes, the ``fingerprint`` of a plan file."""
-    text = ";".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in layers)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def compare_layers(planned: Mapping[str, tuple[int, ...]], model: Fingerprint) -> list[str]:
@@ -49,12 +40,12 @@ def compare_layers(planned: Mapping[str, tuple[int, ...]], model: Fingerprint) -
     return problems
 
 
-def mismatches(plan: Plan, model: Fingerprint) -> list[str]:
+def mismatches(plan: PlanRecord, model: Fingerprint) -> list[str]:
     """Layers where a model differs from ``plan`` (see ``compare_layers``)."""
     return compare_layers({layer.name: layer.weight_shape for layer in plan.layers}, model)
 
 
-def check_matches(plan: Plan, costs: CostTable) -> None:
+def check_matches(plan: PlanRecord, costs: CostTable) -> None:
     """Fail with ``PlanError`` naming every layer where ``costs``' model differs from ``plan``."""
     problems = mismatches(plan, costs.fingerprint())
     if problems:
@@ -67,7 +58,7 @@ def list_problems(problems: list[str], shown: int = 8) -> str:
     return "; ".join(problems[:shown]) + more
 
 
-def locate(plan: Plan, pl_module: nn.Module) -> str:
+def locate(plan: PlanRecord, pl_module: nn.Module) -> str:
     """The module-name prefix under which the plan's layers sit in ``pl_module``.
 
     A plan solved for ``mobilenet_v2`` applies to a LightningModule that holds it as

@@ -1,11 +1,11 @@
-"""``Plan``: what to train per layer and what it is predicted to cost.
+"""``Plan``: what to train per layer and what it is predicted to cost, with its file.
 
 A plan is self-contained: it carries the device profile, the options the planner ran
 with, and a fingerprint of the model (every plannable layer's name and weight shape), so
-that training can check it is applied to the model it was made for. The plan file is
-``budgetplan.plan.io``, the check against a model ``budgetplan.plan.match`` and the
-comparison of two plans ``budgetplan.plan.compare``; the methods here call them.
-
+that training can check it is applied to the model it was made for. The data is
+``budgetplan.plan.record``; the plan file is ``budgetplan.plan.io``, the check against a
+model ``budgetplan.plan.match`` and the comparison of two plans ``budgetplan.plan.compare``;
+the methods here call them.
 >>> import tempfile, torch, torchvision
 >>> from budgetplan import solve, Plan
 >>> model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)
@@ -20,202 +20,23 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from budgetplan.device.profile import DeviceProfile
-from budgetplan.errors import PlanError
-from budgetplan.plan import compare, match
+from budgetplan.plan import compare, io, match
 from budgetplan.plan.match import list_problems
-from budgetplan.planning.memory import Prediction
-from budgetplan.planning.options import Accounting
+from budgetplan.plan.record import ACCOUNTINGS, SCHEMA_VERSION, LayerPlan, PlanRecord
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable
 
-__all__ = ["SCHEMA_VERSION", "LayerPlan", "Plan", "list_problems"]
-
-SCHEMA_VERSION = 1  # the plan file layout this version writes and reads (budgetplan.plan.io)
-ACCOUNTINGS = tuple(Accounting.choices())  # what ``training_memory_bytes`` may be counted in
+__all__ = ["ACCOUNTINGS", "SCHEMA_VERSION", "LayerPlan", "Plan", "list_problems"]
 
 
-@dataclass(frozen=True)
-class LayerPlan:
-    """One layer's decision and its predicted costs (bytes for the plan's batch size).
-
-    ``update`` is ``weight`` when input channels are trained (``bias`` then says whether
-    the bias is too), ``bias`` for a bias-only update, ``none`` for a frozen layer.
-    ``macs`` is the backward MACs spent at the layer per step; the buffer sizes are the
-    layer's working buffers (forward, and backward when the gradient reaches it).
-    """
-
-    name: str
-    kind: str
-    weight_shape: tuple[int, ...]
-    update: str
-    channels: int
-    total_channels: int
-    bias: bool
-    bias_param: str | None
-    activation_bytes: float
-    weight_bytes: float
-    bias_bytes: float
-    path_bytes: float
-    macs: int
-    importance: float
-    forward_buffer_bytes: float = 0.0
-    backward_buffer_bytes: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["weight_shape"] = list(self.weight_shape)
-        return data
-
-
-@dataclass
-class Plan:
-    """A solved plan. ``save``/``load`` read and write the YAML plan file.
-
-    ``training_accounting`` names the accounting ``training_memory_bytes`` reports:
-    ``budgetplan`` (the prediction's, docs/cost-model.md) or ``sparse-update`` (what
-    Sparse Update counts, Lin et al. 2022; docs/tiny-training.md), as the planner's
-    ``accounting`` option said. ``sparse_update_bytes`` holds Sparse Update's figure;
-    ``None`` in plan files written before plans carried it.
-    """
-
-    device: DeviceProfile
-    model: str
-    input_shape: tuple[int, ...]
-    batch_size: int
-    budget_bytes: int
-    layers: list[LayerPlan]
-    predicted: Prediction
-    status: str
-    solver: str
-    objective: float
-    solve_seconds: float
-    importance_source: str
-    training_memory_cap: int | None = None
-    max_step_latency: float | None = None
-    optimality_gap: float = 0.0
-    options: dict[str, Any] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
-    training_accounting: str = "budgetplan"
-    sparse_update_bytes: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.training_accounting not in ACCOUNTINGS:
-            raise PlanError(f"accounting must be one of {', '.join(ACCOUNTINGS)}, got {self.training_accounting!r}")
-        if self.training_accounting == "sparse-update" and self.sparse_update_bytes is None:
-            raise PlanError("the plan reports the sparse-update accounting but holds no figure for it")
-
-    @property
-    def training_memory_bytes(self) -> float:
-        """Training memory under the plan's accounting (``training_accounting``)."""
-        figure = self.training_memory_by_accounting()[self.training_accounting]
-        assert figure is not None, "checked when the plan is made"
-        return figure
-
-    def training_memory_by_accounting(self) -> dict[str, float | None]:
-        """Training memory under each accounting; ``None`` where the plan holds no figure."""
-        return {"budgetplan": self.predicted.training_memory_bytes, "sparse-update": self.sparse_update_bytes}
-
-    @property
-    def accounting(self) -> str:
-        """Which memory accounting the plan was held to, in words."""
-        text = (
-            "physical: peak memory over the step (working buffers, saved tensors, updated "
-            "weights and biases"
-            + (", frozen model" if self.device.frozen_weights == "sram" else "")
-            + ")"
-            + (
-                " against the budget (an imported scheme, not held to it)"
-                if self.status == "imported"
-                else " within the budget"
-            )
-        )
-        theirs = self.training_accounting == "sparse-update"
-        if self.training_memory_cap is not None:
-            what = (
-                ", as Sparse Update counts it (Lin et al. 2022),"
-                if theirs
-                else " (updated weights + saved tensors, the published accounting)"
-            )
-            text += f"; and training memory{what} within the cap"
-        elif theirs:
-            text += "; training memory reported as Sparse Update counts it (Lin et al. 2022)"
-        return text
-
-    @property
-    def fingerprint(self) -> str:
-        """A short hash of the layer names and weight shapes."""
-        return match.fingerprint_hash([(layer.name, layer.weight_shape) for layer in self.layers])
-
-    @property
-    def exceeds_device(self) -> bool:
-        """Whether the budget is more than the device's free SRAM (``sram - reserved``)."""
-        return self.budget_bytes > self.device.sram - self.device.reserved
-
-    def check_batch(self, sample_shape: tuple[int, ...], batch_size: int) -> str | None:
-        """The rule for training data that differs from what the plan was solved for.
-
-        A sample larger than the plan's (more elements) is refused (``PlanError``): every
-        activation the plan counts grows with it. A larger batch returns a warning: memory
-        on the device grows with the batch. Smaller samples or batches need less memory
-        than predicted and pass, as does an unconstrained plan (``None``).
-        """
-        if self.status == "unconstrained":
-            return None
-        if _elements(sample_shape) > _elements(self.input_shape):
-            raise PlanError(
-                f"the plan for {self.model} was solved for inputs of shape {_dims(self.input_shape)}, "
-                f"but training gives {_dims(sample_shape)}, which needs more memory; solve it again for "
-                "that shape (example_input=)"
-            )
-        if batch_size > self.batch_size:
-            return (
-                f"budgetplan: training batches hold {batch_size} samples, but the plan was solved for "
-                f"{self.batch_size}: on the device its saved tensors take {batch_size / self.batch_size:.3g}x "
-                f"the prediction; solve with batch_size={batch_size}"
-            )
-        return None
-
-    def objective_in_unit(self) -> str | None:
-        """The objective in the importance's unit (e.g. the first-order loss decrease per
-        SGD step per unit learning rate), or None when the importance has no unit."""
-        unit, scale = self.options.get("importance_unit"), self.options.get("importance_scale")
-        if not unit or not isinstance(scale, (int, float)):
-            return None
-        return f"{self.objective * scale:.4g} {unit}"
-
-    def host_saved_bound(self) -> float:
-        """Most bytes per sample that autograd on the host may save under this plan.
-
-        The prediction counts activations at the device's ``activation_bits``; the host keeps
-        float32 (masks are one bit on both), so at most ``32 / activation_bits`` times as much.
-        A measurement above this bound means something the cost model does not see.
-        """
-        return self.predicted.saved_bytes / self.batch_size * 32 / self.device.bits.activation
-
-    def channels(self) -> dict[str, int]:
-        """Input channels trained per updated layer (weights)."""
-        return {layer.name: layer.channels for layer in self.layers if layer.channels > 0}
-
-    def updated(self) -> list[LayerPlan]:
-        """The layers that train a weight or a bias."""
-        return [layer for layer in self.layers if layer.update != "none"]
-
-    def trained_fraction(self) -> float:
-        """Fraction of the model's plannable weights trained at any one time."""
-        total = trained = 0.0
-        for layer in self.layers:
-            elements = _elements(layer.weight_shape)
-            total += elements
-            trained += elements * layer.channels / layer.total_channels
-        return trained / total if total else 0.0
+class Plan(PlanRecord):
+    """A solved plan: its data (``PlanRecord``), its file (``save``, ``load``), its check
+    against a model and its comparison with another plan."""
 
     def differences(self, other: Plan) -> list[tuple[str, str, str]]:
         """What differs between two plans, as (what, this plan, the other) rows."""
@@ -231,38 +52,18 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain data, in the plan file's layout (``budgetplan.plan.io``)."""
-        # io builds Plans from files, so it imports this module; import it in the call
-        from budgetplan.plan.io import plan_to_dict
-
-        return plan_to_dict(self)
+        return io.plan_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<memory>") -> Plan:
         """A plan from plain data, every field checked (``budgetplan.plan.io``)."""
-        from budgetplan.plan.io import plan_from_dict
-
-        return plan_from_dict(data, source)
+        return io.plan_from_dict(data, source, cls)
 
     def save(self, path: str | Path) -> None:
         """Write the plan as YAML, atomically: the file is either the old one or the new one."""
-        from budgetplan.plan.io import save_plan
-
-        save_plan(self, path)
+        io.save_plan(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         """Read a plan file, checking its schema version and every field."""
-        from budgetplan.plan.io import load_plan
-
-        return load_plan(path)
-
-
-def _elements(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
-
-
-def _dims(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
+        return io.load_plan(path, cls)

@@ -33,7 +33,7 @@ from typing import Any
 from budgetplan.costs.table import CostTable
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import read_yaml
-from budgetplan.plan.names import find_prefix, with_prefix, without_prefix
+from budgetplan.names import find_prefix, with_prefix, without_prefix
 from budgetplan.quoting import quote
 
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from budgetplan.costs.pricing import base_bytes, layer_bytes
+from budgetplan.plan.prediction import Prediction
 
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable, PatchOption
@@ -46,28 +47,6 @@ class Choice:
     @property
     def updates(self) -> bool:
         return self.channels > 0 or self.bias
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Predicted memory (bytes) and compute of one training step."""
-
-    peak_bytes: float
-    peak_at: str  # e.g. "backward at features.16.conv.0"
-    base_bytes: float
-    resident_bytes: float
-    saved_bytes: float
-    training_memory_bytes: float  # resident + saved: the published accounting
-    forward_macs: int
-    backward_macs: int
-    step_seconds: float
-    patch_grid: int = 0  # the leading layers run on a patch_grid × patch_grid grid (0: whole)
-    patch_until: str = ""  # the first layer that runs whole after the patch stage
-    patch_bytes: float = 0.0  # the patch stage's working set: one patch, its outputs, the input
-
-    @property
-    def step_macs(self) -> int:
-        return self.forward_macs + self.backward_macs
 
 
 def backward_macs(costs: CostTable, choices: Mapping[str, Choice], batch_size: int) -> list[int]:

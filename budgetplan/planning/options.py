@@ -18,6 +18,7 @@ from typing import Any
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.enums import EnumStr
 from budgetplan.errors import BudgetPlanError
+from budgetplan.plan.prediction import Accounting
 from budgetplan.units import parse_bytes, parse_seconds
 
 DEFAULT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
@@ -30,14 +31,6 @@ class Utility(EnumStr):
 
     LINEAR = "linear"  # r: a static selection (the default, as the callback trains by default)
     COVERAGE = "coverage"  # 1-(1-r)^E: channels reached at least once in E epochs of resampling
-
-
-class Accounting(EnumStr):
-    """What training memory counts (``training_memory`` caps it, plans report it):
-    budgetplan's count or Sparse Update's (docs/tiny-training.md)."""
-
-    BUDGETPLAN = "budgetplan"
-    SPARSE_UPDATE = "sparse-update"
 
 
 class Solver(EnumStr):

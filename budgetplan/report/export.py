@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from budgetplan.interop.scheme import scheme_to_dict
+from budgetplan.interop.tiny_training import scheme_from_plan
 from budgetplan.plan.model import Plan
-from budgetplan.plan.tiny_training import scheme_from_plan, scheme_to_dict
 from budgetplan.quoting import one_line
 
 EXPORT_FORMATS = ("c-header", "json", "tiny-training")

@@ -25,7 +25,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from budgetplan.costs.trace import Op, trace_model
+from budgetplan.costs.dataflow import Op
+from budgetplan.costs.trace import trace_model
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

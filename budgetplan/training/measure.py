@@ -40,7 +40,7 @@ from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.enums import EnumStr
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import data_text, write_atomic
-from budgetplan.plan.names import without_prefix
+from budgetplan.names import without_prefix
 from budgetplan.planning.importance import ENERGY_UNIT, TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.training.batches import first_batch
 from budgetplan.training.channels import channel_norms

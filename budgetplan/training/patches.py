@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from budgetplan.costs.dataflow import Op, Trace, Window
 from budgetplan.costs.patches import Interval, PatchRegions, largest_regions, needed, patch_regions, reach
-from budgetplan.costs.trace import _SKIP_NAMES, Op, Trace, Window, _normalise, _tensors, trace_model
+from budgetplan.costs.trace import _SKIP_NAMES, _normalise, _tensors, trace_model
 from budgetplan.errors import ModelError
 
 

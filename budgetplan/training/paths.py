@@ -18,9 +18,9 @@ from torch import nn
 
 from budgetplan.costs.layers import plannable_layers
 from budgetplan.errors import ModelError, PlanError
+from budgetplan.names import candidate_prefixes
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
-from budgetplan.plan.names import candidate_prefixes
 
 
 def plan_prefix(plan: Plan, module: nn.Module) -> str:

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from budgetplan import ModelError, layer_costs, load_device
+from budgetplan.costs.pricing import model_bytes
 from budgetplan.zoo.models import build_model
 
 
@@ -87,8 +88,8 @@ def test_linear_head(small):
 def test_model_bytes_fold_batchnorm(small):
     weights = 3 * 8 * 9 + 8 * 9 + 16 * 4 + 16 * 5
     biases = 8 + 16 + 5
-    assert small.model_bytes(load_device("cortex-m7")) == weights + 4 * biases
-    assert small.model_bytes(load_device("raspberry-pi-4")) == 4 * (weights + biases)
+    assert model_bytes(small, load_device("cortex-m7")) == weights + 4 * biases
+    assert model_bytes(small, load_device("raspberry-pi-4")) == 4 * (weights + biases)
 
 
 def test_inplace_depthwise_executor_shrinks_the_buffer():

@@ -3,6 +3,7 @@
 import pytest
 
 from budgetplan import InfeasibleError, PlannerOptions
+from budgetplan.costs.pricing import model_bytes
 from budgetplan.device.profile import shipped_devices
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.memory import base_bytes, layer_bytes
@@ -28,7 +29,7 @@ def test_every_profile_solves(device, default_costs_by_executor):
     assert plan.status == "optimal"
     assert plan.predicted.peak_bytes <= device.budget
     assert plan.layers[-1].channels == costs.layers[-1].in_channels
-    assert costs.model_bytes(device) <= device.flash
+    assert model_bytes(costs, device) <= device.flash
     if whole_floor(costs, device) > device.budget:
         # the small boards fit only because the leading layers run in patches
         assert device.executor == "patch"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from budgetplan.device.profile import load_device
-from budgetplan.plan.tiny_training import choices_from_scheme, load_scheme
+from budgetplan.interop.scheme import load_scheme
+from budgetplan.interop.tiny_training import choices_from_scheme
 from budgetplan.planning.ilp import OPTIMALITY_GAP
 from budgetplan.planning.importance import Importance, prior_importance
 from budgetplan.planning.memory import Choice

@@ -10,20 +10,16 @@ import yaml
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 from budgetplan.errors import PlanError
-from budgetplan.plan.model import Plan
-from budgetplan.plan.tiny_training import (
-    ACCEPTED_KEYS,
-    Scheme,
+from budgetplan.interop.scheme import ACCEPTED_KEYS, Scheme, load_scheme, scheme_from_dict, scheme_to_dict
+from budgetplan.interop.tiny_training import (
     choices_from_scheme,
     convolutions,
     export_ratio,
-    load_scheme,
     normalised,
     plan_from_scheme,
-    scheme_from_dict,
     scheme_from_plan,
-    scheme_to_dict,
 )
+from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_from_choices
 from budgetplan.planning.importance import prior_importance
 from budgetplan.planning.memory import Choice, predict

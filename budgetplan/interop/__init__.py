@@ -1,0 +1,1 @@
+"""Plans to and from other on-device training tools (tiny-training's backward_config)."""
