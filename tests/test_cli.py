@@ -1,6 +1,7 @@
 """The command line end to end, in fresh processes, as a user runs it."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -386,3 +387,18 @@ def test_export_refuses_a_plan_no_scheme_expresses(tmp_path):
     result = run_cli("export", str(out), "--format", "tiny-training", "--out", str(target))
     _clean_failure(result, "convolution 0 (features.0.0) trains its bias", "the last n")
     assert target.read_text() == "old\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["devices", "validate {profile}", "show {plan}", "compare {plan} {plan}"])
+def test_commands_on_files_alone_import_no_torch(tmp_path, command):
+    plan = tmp_path / "plan.yaml"
+    assert run_cli("solve", "--budget", "300KB", "--out", str(plan)).returncode == 0
+    args = command.format(profile=profiles_dir() / "cortex-m7.yaml", plan=plan).split()
+    script = (
+        "import sys\nfrom budgetplan import cli\n"
+        f"code = cli.main({args!r})\n"
+        "assert code == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

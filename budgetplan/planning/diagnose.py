@@ -15,7 +15,8 @@ from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile, Executor
 from budgetplan.errors import InfeasibleError
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL
-from budgetplan.planning.ilp import Goal, Program
+from budgetplan.planning.goal import Goal
+from budgetplan.planning.ilp import Program
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.trainable import Trainable, trainable_layers
 from budgetplan.units import format_bytes

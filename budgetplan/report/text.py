@@ -52,8 +52,30 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
     frozen = len(plan.layers) - len(plan.updated())
     out.append(f"{len(plan.updated())} of {len(plan.layers)} layers updated, {frozen} frozen.")
     out.append("")
+    out += _memory_lines(plan)
+    p, dev = plan.predicted, plan.device
+    latency = f", limit {plan.max_step_latency:g} s" if plan.max_step_latency else ""
+    out.append(
+        f"compute   {format_count(p.forward_macs)} forward + {format_count(p.backward_macs)} backward MACs "
+        f"per step: {p.step_seconds:.3g} s at {format_count(dev.macs_per_second)} MAC/s{latency}"
+    )
+    if plan.status == "imported":
+        out += _scheme_lines(plan)
+    else:
+        out.append(
+            f"solver    {plan.solver} {plan.status} (gap {plan.optimality_gap:g}) in {plan.solve_seconds:.2f} s; "
+            f"objective {plan.objective:.4f}" + (f" = {unit}" if (unit := plan.objective_in_unit()) else "")
+        )
+    out.append(f"importance {plan.importance_source}")
+    out.append(f"accounting {plan.accounting}")
+    return "\n".join(out)
+
+
+def _memory_lines(plan: Plan) -> list[str]:
+    """Peak and training memory against the budget, the patch stage, where the model lives."""
     p, dev = plan.predicted, plan.device
     share = 100 * p.peak_bytes / plan.budget_bytes
+    out: list[str] = []
     out.append(
         f"memory    peak {format_bytes(p.peak_bytes)} of {format_bytes(plan.budget_bytes)} budget "
         f"({share:.1f}%; {p.peak_at})"
@@ -76,21 +98,7 @@ def render_plan(plan: Plan, all_layers: bool = False) -> str:
     out.append(
         f"          frozen model {where}; device: {format_bytes(dev.sram)} SRAM, {format_bytes(dev.flash)} flash"
     )
-    latency = f", limit {plan.max_step_latency:g} s" if plan.max_step_latency else ""
-    out.append(
-        f"compute   {format_count(p.forward_macs)} forward + {format_count(p.backward_macs)} backward MACs "
-        f"per step: {p.step_seconds:.3g} s at {format_count(dev.macs_per_second)} MAC/s{latency}"
-    )
-    if plan.status == "imported":
-        out += _scheme_lines(plan)
-    else:
-        out.append(
-            f"solver    {plan.solver} {plan.status} (gap {plan.optimality_gap:g}) in {plan.solve_seconds:.2f} s; "
-            f"objective {plan.objective:.4f}" + (f" = {unit}" if (unit := plan.objective_in_unit()) else "")
-        )
-    out.append(f"importance {plan.importance_source}")
-    out.append(f"accounting {plan.accounting}")
-    return "\n".join(out)
+    return out
 
 
 def _sparse_update_line(plan: Plan) -> str:

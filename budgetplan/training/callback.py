@@ -60,7 +60,7 @@ from budgetplan.planning.options import planner_options
 from budgetplan.strategies import get_strategy
 from budgetplan.strategies.base import Resample
 from budgetplan.training.batches import batch_size_of
-from budgetplan.training.checks import batch_warning, saved_warning
+from budgetplan.training.checks import batch_warning
 from budgetplan.training.clipping import clip_relative
 from budgetplan.training.freezing import batch_norms, keep_in_eval, train_only
 from budgetplan.training.guard import SelectionGuard
@@ -70,12 +70,14 @@ from budgetplan.training.meter import SavedTensorMeter
 from budgetplan.training.patches import PatchedForward
 from budgetplan.training.paths import PathCheck, plan_prefix
 from budgetplan.training.plan_source import PlanSource, check_given, example_input
+from budgetplan.training.report import FitReport
+from budgetplan.training.resume import Resumable
 from budgetplan.training.samplers import draw_seed, get_sampler
 from budgetplan.training.selection import ChannelSelection
 from budgetplan.training.state import FitState
 
 
-class BudgetPlanCallback(Callback):
+class BudgetPlanCallback(Resumable, FitReport, Callback):
     """Train only what a budget plan allows, with a memory-lean backward.
 
     Args:
@@ -94,19 +96,12 @@ class BudgetPlanCallback(Callback):
             (``budgetplan.training.samplers``; default: the strategy's).
         example_input: a batch to trace the model with when solving.
         importance: importance YAML file for solving, an ``Importance``, ``"shipped"`` (the
-            table shipped for the model), ``"prior"`` (the no-data prior) or ``"measured"``.
-            By default: where a gradient-energy table ships for the network (ImageNet
-            MobileNetV2, matched by layer name), the plan of that table or the plan of
-            gradient energy measured on the training data, whichever reaches the lower
-            held-out loss in a 48-step trial fine-tune of each on the measurement batches
-            (``budgetplan.training.trials``; the plan's ``importance_source`` says which,
-            and both losses; the parameters and the random states are put back); else
-            measured at setup, the importance measure of every layer's input channels and
-            bias over ``importance_batches`` training batches drawn by ``seed``
-            (``training_step``'s loss, norms frozen, nothing updated;
-            ``budgetplan.training.measure``), logged;
-            when that fails, a warning and the no-data prior. ``"measured"`` always
-            measures and makes a failure an error.
+            table shipped for the model), ``"prior"`` (the no-data prior) or ``"measured"``
+            (on ``importance_batches`` training batches drawn by ``seed``). By default: where
+            a table ships for the network, its plan or the plan of importance measured on the
+            training data, whichever a short trial fine-tune prefers
+            (``budgetplan.training.trials``); else measured, falling back to the prior with a
+            warning (docs/importance.md).
         importance_batches: batches measured at setup (0: never measure by default).
         importance_measure: ``"energy"``, ``"rgn"`` (TraDy's reweighted gradient norm) or
             ``"contribution"`` (Sparse Update's contribution analysis,
@@ -251,41 +246,13 @@ class BudgetPlanCallback(Callback):
             layers = self._channels.layers.items()
             clip_relative([layer.weight for name, layer in layers if name != self._fit.classifier], self.clip_ratio)
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._close_forward()
-        if self.saved_bytes_per_sample is not None:
-            measured, size = self.saved_bytes_per_sample, self._fit.batch_size
-            pl_module.log("budgetplan/saved_bytes_per_sample", measured, on_step=True, prog_bar=True, batch_size=size)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert self.plan is not None
-        metrics = {
-            "budgetplan/predicted_bytes": float(self.plan.predicted.peak_bytes),
-            "budgetplan/budget_bytes": float(self.plan.budget_bytes),
-            "budgetplan/trained_fraction": self.trained_fraction(),
-            "budgetplan/coverage": self.coverage(),
-        }
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True)
-
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._close_forward()
-        self._guard.detach()
-        self._patch_stage.close()
+        self.teardown(trainer, pl_module, "fit")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._close_forward()
         self._guard.detach()
         self._patch_stage.close()
-
-    def _close_forward(self) -> None:
-        measured = self._fit.close_forward()
-        if measured is None:
-            return
-        self.saved_bytes_per_sample = measured
-        if self.plan is not None and not self.strategy.dense and "saved" not in self._fit.warned:
-            self._fit.warn_once("saved", saved_warning(self.plan, measured))
 
     # --- channel draws -------------------------------------------------------------------
 
@@ -300,38 +267,3 @@ class BudgetPlanCallback(Callback):
     def selection(self) -> dict[str, Tensor]:
         """Layer name -> the input channels it trains now (the lean backward reads this dict)."""
         return self._channels.current
-
-    def trained_fraction(self) -> float:
-        """Fraction of the trained layers' weights trained under the current selection."""
-        return 1.0 if self.strategy.dense else self._channels.trained_fraction()
-
-    def coverage(self) -> float:
-        """Fraction of the trained layers' input channels trained at least once so far."""
-        return 1.0 if self.strategy.dense else self._channels.coverage()
-
-    # --- checkpoints ---------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "strategy": self.strategy.name,
-            "resample": self.resample.value,
-            "sampler": self.sampler,
-            "drawn_at": self._fit.drawn_at,
-            **self._channels.state_dict(),
-            "plan": self.plan.to_dict() if self.plan is not None else None,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.seed = state_dict["seed"]
-        self._fit.restored = state_dict
-        if self._channels.layers:
-            self._restore()
-
-    def _restore(self) -> None:
-        state, self._fit.restored = self._fit.restored, None
-        assert state is not None
-        self._fit.drawn_at = (state["drawn_at"][0], state["drawn_at"][1]) if state["drawn_at"] is not None else None
-        if self._fit.draws_plan and state["plan"] is not None:
-            self.plan = Plan.from_dict(state["plan"], source="the checkpoint")  # this draw's plan
-        self._channels.load_state_dict(state)

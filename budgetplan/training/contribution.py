@@ -22,13 +22,13 @@ parameters and puts them back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from budgetplan.costs.layers import plannable_layers
-from budgetplan.costs.table import CostTable
+from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.errors import BudgetPlanError
 from budgetplan.planning.importance import Importance
 from budgetplan.planning.objective import bias_order
@@ -50,6 +50,40 @@ def _monotone(values: dict[Any, float]) -> dict[Any, float]:
         best = max(best, values[key])
         out[key] = best
     return out
+
+
+def _depth_shares(depth_value: dict[int, float], order: list[str]) -> dict[str, float]:
+    """Per-layer shares of the bias depth curve, for rankings: each step of depth split
+    evenly over the layers it adds."""
+    shares: dict[str, float] = {}
+    previous_k, previous = 0, 0.0
+    for k, value in depth_value.items():
+        for name in order[previous_k:k]:
+            shares[name] = (value - previous) / (k - previous_k)
+        previous_k, previous = k, value
+    return shares
+
+
+def _weight_curves(
+    trials: Trials,
+    baseline: Trial,
+    base: float,
+    layers: Sequence[LayerCost],
+    weights: Mapping[str, nn.Parameter],
+    ratios: tuple[float, ...],
+) -> dict[str, dict[float, float]]:
+    """The held-out gain of training each layer's top-norm channels at each ratio, beside the baseline."""
+    curves: dict[str, dict[float, float]] = {}
+    for layer in layers:
+        weight = weights[layer.name]
+        norms = channel_norms(weight, layer.in_channels, layer.groups)
+        gains = {}
+        for ratio in ratios:
+            count = min(layer.in_channels, max(1, round(ratio * layer.in_channels)))
+            mask = weight_mask(weight.shape, norms.topk(count).indices, layer.groups).to(weight.dtype)
+            gains[ratio] = base - trials.run([*baseline, (weight, mask)])
+        curves[layer.name] = _monotone(gains)
+    return curves
 
 
 def contributions_on_batches(
@@ -79,14 +113,11 @@ def contributions_on_batches(
             f"contribution analysis needs more than {held_out} batches of {data_name} "
             f"({held_out} are held out), got {len(batches)}"
         )
-    layers = plannable_layers(module)
-    params = dict(module.named_parameters())
-    head = costs.layers[-1]
-    order = bias_order(costs)
+    layers, params = plannable_layers(module), dict(module.named_parameters())
+    head, order = costs.layers[-1], bias_order(costs)
 
     def bias(name: str) -> list[tuple[nn.Parameter, Tensor | None]]:
-        param = costs.layer(name).bias_param
-        found = params.get(prefix + param) if param else None
+        found = params.get(prefix + param) if (param := costs.layer(name).bias_param) else None
         return [(found, None)] if found is not None else []
 
     baseline: Trial = [(layers[prefix + head.name].weight, None), *bias(head.name)]
@@ -99,24 +130,11 @@ def contributions_on_batches(
             for k in sorted({min(k, len(order)) for k in depths if k >= 1})
             if order
         }
-        curves: dict[str, dict[float, float]] = {}
-        for layer in costs.layers[:-1][-candidates:] if candidates else []:
-            weight = layers[prefix + layer.name].weight
-            norms = channel_norms(weight, layer.in_channels, layer.groups)
-            gains = {}
-            for ratio in ratios:
-                count = min(layer.in_channels, max(1, round(ratio * layer.in_channels)))
-                mask = weight_mask(weight.shape, norms.topk(count).indices, layer.groups).to(weight.dtype)
-                gains[ratio] = base - trials.run([*baseline, (weight, mask)])
-            curves[layer.name] = _monotone(gains)
+        tried = costs.layers[:-1][-candidates:] if candidates else []
+        weights = {layer.name: layers[prefix + layer.name].weight for layer in tried}
+        curves = _weight_curves(trials, baseline, base, tried, weights, ratios)
     depth_value = _monotone(bias_gain)
-    # per-layer shares of the depth curve, for rankings: each step of depth split over its layers
-    shares: dict[str, float] = {}
-    previous_k, previous = 0, 0.0
-    for k, value in depth_value.items():
-        for name in order[previous_k:k]:
-            shares[name] = (value - previous) / (k - previous_k)
-        previous_k, previous = k, value
+    shares = _depth_shares(depth_value, order)
     source = (
         f"measured: contribution analysis (Sparse Update), {len(curves)} layers x {len(ratios)} ratios and "
         f"{len(depth_value)} bias depths, {steps}-step trials on {len(batches) - held_out} batches of {data_name}, "
