@@ -3,9 +3,11 @@
 import importlib.util
 import sys
 
+import pytest
+
 from budgetplan.files import PLOT_FORMATS, output_file
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 
 def _script(name: str):
@@ -20,6 +22,7 @@ accuracy = _script("accuracy")
 digits = sys.modules["digits"]  # the examples' module, which the benchmark imports
 
 
+@pytest.mark.slow
 def test_the_rate_is_chosen_on_a_split_of_the_training_images_only():
     data = digits.DigitsData(16, 8, 0, "mnist", 32, 0.8, 100, tune=True)
     data.setup("fit")

@@ -112,6 +112,7 @@ def test_a_huge_file_or_endless_stream_is_refused_after_a_bounded_read(tmp_path)
         read_yaml("/dev/zero", "importance file")
 
 
+@pytest.mark.slow
 def test_json_numbers_in_exponent_form_are_numbers(tmp_path, plan_file):
     data = yaml.safe_load(plan_file.read_text())
     data["layers"][-1]["importance"] = 5e-05
@@ -123,6 +124,7 @@ def test_json_numbers_in_exponent_form_are_numbers(tmp_path, plan_file):
     assert cli.main(["show", str(path)]) == 0
 
 
+@pytest.mark.slow
 def test_a_plan_named_json_is_written_as_json(tmp_path, capsys):
     path = tmp_path / "plan.json"
     assert cli.main(["solve", "--budget", "300KB", "--out", str(path)]) == 0
@@ -228,6 +230,7 @@ def _full_disk(monkeypatch: pytest.MonkeyPatch, folder: Path, after: int = 0) ->
     monkeypatch.setattr(os, "write", write)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "name"),
     [

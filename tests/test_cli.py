@@ -10,7 +10,7 @@ import yaml
 
 from budgetplan.device.profile import profiles_dir
 
-from .conftest import run_cli
+from .helpers.cli import run_cli
 
 
 def _clean_failure(result, *words):
@@ -24,6 +24,7 @@ def _clean_failure(result, *words):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_solve_default_table():
     result = run_cli("solve", "--device", "cortex-m7")
     assert result.returncode == 0, result.stderr
@@ -34,6 +35,7 @@ def test_solve_default_table():
     assert "HiGHS optimal" in out
 
 
+@pytest.mark.slow
 def test_solve_json_and_plan_file(tmp_path):
     out = tmp_path / "plan.yaml"
     result = run_cli("solve", "--device", "stm32f746", "--budget", "300KB", "--out", str(out), "--format", "json")
@@ -75,6 +77,7 @@ def test_small_boards_train_with_a_patch_stage(device):
     assert data["predicted"]["patch_grid"] > 1 and data["device_profile"]["executor"] == "patch"
 
 
+@pytest.mark.slow
 def test_infeasible_names_what_would_fit():
     """Run whole, rp2040's budget is too small: the message gives the smallest budget as
     it is, with a patch stage, and at a smaller input."""
@@ -88,6 +91,7 @@ def test_infeasible_names_what_would_fit():
     assert run_cli("solve", "--device", "rp2040", "--executor", "bogus").returncode == 2
 
 
+@pytest.mark.slow
 def test_budget_beyond_the_device_is_flagged():
     result = run_cli("solve", "--budget", "1MB")
     assert result.returncode == 0, result.stderr
@@ -174,6 +178,7 @@ def test_bad_flag_value():
     assert "--budget" in result.stderr
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "budgetplan"
     assert script.exists()
@@ -228,6 +233,7 @@ def _json_commands(tmp: Path) -> list[list[str]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_every_command_prints_parseable_data_in_process(tmp_path, capfd, fmt):
     from budgetplan import cli
@@ -242,6 +248,7 @@ def test_every_command_prints_parseable_data_in_process(tmp_path, capfd, fmt):
         assert (json.loads(out) if fmt == "json" or args[0] == "export" else yaml.safe_load(out)) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(8))
 def test_every_command_prints_parseable_json_through_the_console_script(tmp_path, index):
     """Fresh processes: a solver announces itself once per process, so only they can show it."""
@@ -331,6 +338,7 @@ def test_import_scheme_json_under_the_sparse_update_accounting(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_solve_with_the_sparse_update_accounting_prints_json(tmp_path):
     out = tmp_path / "plan.yaml"
     result = run_cli("solve", "--accounting", "sparse-update", "--format", "json", "--out", str(out))
@@ -343,6 +351,7 @@ def test_solve_with_the_sparse_update_accounting_prints_json(tmp_path):
     assert "the training memory this plan reports" in table and "training memory reported as Sparse Update" in table
 
 
+@pytest.mark.slow
 def test_the_cap_holds_the_accounting_it_names():
     """At a 99 KB cap, each accounting's figure is within it, and the two plans differ."""
     plans = {}

@@ -3,13 +3,15 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from budgetplan import Plan
 
-from .conftest import REPO, run_script
+from .helpers.cli import REPO, run_script
 
 
+@pytest.mark.slow
 def test_plan_custom_model(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / "plan_custom_model.py"), "--out", str(tmp_path)],
@@ -33,6 +35,7 @@ def _run(*args, timeout=600):
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_lightning_cli_recipe(tmp_path):
     out = _run(
         "examples/cli.py", "fit", "--config", "examples/config.yaml", "--trainer.default_root_dir", str(tmp_path),
@@ -44,6 +47,7 @@ def test_lightning_cli_recipe(tmp_path):
     assert "budgetplan.BudgetPlanCallback" in (tmp_path / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_finetune_digits_example(capsys):
     code, out = run_script(capsys, "examples/finetune_digits.py", "--epochs", "1", "--limit-batches", "2")
     assert code == 0, out[-3000:]
@@ -53,6 +57,7 @@ def test_finetune_digits_example(capsys):
     assert "for dense fine-tuning" in out
 
 
+@pytest.mark.slow
 def test_finetune_transformer_example(capsys):
     code, out = run_script(
         capsys, "examples/finetune_transformer.py", "--epochs", "1", "--pretrain-epochs", "1", "--limit-batches", "2"
@@ -78,6 +83,7 @@ def _image_folder(root, classes=("cat", "dog"), per_split=(4, 2)):
                 Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_compare_strategies_on_an_image_folder(tmp_path, capsys):
     _image_folder(tmp_path)
     code, out = run_script(

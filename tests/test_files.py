@@ -55,6 +55,7 @@ def test_outputs_that_cannot_be_written_fail_before_solving(tmp_path, capsys, ou
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
+@pytest.mark.slow
 def test_a_plot_into_a_missing_folder_fails_cleanly(tmp_path, capsys):
     plan = tmp_path / "plan.yaml"
     assert cli.main(["solve", "--out", str(plan)]) == 0

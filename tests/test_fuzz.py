@@ -97,6 +97,7 @@ def profile_texts(draw: st.DrawFn) -> str:
     return text
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=15)  # each one a solve
 @given(profile=profile_texts(), budget=st.one_of(st.none(), sizes, junk.map(str)))
 @example(profile=yaml.safe_dump(base_profile()), budget=None).via("the valid profile plans")
@@ -153,6 +154,7 @@ def plan_edits(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 @SETTINGS
 @given(data=st.data())
@@ -241,6 +243,7 @@ def test_generated_yaml_structures_are_read_or_refused_in_one_line(capsys, plan_
 # --- plots: any name, a picture of the named format or one line ---------------------------
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=20)
 @given(
     name=st.one_of(
@@ -271,6 +274,7 @@ def test_generated_plot_names(capsys, plan_data, name):
 # --- a disk that fills up at any byte ------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=20)
 @given(
     after=st.integers(0, 200_000),

@@ -9,7 +9,7 @@ import pytest
 
 from budgetplan.device.profile import profiles_dir
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 
 from budgetplan import cli
 
-from .conftest import REPO, run_cli_process, run_script
+from .helpers.cli import REPO, run_cli_process, run_script
 
 README = (REPO / "README.md").read_text()
 SETUP = (
@@ -133,6 +133,7 @@ def test_the_readme_shows_the_commands():
     assert {"plan.yaml", "plan.png", "pi.yaml", "sweep.png", "plan.h"} <= written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", budgetplan_commands())
 def test_budgetplan_command_runs(command, readme_dir, monkeypatch, capsys):
     """Each command in a shared folder; the files it reads are made first by the command
@@ -156,6 +157,7 @@ def test_shown_output_is_what_it_prints(capsys):
         assert _run_in_process(command, capsys)[1].strip() == shown.strip(), command
 
 
+@pytest.mark.slow
 def test_quick_start_output_is_current():
     """In a fresh process, as a user runs it."""
     block = README.split("What `budgetplan solve --device cortex-m7` prints")[1].split("```text\n")[1].split("```")[0]
@@ -166,6 +168,7 @@ def test_quick_start_output_is_current():
         assert line in out.splitlines(), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(set(inline_commands("python"))))
 def test_python_commands(command, capsys):
     assert command in PYTHON, f"README names {command!r}: add a quick run of it here"

@@ -15,7 +15,7 @@ from budgetplan.report.export import c_header, plan_table
 from budgetplan.report.plots import memory_timeline
 from budgetplan.zoo.models import build_model
 
-from .conftest import run_cli
+from .helpers.cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,7 @@ def test_parse_budgets():
             parse_budgets(bad)
 
 
+@pytest.mark.slow
 def test_sweep_rows(default_setup):
     _, _, device, costs = default_setup
     rows = sweep(costs, device, parse_budgets("64KB:512KB:4"))
@@ -101,6 +102,7 @@ def test_sweep_rows(default_setup):
     assert all(0 < r.trained_fraction <= 1 for r in feasible)
 
 
+@pytest.mark.slow
 def test_sweep_command(tmp_path):
     png = tmp_path / "sweep.png"
     result = run_cli("sweep", "--budgets", "64KB,400KB", "--plot", str(png), "--format", "json")
@@ -111,6 +113,7 @@ def test_sweep_command(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_memory_timeline_peaks_at_the_prediction(plans):
     from budgetplan import Plan
 
@@ -122,6 +125,7 @@ def test_memory_timeline_peaks_at_the_prediction(plans):
         assert max(totals) == pytest.approx(plan.predicted.peak_bytes)
 
 
+@pytest.mark.slow
 def test_show_plot(tmp_path, plans):
     png = tmp_path / "plan.png"
     result = run_cli("show", str(plans[0]), "--plot", str(png))
@@ -139,6 +143,7 @@ def test_compare(plans):
     assert same.stdout.strip() == "the two plans are the same"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_c_header_compiles_and_holds_the_plan(tmp_path, plans):
     from budgetplan import Plan

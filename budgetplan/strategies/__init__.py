@@ -1,6 +1,14 @@
-"""Training strategies by name: one class each, in one registry (``STRATEGIES``)."""
+"""Training strategies by name: one class per module of this package, each registering
+itself (``register_strategy``) in one registry (``STRATEGIES``), the default first.
 
-from budgetplan.strategies import builtin as _builtin  # registers the shipped strategies
+A new strategy is one new module here: it is imported, and so registered, with the
+package. ``strategy_table()`` writes the table of them all (the README's is checked
+against it).
+"""
+
+import importlib
+import pkgutil
+
 from budgetplan.strategies.base import (
     STRATEGIES,
     Draw,
@@ -10,7 +18,12 @@ from budgetplan.strategies.base import (
     Training,
     get_strategy,
     register_strategy,
+    strategy_table,
 )
+
+DEFAULT = "default"  # the module of the default strategy, registered first
+for _module in [DEFAULT, *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in (DEFAULT, "base"))]:
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "STRATEGIES",
@@ -21,5 +34,5 @@ __all__ = [
     "Training",
     "get_strategy",
     "register_strategy",
+    "strategy_table",
 ]
-del _builtin

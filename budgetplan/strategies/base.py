@@ -4,7 +4,8 @@ Every budgeted strategy is held to the same limits (budget, training-memory cap,
 latency) with the same memory model (``budgetplan.planning.memory``, docs/cost-model.md);
 strategies differ in which layers train and how the input channels inside them are chosen
 (docs/training.md). A new strategy is one subclass with a ``name``, registered with
-``register_strategy``::
+``register_strategy``, in a module of its own (``budgetplan/strategies/``, imported with
+the package) or anywhere the user imports it::
 
     @register_strategy
     class LastLayers(Strategy):
@@ -121,6 +122,11 @@ class Strategy:
     # the training data, and train the better (training/plan_source.py, docs/importance.md)
     tries_importances: ClassVar[bool] = False
     source: ClassVar[str] = ""
+    # what the strategies' table says of it (``strategy_table``): which layers train, which
+    # of their input channels and when they change, and how its memory is held to the budget
+    layers: ClassVar[str] = ""
+    channels: ClassVar[str] = ""
+    memory: ClassVar[str] = ""
 
     def planner_overrides(self, costs: CostTable) -> dict[str, Any]:
         """``PlannerOptions`` fields this strategy sets for ``costs``."""
@@ -144,3 +150,12 @@ STRATEGIES: Registry[Strategy] = Registry(
 )
 register_strategy = STRATEGIES.register  # class decorator: a strategy available by its name
 get_strategy = STRATEGIES.create  # a new strategy by name, or a clear error listing the known ones
+
+
+def strategy_table() -> str:
+    """The registered strategies as a Markdown table: name, layers, channels, memory."""
+    rows = ["| strategy | layers | channels | memory accounting |", "| --- | --- | --- | --- |"]
+    for i, (name, cls) in enumerate(STRATEGIES.items()):
+        label = f"`{name}`" + (" (default)" if i == 0 else "")
+        rows.append(f"| {label} | {cls.layers} | {cls.channels} | {cls.memory} |")
+    return "\n".join(rows)

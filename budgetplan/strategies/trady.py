@@ -15,10 +15,11 @@ from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.solve import Solution, fits_with_stage, patch_stage
-from budgetplan.strategies.base import Draw, LayerToTrain, Strategy, Training
+from budgetplan.strategies.base import Draw, LayerToTrain, Strategy, Training, register_strategy
 from budgetplan.units import format_bytes
 
 
+@register_strategy
 class TraDy(Strategy):
     """The fewest layers holding 97% of the cumulative importance (top-K), then input
     channels drawn uniformly at random across those layers, one by one, until the next
@@ -27,6 +28,9 @@ class TraDy(Strategy):
     with the memory model before it is used (docs/planner.md)."""
 
     name = "trady"
+    layers = "top-K holding 97% of importance (TraDy, Quélennec et al. 2026) + classifier"
+    channels = "uniform across those layers, one by one until the next breaks a limit; every epoch"
+    memory = "each epoch's draw checked by the memory model before use"
     planned = False
     measure = "rgn"  # its own score ranks its layers
     source = "Quélennec et al., ICLR 2026"

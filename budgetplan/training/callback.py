@@ -88,9 +88,8 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
             ``example_input_array``, or the first training batch, in that order.
         budget: memory budget for solving, e.g. ``"256KB"`` (default: the device's).
         seed: seed of the channel draws.
-        strategy: ``"budgetplan"`` (default), ``"trady"``, ``"gradient"``,
-            ``"dynamic-gradient"``, ``"sparse-update"``, ``"classifier"``, ``"bias"`` or
-            ``"full"``; sources and memory accounting in ``budgetplan.strategies.builtin``.
+        strategy: a registered strategy's name: ``"budgetplan"`` (default), ``"trady"``,
+            ``"sparse-update"``, ``"bias"``, ... (``budgetplan.strategies.strategy_table()``).
         resample: ``"epoch"``, ``"step"`` or ``"never"`` (default: the strategy's).
         sampler: ``"uniform"``, ``"gradient"``, ``"magnitude"`` or ``"largest"``
             (``budgetplan.training.samplers``; default: the strategy's).

@@ -8,7 +8,7 @@ from torch import nn
 from budgetplan import layer_costs, load_device
 from budgetplan.planning.memory import Choice, predict
 
-from ..transformer_helpers import lean_saved_bytes, small_lm, small_vit, stock_saved_bytes
+from ..helpers.tiny_transformers import lean_saved_bytes, small_lm, small_vit, stock_saved_bytes
 
 MODELS = {"vit": small_vit, "lm": small_lm}
 BLOCKS = {"vit": "encoder.layers.encoder_layer_{}.self_attention", "lm": "encoder.layers.{}.self_attn"}

@@ -8,7 +8,7 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.costs.patches import largest_regions, local_end, patch_regions
 from budgetplan.costs.trace import trace_model
 
-from ..conftest import make_device
+from ..helpers.costs import make_device
 
 
 class Stem(nn.Module):

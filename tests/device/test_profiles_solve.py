@@ -22,6 +22,7 @@ def whole_floor(costs, device):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", shipped_devices(), ids=lambda d: d.name)
 def test_every_profile_solves(device, default_costs_by_executor):
     costs = default_costs_by_executor[device.executor]
@@ -38,6 +39,7 @@ def test_every_profile_solves(device, default_costs_by_executor):
         assert costs.layer(plan.predicted.patch_until).index <= first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget_kb", [96, 128])
 def test_cortex_m7_below_its_budget(budget_kb, default_costs_by_executor):
     device = next(d for d in shipped_devices() if d.name == "cortex-m7")

@@ -27,7 +27,7 @@ from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.solve import Solution
 from budgetplan.report.export import tiny_training_config
 
-from ..conftest import REPO
+from ..helpers.cli import REPO
 
 # compilation/mcu_ir_gen.py of mit-han-lab/tiny-training (Lin et al. 2022), MobileNetV2-w0.35 at 128 px
 PUBLISHED = {

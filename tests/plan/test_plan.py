@@ -17,6 +17,7 @@ def plan_and_model():
     return plan, model
 
 
+@pytest.mark.slow
 def test_round_trip(tmp_path, plan_and_model):
     plan, _ = plan_and_model
     path = tmp_path / "plan.yaml"

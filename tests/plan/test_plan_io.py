@@ -68,7 +68,7 @@ def test_training_data_is_held_to_the_plan(tmp_path):
     """Larger samples are refused; a larger batch warns; smaller ones pass (Plan.check_batch)."""
     from budgetplan import BudgetPlanCallback
 
-    from ..lightning_helpers import TinyModule, data, trainer
+    from ..helpers.tiny_modules import TinyModule, data, trainer
 
     big = BudgetPlanCallback(device="raspberry-pi-4", example_input=torch.zeros(1, 3, 4, 4))
     with pytest.raises(PlanError, match=r"solved for inputs of shape 3x4x4, but training gives 3x8x8"):
@@ -92,7 +92,7 @@ def test_an_unknown_option_fails_at_construction():
 def test_saving_more_than_the_plan_allows_is_reported(tmp_path):
     from budgetplan import BudgetPlanCallback
 
-    from ..lightning_helpers import TinyModule, data, trainer
+    from ..helpers.tiny_modules import TinyModule, data, trainer
 
     honest = BudgetPlanCallback(device="raspberry-pi-4", batch_size=8)
     with warnings.catch_warnings():

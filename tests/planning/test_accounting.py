@@ -17,7 +17,7 @@ from budgetplan.planning.memory import Choice
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.solve import Solution
 
-from ..conftest import make_device
+from ..helpers.costs import make_device
 
 
 class Tiny(nn.Module):

@@ -7,7 +7,7 @@ from budgetplan import BudgetPlanError, load_device
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.importance import PRIOR_SOURCE, load_importance, prior_importance
 
-from ..conftest import run_cli
+from ..helpers.cli import run_cli
 
 
 def test_prior_is_the_share_of_trainable_elements(default_costs_by_executor):
@@ -29,6 +29,7 @@ def _write(tmp_path, costs, favourite, source="test scores"):
     return path
 
 
+@pytest.mark.slow
 def test_importance_file_steers_the_plan(tmp_path, default_costs_by_executor):
     costs = default_costs_by_executor["inplace-dw"]
     device = load_device("cortex-m7")

@@ -20,7 +20,7 @@ from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.solve import solve_choices
 from budgetplan.zoo.models import build_model
 
-from ..conftest import make_device, random_costs
+from ..helpers.costs import make_device, random_costs
 
 TOL = 1e-6
 
@@ -180,6 +180,7 @@ def default_model():
     return model, name, torch.zeros(1, 3, 128, 128)
 
 
+@pytest.mark.slow
 def test_default_plan_on_cortex_m7(default_model):
     model, name, example = default_model
     plan = solve(model, example, "cortex-m7", model_name=name)
@@ -210,6 +211,7 @@ def test_equal_plans_are_broken_toward_the_later_layer(solver):
     assert set(solve_choices(costs, device, importance, options).choices) == {"block2"}
 
 
+@pytest.mark.slow
 def test_budget_and_batch_scale_the_plan(default_costs_by_executor):
     costs = default_costs_by_executor["inplace-dw"]
     from budgetplan import load_device
@@ -243,6 +245,7 @@ def test_include_exclude_and_max_layers(default_costs_by_executor):
         plan_from_costs(costs, device, options=PlannerOptions(require=("classifier.1",), exclude=("classifier*",)))
 
 
+@pytest.mark.slow
 def test_training_memory_cap(default_costs_by_executor):
     from budgetplan import load_device
 
@@ -255,6 +258,7 @@ def test_training_memory_cap(default_costs_by_executor):
     assert "published accounting" in capped.accounting and "published" not in free.accounting
 
 
+@pytest.mark.slow
 def test_step_latency_limits_compute(default_costs_by_executor):
     from budgetplan import load_device
 

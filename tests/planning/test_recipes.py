@@ -45,6 +45,7 @@ def random_importance(costs, seed):
     ).normalised()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("importance_seed", [None, 1])
 def test_the_optimum_is_worth_at_least_every_recipe(importance_seed, default_costs_by_executor):
     """With the prior, and with made-up importance (the property holds for any weights)."""

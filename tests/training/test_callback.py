@@ -9,7 +9,7 @@ from budgetplan import BudgetPlanCallback, BudgetPlanError, InfeasibleError, Pla
 from budgetplan.training.channels import weight_mask
 from budgetplan.training.clipping import clip_relative
 
-from ..lightning_helpers import TinyModule, data, partial_plan, trainer
+from ..helpers.tiny_modules import TinyModule, data, partial_plan, trainer
 
 PARTIAL = {"net.features.0": 2, "net.features.3": 3, "net.features.6": 5}
 SHIPPED_STRATEGIES = [
@@ -209,7 +209,7 @@ def test_plan_solved_at_setup_uses_the_example_input():
 def test_plan_file_for_the_bare_network_applies_to_the_module(tmp_path):
     from budgetplan import solve
 
-    from ..lightning_helpers import TinyNet
+    from ..helpers.tiny_modules import TinyNet
 
     path = tmp_path / "plan.yaml"
     solve(TinyNet(), torch.zeros(1, 3, 8, 8), "raspberry-pi-4", model_name="TinyNet").save(path)

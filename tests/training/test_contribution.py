@@ -24,7 +24,7 @@ from budgetplan.planning.solve import fits_with_stage
 from budgetplan.training.contribution import contributions_on_batches
 from budgetplan.training.measure import Measure, MeasuredImportance
 
-from ..lightning_helpers import TinyModule, trainer
+from ..helpers.tiny_modules import TinyModule, trainer
 
 
 def learnable(n: int) -> list:
@@ -131,6 +131,7 @@ def measured_choices():
     return costs, device, importance
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cap", ["40KB", "80KB", "160KB"])
 def test_the_ilp_finds_the_best_scheme_among_the_measured_choices(measured_choices, cap):
     costs, device, importance = measured_choices
@@ -192,8 +193,9 @@ def test_sparse_update_plans_with_its_own_analysis():
     assert {layer.name for layer in plan.layers if layer.channels} <= analysed | {"net.head.1"}
 
 
+@pytest.mark.slow
 def test_contribution_command_plans_among_the_analysed_choices(tmp_path):
-    from ..conftest import run_cli
+    from ..helpers.cli import run_cli
 
     out = tmp_path / "contribution.yaml"
     result = run_cli(

@@ -4,11 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 
+@pytest.mark.slow
 def test_two_ranks_train_the_same_selection(tmp_path):
-    script = Path(__file__).resolve().parent.parent / "ddp_fit.py"
+    script = Path(__file__).resolve().parent.parent / "helpers" / "ddp_fit.py"
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
@@ -20,8 +22,9 @@ def test_two_ranks_train_the_same_selection(tmp_path):
         assert torch.equal(value, ranks[1]["state"][name]), name
 
 
+@pytest.mark.slow
 def test_an_infeasible_budget_stops_every_rank(tmp_path):
-    script = Path(__file__).resolve().parent.parent / "ddp_fit.py"
+    script = Path(__file__).resolve().parent.parent / "helpers" / "ddp_fit.py"
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path), "100B"], capture_output=True, text=True, timeout=600
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -13,7 +15,7 @@ from budgetplan.planning.solve import Solution
 from budgetplan.strategies import STRATEGIES, Draw, LayerToTrain, Strategy, Training, register_strategy
 from budgetplan.training.samplers import SAMPLERS, ChannelSampler, register_sampler
 
-from ..lightning_helpers import TinyModule, data, trainer
+from ..helpers.tiny_modules import TinyModule, data, trainer
 
 
 class LastChannels(ChannelSampler):
@@ -104,3 +106,41 @@ def test_names_are_checked_against_the_registries(registered):
     with pytest.raises(Exception, match="sampler must be one of uniform, gradient, magnitude, largest, test-last"):
         BudgetPlanCallback(sampler="test-first")
     assert isinstance(STRATEGIES["test-pointwise"](), Strategy)
+
+
+@pytest.mark.slow
+def test_a_strategy_module_in_the_package_is_registered_and_listed(tmp_path):
+    """One new file in budgetplan/strategies/ is the whole of a new strategy: it is found with
+    the package, registered after the default, and in the table the README shows."""
+    import shutil
+    import subprocess
+    import sys
+
+    import budgetplan
+
+    copy = tmp_path / "budgetplan"
+    shutil.copytree(Path(budgetplan.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "strategies" / "last_two.py").write_text(
+        "from budgetplan.strategies.base import Strategy, register_strategy\n\n\n"
+        "@register_strategy\n"
+        "class LastTwo(Strategy):\n"
+        '    name = "last-two"\n'
+        '    layers, channels, memory = "the last two layers", "all", "the ILP\'s"\n\n'
+        "    def planner_overrides(self, costs):\n"
+        '        return {"include": tuple(layer.name for layer in costs.layers[-2:]), "ratios": (1.0,)}\n'
+    )
+    script = (
+        "from budgetplan.strategies import STRATEGIES, strategy_table\n"
+        "names = list(STRATEGIES)\n"
+        "assert names[0] == 'budgetplan' and 'last-two' in names, names\n"
+        "assert '| `last-two` | the last two layers | all | the ILP\\'s |' in strategy_table()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_readme_shows_the_registrys_table():
+    from budgetplan.strategies import strategy_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "\n".join("  " + line for line in strategy_table().splitlines()) in readme

@@ -16,7 +16,7 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 from budgetplan.training.fold import find_folds
 
-from ..lightning_helpers import TinyModule, data, trainer
+from ..helpers.tiny_modules import TinyModule, data, trainer
 
 
 def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
@@ -168,6 +168,7 @@ def test_reasons_a_norm_stays() -> None:
     assert folds.pairs == () and folds.left == {"norm": "runs 2 times", "other": "never runs in the forward pass"}
 
 
+@pytest.mark.slow
 def test_folded_and_unfolded_models_get_the_same_plan() -> None:
     """On the device the norm's shift is the folded conv's bias: both paths see one problem."""
     model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10).eval()

@@ -13,7 +13,7 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.importance import load_importance
 
-from ..conftest import run_cli
+from ..helpers.cli import run_cli
 
 
 def small_net():
@@ -83,7 +83,7 @@ def test_measurement_at_setup_changes_nothing():
     modes, statistics and parameters as they were."""
     from budgetplan.training.measure import importance_on_batches
 
-    from ..lightning_helpers import TinyModule, data
+    from ..helpers.tiny_modules import TinyModule, data
 
     module = TinyModule()
     module.net.features[0].weight.requires_grad_(False)
@@ -167,6 +167,7 @@ def test_file_round_trip_and_plan(tmp_path):
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_importance_command(tmp_path):
     out = tmp_path / "importance.yaml"
     result = run_cli(

@@ -44,6 +44,7 @@ def test_patched_forward_equals_the_ordinary_one(request, name, size, split, gri
     assert patched.largest_elements < patched.largest_whole_elements
 
 
+@pytest.mark.slow
 def test_the_plans_patch_stage_runs(mobilenet, default_costs_by_executor):
     from budgetplan.device.profile import load_device
     from budgetplan.planning.assemble import plan_from_costs
@@ -110,7 +111,7 @@ def test_a_fit_with_the_patch_stage_equals_one_without(how):
 
     from budgetplan import BudgetPlanCallback
 
-    from ..lightning_helpers import TinyModule, data, partial_plan, trainer
+    from ..helpers.tiny_modules import TinyModule, data, partial_plan, trainer
 
     plan = partial_plan({"net.features.6": 8})
     staged = dataclasses.replace(

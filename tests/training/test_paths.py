@@ -8,7 +8,7 @@ from torch import nn
 
 from budgetplan import BudgetPlanCallback, ModelError
 
-from ..lightning_helpers import trainer
+from ..helpers.tiny_modules import trainer
 
 
 class TwoBranches(pl.LightningModule):

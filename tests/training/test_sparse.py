@@ -187,6 +187,7 @@ def _freeze_to(model, plan):
     return selection
 
 
+@pytest.mark.slow
 def test_default_plan_saves_what_it_predicts(planned_default):
     """docs/training.md on the default model and the cortex-m7 plan: measured saved elements
     per sample within the prediction (masks counted as elements), at most 5% of dense."""

@@ -23,7 +23,7 @@ from budgetplan.planning.memory import Choice, predict
 from budgetplan.strategies import STRATEGIES
 from budgetplan.training.meter import SavedTensorMeter
 
-from ..lightning_helpers import TinyModule, data, trainer
+from ..helpers.tiny_modules import TinyModule, data, trainer
 
 CAP = 4 * 1024  # training memory: the head plus a few channels of the convs, for batch 8
 BUDGETED = [name for name in STRATEGIES if name != "full"]

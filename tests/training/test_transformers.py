@@ -13,8 +13,8 @@ from budgetplan import BudgetPlanCallback, solve
 from budgetplan.costs.layers import plannable_layers
 from budgetplan.training.lean import LeanAutograd
 
-from ..lightning_helpers import trainer
-from ..transformer_helpers import small_lm, small_vit
+from ..helpers.tiny_modules import trainer
+from ..helpers.tiny_transformers import small_lm, small_vit
 
 MODELS = {"vit": small_vit, "lm": small_lm}
 

@@ -15,7 +15,7 @@ from budgetplan.strategies.base import LayerToTrain, Training
 from budgetplan.training.channels import channel_norms
 from budgetplan.training.trials import PLAN_STEPS, Trials, plan_trial, trial_losses
 
-from ..lightning_helpers import TinyModule, trainer
+from ..helpers.tiny_modules import TinyModule, trainer
 
 HALF_POINTWISE = LayerToTrain("net.features.6", 8, 4, None)  # 4 of the pointwise conv's 8 input channels
 HEAD = Training((LayerToTrain("net.head.1", 16, 16, "net.head.1.bias"),), ("net.head.1.bias",), None)
@@ -95,6 +95,7 @@ def mobilenet_data() -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.cat(x), torch.cat(y)), batch_size=8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("strategy", "importance"), [("budgetplan", None), ("budgetplan", "measured"), ("bias", None)])
 def test_the_default_tries_the_shipped_tables_plan_against_the_measured_one(strategy, importance):
     """Where a table ships (MobileNetV2, by layer name), the default plans with it and with
@@ -127,6 +128,7 @@ class RandomStream(Callback):
         self.state = torch.get_rng_state()
 
 
+@pytest.mark.slow
 def test_trying_two_plans_leaves_the_fits_random_stream_as_with_the_table_alone():
     """The measurement and the trials draw batches and dropout masks; the fit then shuffles
     its data as it would have with the table's plan alone, so the two are paired exactly."""

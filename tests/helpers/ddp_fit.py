@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lightning_helpers import TinyModule, data
+from tiny_modules import TinyModule, data
 
 from budgetplan import BudgetPlanCallback
 
