@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from budgetplan.device.profile import Executor
 from budgetplan.plan.model import ACCOUNTINGS
-from budgetplan.planning.options import Solver, Utility
+from budgetplan.planning.options import DEFAULT_RATIOS, Solver, Utility
 from budgetplan.quoting import quote
 from budgetplan.report.export import EXPORT_FORMATS
 from budgetplan.units import parse_bytes, parse_seconds
@@ -262,3 +262,25 @@ def _add_plan_files(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show.add_argument("--all-layers", action="store_true", help="list frozen layers too")
     show.add_argument("--plot", help="write a PNG: channels per layer, memory by kind against the budget")
     _format_argument(show)
+
+
+def planner_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``PlannerOptions`` fields that ``solve``'s flags set."""
+    require = () if args.no_require else (tuple(args.require) if args.require else None)
+    return {
+        "budget": args.budget,
+        "training_memory": args.training_memory,
+        "ratios": args.ratios or DEFAULT_RATIOS,
+        "epochs": args.epochs,
+        "utility": args.utility,
+        "max_layers": args.max_layers,
+        "require": require,
+        "include": tuple(args.include),
+        "exclude": tuple(args.exclude),
+        "batch_size": args.batch_size,
+        "max_step_latency": args.max_step_latency,
+        "time_limit": args.time_limit,
+        "solver": args.solver,
+        "verbose": args.verbose,
+        "accounting": args.accounting,
+    }

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from budgetplan.arguments import build_parser
+from budgetplan.arguments import build_parser, planner_arguments
 from budgetplan.device.profile import load_device, shipped_devices
 from budgetplan.errors import BudgetPlanError, InfeasibleError
 from budgetplan.files import DATA_FORMATS, PLOT_FORMATS, OutputFile, output_file
@@ -48,30 +48,18 @@ def _device(args: argparse.Namespace) -> Any:
     return device
 
 
-def _smaller_input(args: argparse.Namespace, device: Any, options: Any, err: InfeasibleError) -> InfeasibleError:
-    """``err`` with the smallest budget at a smaller input, when the budget is the obstacle:
-    three quarters of the side, rounded down to a multiple of 32 (docs/planner.md)."""
-    from budgetplan.planning.diagnose import smallest_budget
-    from budgetplan.planning.importance import resolve_importance
+def _smaller_input(args: argparse.Namespace, problem: Any, err: InfeasibleError) -> InfeasibleError:
+    """``err`` with the smallest budget at a smaller input (``with_smaller_input``)."""
+    from budgetplan.planning.diagnose import smallest_budget, with_smaller_input
     from budgetplan.planning.problem import Problem
-    from budgetplan.units import format_bytes
     from budgetplan.zoo.models import parse_input_size
 
-    channels, *sides = parse_input_size(args.input_size)
-    smaller = [max(32, (3 * side // 4) // 32 * 32) for side in sides]
-    if err.smallest_budget is None or smaller == sides:
-        return err
-    size = "x".join(map(str, smaller))
-    try:
-        costs = _traced(argparse.Namespace(**{**vars(args), "input_size": f"{channels}x{size}"}), device)
-        least = smallest_budget(Problem(costs, device, resolve_importance(args.importance, costs), options))
-    except BudgetPlanError:
-        return err
-    if least is None:
-        return err
-    return InfeasibleError(
-        f"{err}; at input {size} (--input-size {size}) it is {format_bytes(least)}", smallest_budget=err.smallest_budget
-    )
+    def smallest_at(shape: tuple[int, ...]) -> float | None:
+        smaller = argparse.Namespace(**{**vars(args), "input_size": "x".join(map(str, shape))})
+        costs = _traced(smaller, problem.device)
+        return smallest_budget(Problem.from_costs(costs, problem.device, args.importance, **planner_arguments(args)))
+
+    return with_smaller_input(err, parse_input_size(args.input_size), smallest_at)
 
 
 def _traced(args: argparse.Namespace, device: Any) -> Any:
@@ -106,36 +94,15 @@ def _paths(paths: tuple[list[str], list[str]]) -> str:
 
 
 def _cmd_solve(args: argparse.Namespace) -> None:
-    from budgetplan.plan.model import Plan
-    from budgetplan.planning.assemble import plan_from_costs
-    from budgetplan.planning.importance import resolve_importance
-    from budgetplan.planning.options import DEFAULT_RATIOS, PlannerOptions
+    from budgetplan.planning.assemble import plan_problem
+    from budgetplan.planning.problem import Problem
 
     device = _device(args)
-    costs = _traced(args, device)
-    importance = resolve_importance(args.importance, costs)
-    require = () if args.no_require else (tuple(args.require) if args.require else None)
-    options = PlannerOptions(
-        budget=args.budget,
-        training_memory=args.training_memory,
-        ratios=args.ratios or DEFAULT_RATIOS,
-        epochs=args.epochs,
-        utility=args.utility,
-        max_layers=args.max_layers,
-        require=require,
-        include=tuple(args.include),
-        exclude=tuple(args.exclude),
-        batch_size=args.batch_size,
-        max_step_latency=args.max_step_latency,
-        time_limit=args.time_limit,
-        solver=args.solver,
-        verbose=args.verbose,
-        accounting=args.accounting,
-    )
+    problem = Problem.from_costs(_traced(args, device), device, args.importance, **planner_arguments(args))
     try:
-        plan: Plan = plan_from_costs(costs, device, importance, options)
+        plan = plan_problem(problem)
     except InfeasibleError as err:
-        raise _smaller_input(args, device, options, err) from None
+        raise _smaller_input(args, problem, err) from None
     if plan.exceeds_device:
         free = device.sram - device.reserved
         print(f"budgetplan: warning: --budget is above {device.name}'s free SRAM ({free} bytes)", file=sys.stderr)
@@ -226,22 +193,21 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from budgetplan.planning.importance import resolve_importance
-    from budgetplan.planning.options import PlannerOptions
+    from budgetplan.planning.problem import Problem
     from budgetplan.planning.sweep import parse_budgets, sweep
     from budgetplan.report.text import render_sweep
 
     budgets = parse_budgets(args.budgets)
     device = _device(args)
     costs = _traced(args, device)
-    importance = resolve_importance(args.importance, costs)
-    options = PlannerOptions(batch_size=args.batch_size, time_limit=args.time_limit, verbose=args.verbose)
+    options = {"batch_size": args.batch_size, "time_limit": args.time_limit, "verbose": args.verbose}
+    problem = Problem.from_costs(costs, device, args.importance, **options)
 
     def progress(i: int, n: int, budget: int) -> None:
         if not args.quiet:
             print(f"budgetplan: solving {i + 1}/{n} at {budget} bytes", file=sys.stderr, flush=True)
 
-    rows = sweep(costs, device, budgets, importance, options, progress)
+    rows = sweep(problem, budgets, progress)
     text = render_sweep(rows, f"{costs.model} on {device.name}")
     if args.plot:
         from budgetplan.report.plots import plot_sweep
@@ -259,6 +225,7 @@ def _cmd_importance(args: argparse.Namespace) -> None:
     from budgetplan.report.text import table
     from budgetplan.training.contribution import STEPS
     from budgetplan.training.measure import measure_importance
+    from budgetplan.zoo.datasets import dataset_from_argument
     from budgetplan.zoo.models import build_model, parse_input_size
 
     shape = parse_input_size(args.input_size)
@@ -270,7 +237,8 @@ def _cmd_importance(args: argparse.Namespace) -> None:
         model, name = imagenet_mobilenet_v2(args.num_classes), "mobilenet_v2 (ImageNet)"
     else:
         model, name = build_model(args.model, args.num_classes, args.width_mult)
-    loader = torch.utils.data.DataLoader(_dataset(args.data, shape), batch_size=args.batch_size, shuffle=True)
+    dataset = dataset_from_argument(args.data, shape)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
     steps = args.steps or (STEPS if args.measure == "contribution" else 100)
     measured = measure_importance(model, loader, steps, torch.zeros(1, *shape), args.lr, f"{args.data}", args.measure)
     measured.save(args.outputs["out"].given)
@@ -285,29 +253,6 @@ def _cmd_importance(args: argparse.Namespace) -> None:
         ]
     )
     print(text)
-
-
-def _dataset(data: str, shape: tuple[int, ...]) -> Any:
-    if data == "digits":
-        from budgetplan.zoo.datasets import DigitsRGB
-
-        return DigitsRGB("train", shape[-1])
-    from pathlib import Path
-
-    import torchvision
-    from torchvision import transforms
-
-    if ":" in data and not Path(data).is_dir():
-        from budgetplan.zoo.datasets import dataset_from_factory
-
-        return dataset_from_factory(data, shape)
-    if not Path(data).is_dir():
-        raise BudgetPlanError(
-            f"--data {data!r}: give 'digits', a directory of class folders (ImageFolder) "
-            "or package.module:factory returning a dataset"
-        )
-    prepare = transforms.Compose([transforms.Resize(shape[-2:]), transforms.ToTensor()])
-    return torchvision.datasets.ImageFolder(data, transform=prepare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:

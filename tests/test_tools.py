@@ -10,6 +10,7 @@ import yaml
 
 from budgetplan import ProfileError, load_device, solve
 from budgetplan.costs.build import layer_costs
+from budgetplan.planning.problem import Problem
 from budgetplan.planning.sweep import parse_budgets, sweep
 from budgetplan.report.export import c_header, plan_table
 from budgetplan.report.plots import memory_timeline
@@ -92,7 +93,7 @@ def test_parse_budgets():
 @pytest.mark.slow
 def test_sweep_rows(default_setup):
     _, _, device, costs = default_setup
-    rows = sweep(costs, device, parse_budgets("64KB:512KB:4"))
+    rows = sweep(Problem.from_costs(costs, device, "prior"), parse_budgets("64KB:512KB:4"))
     assert [r.budget_bytes for r in rows] == [64 * 1024, 128 * 1024, 256 * 1024, 512 * 1024]
     assert [r.feasible for r in rows] == [False, True, True, True]  # the smallest feasible is 76.5 KB
     assert "smallest budget" in rows[0].note

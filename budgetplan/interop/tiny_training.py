@@ -156,10 +156,10 @@ def plan_from_scheme(
     and the static channel choice (``sampler``, ``resample: never``) for training."""
     # the planner's modules (and the solver they import) load only when a plan is made
     from budgetplan.planning.assemble import plan_from_choices
-    from budgetplan.planning.diagnose import check_flash
     from budgetplan.planning.importance import prior_importance
     from budgetplan.planning.objective import objective
     from budgetplan.planning.options import Utility, planner_options
+    from budgetplan.planning.problem import check_flash
     from budgetplan.planning.solve import Solution, patch_stage
 
     check_flash(costs, device)

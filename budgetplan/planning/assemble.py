@@ -7,22 +7,20 @@ from typing import Any
 
 from budgetplan.costs.pricing import layer_bytes
 from budgetplan.costs.table import CostTable, LayerCost
-from budgetplan.device.profile import DeviceProfile, load_device
+from budgetplan.device.profile import DeviceProfile
 from budgetplan.plan.model import LayerPlan, Plan
 from budgetplan.planning.accounting import sparse_update_memory
-from budgetplan.planning.diagnose import check_flash
 from budgetplan.planning.ilp import OPTIMALITY_GAP
-from budgetplan.planning.importance import Importance, prior_importance, resolve_importance
+from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, backward_macs, predict
 from budgetplan.planning.objective import objective
-from budgetplan.planning.options import PlannerOptions, planner_options
+from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.solve import Solution, solve_problem
 
 
 def plan_problem(problem: Problem) -> Plan:
-    """Check the model fits the device's flash, solve the ILP and assemble the ``Plan``."""
-    check_flash(problem.costs, problem.device)
+    """Solve the ILP and assemble the ``Plan`` (the problem was checked when it was made)."""
     return plan_from_solution(problem, solve_problem(problem))
 
 
@@ -34,7 +32,7 @@ def plan_from_costs(
 ) -> Plan:
     """Solve the ILP for a cost table and assemble the ``Plan`` (without ``importance``,
     the documented prior; without ``options``, the defaults)."""
-    return plan_problem(Problem(costs, device, importance or prior_importance(costs), options or PlannerOptions()))
+    return plan_problem(Problem.from_costs(costs, device, importance or "prior", options))
 
 
 def plan_from_choices(
@@ -45,7 +43,7 @@ def plan_from_choices(
     solution: Solution,
 ) -> Plan:
     """The ``Plan`` of a set of choices (the ILP's, or a strategy's own), with its predicted memory."""
-    return plan_from_solution(Problem(costs, device, importance, options), solution)
+    return plan_from_solution(Problem.from_costs(costs, device, importance, options), solution)
 
 
 def plan_from_solution(problem: Problem, solution: Solution) -> Plan:
@@ -151,12 +149,7 @@ def solve(
     >>> [layer.channels for layer in plan.layers if layer.name == "classifier.1"]
     [1280]
     """
-    from budgetplan.costs.build import layer_costs  # tracing needs torch; planning alone does not
-
-    profile = load_device(device)
-    planner = planner_options(**options)
-    costs = layer_costs(model, example_input, profile, model_name=model_name)
-    return plan_problem(Problem(costs, profile, resolve_importance(importance, costs), planner))
+    return plan_problem(Problem.build(model, example_input, device, importance, model_name=model_name, **options))
 
 
 def dense_plan(problem: Problem) -> Plan:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
-from budgetplan.costs.pricing import model_bytes
-from budgetplan.costs.table import CostTable
-from budgetplan.device.profile import DeviceProfile, Executor
-from budgetplan.errors import InfeasibleError
+from budgetplan.device.profile import Executor
+from budgetplan.errors import BudgetPlanError, InfeasibleError
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL
 from budgetplan.planning.goal import Goal
 from budgetplan.planning.ilp import Program
@@ -90,12 +89,22 @@ def _other_limits(problem: Problem, trainable: Trainable) -> list[str]:
     return hints
 
 
-def check_flash(costs: CostTable, device: DeviceProfile) -> None:
-    """Raise ``InfeasibleError`` when the whole model does not fit the device's flash."""
-    flash_needed = model_bytes(costs, device)
-    if flash_needed > device.flash:
-        raise InfeasibleError(
-            f"{costs.model} needs {format_bytes(flash_needed)} of flash at {device.bits.weight}-bit weights, "
-            f"but {device.name} has {format_bytes(device.flash)}: it does not fit by "
-            f"{format_bytes(flash_needed - device.flash)}"
-        )
+def with_smaller_input(
+    err: InfeasibleError, shape: tuple[int, ...], smallest_at: Callable[[tuple[int, ...]], float | None]
+) -> InfeasibleError:
+    """``err`` with the smallest feasible budget at a smaller input, when the budget is the
+    obstacle: three quarters of each side, rounded down to a multiple of 32 (docs/planner.md).
+    ``smallest_at(shape)`` traces the model at that input and finds it (``None``: none)."""
+    channels, *sides = shape
+    smaller = [max(32, (3 * side // 4) // 32 * 32) for side in sides]
+    if err.smallest_budget is None or smaller == sides:
+        return err
+    try:
+        least = smallest_at((channels, *smaller))
+    except BudgetPlanError:
+        return err
+    if least is None:
+        return err
+    size = "x".join(map(str, smaller))
+    message = f"{err}; at input {size} (--input-size {size}) it is {format_bytes(least)}"
+    return InfeasibleError(message, smallest_budget=err.smallest_budget)

@@ -57,7 +57,7 @@ def solve_problem(problem: Problem) -> Solution:
 
 def solve_choices(costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions) -> Solution:
     """``solve_problem`` for a cost table, device, importance and options."""
-    return solve_problem(Problem(costs, device, importance, options))
+    return solve_problem(Problem.from_costs(costs, device, importance, options))
 
 
 def fits(

@@ -11,12 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from budgetplan.costs.table import CostTable
-from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import BudgetPlanError, InfeasibleError
 from budgetplan.planning.assemble import plan_problem
-from budgetplan.planning.importance import Importance, prior_importance
-from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.problem import Problem
 from budgetplan.quoting import quote
 from budgetplan.units import parse_bytes
@@ -66,15 +62,10 @@ class SweepRow:
 
 
 def sweep(
-    costs: CostTable,
-    device: DeviceProfile,
-    budgets: list[int],
-    importance: Importance | None = None,
-    options: PlannerOptions | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
+    problem: Problem, budgets: list[int], progress: Callable[[int, int, int], None] | None = None
 ) -> list[SweepRow]:
-    """Solve at each budget; ``progress(i, n, budget)`` is called before each solve."""
-    problem = Problem(costs, device, importance or prior_importance(costs), options or PlannerOptions())
+    """Solve ``problem`` at each budget, on its one trace; ``progress(i, n, budget)`` is
+    called before each solve."""
     rows = []
     for i, budget in enumerate(budgets):
         if progress is not None:

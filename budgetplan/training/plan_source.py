@@ -26,9 +26,7 @@ from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, Plan
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_problem
-from budgetplan.planning.diagnose import check_flash
 from budgetplan.planning.importance import MEASURED, Importance, resolve_importance, shipped_importance
-from budgetplan.planning.options import planner_options
 from budgetplan.planning.problem import Problem
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_batch, first_tensor
@@ -168,7 +166,6 @@ class PlanSource:
         """The costs of ``pl_module`` traced on ``example``, with the strategy's planner options."""
         device = load_device(self.device or "cortex-m7")
         costs = layer_costs(pl_module, example, device, model_name=type(pl_module).__name__)
-        check_flash(costs, device)
         options = {**self.solve_options, **strategy.planner_overrides(costs)}
         if self.budget is not None:
             options["budget"] = self.budget
@@ -176,7 +173,7 @@ class PlanSource:
             importance = resolve_importance(None if self.importance == MEASURED else self.importance, costs)
         else:
             importance = self.importance_for(pl_module, costs)
-        return Problem(costs, device, importance, planner_options(**options))
+        return Problem.from_costs(costs, device, importance, **options)
 
     def importance_for(self, pl_module: pl.LightningModule, costs: CostTable) -> Importance:
         """The importance given; else the shipped gradient-energy table whose layer names

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from budgetplan.errors import BudgetPlanError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -187,3 +189,24 @@ def dataset_from_factory(spec: str, input_shape: tuple[int, ...]) -> Any:
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise ModelError(f"--data {spec}: the factory returned {type(dataset).__name__}, not a dataset")
     return dataset
+
+
+def dataset_from_argument(data: str, shape: tuple[int, ...]) -> Any:
+    """The data set ``--data`` names: ``digits``, a folder of class folders (ImageFolder) or
+    ``package.module:factory``, at the input ``shape``."""
+    if data == "digits":
+        return DigitsRGB("train", shape[-1])
+    from pathlib import Path
+
+    import torchvision
+    from torchvision import transforms
+
+    if ":" in data and not Path(data).is_dir():
+        return dataset_from_factory(data, shape)
+    if not Path(data).is_dir():
+        raise BudgetPlanError(
+            f"--data {data!r}: give 'digits', a directory of class folders (ImageFolder) "
+            "or package.module:factory returning a dataset"
+        )
+    prepare = transforms.Compose([transforms.Resize(shape[-2:]), transforms.ToTensor()])
+    return torchvision.datasets.ImageFolder(data, transform=prepare)
