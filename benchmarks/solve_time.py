@@ -4,7 +4,9 @@ Run: python benchmarks/solve_time.py [--repeats 3]
 
 Times are wall-clock seconds for building the PuLP model, solving it and polishing the
 solution (``Solution.solve_seconds``), the median of the repeats; tracing the model is
-timed separately. Prints a Markdown table.
+timed separately. The importance is the command line's default: the table shipped for
+the network where one matches it by layer name (MobileNetV2), else the no-data prior.
+Prints a Markdown table; "same plan" says whether CBC's plan equals HiGHS's layer for layer.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 from budgetplan.errors import InfeasibleError
 from budgetplan.planning.assemble import plan_from_costs
+from budgetplan.planning.importance import resolve_importance
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.units import format_bytes, parse_bytes
 from budgetplan.zoo.models import build_model
@@ -41,8 +44,10 @@ def main() -> None:
     wanted = args.models.split(",")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print()
-    print("| model | device | budget | solver | status | solve s (median) | trace s | layers updated | peak |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| model | device | budget | solver | status | solve s (median) | trace s | layers updated | peak | same plan |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, width, size, device_name, budgets in CASES:
         if name not in wanted:
             continue
@@ -52,22 +57,27 @@ def main() -> None:
         costs = layer_costs(model, torch.zeros(1, 3, size, size), device, model_name=description)
         trace_s = time.perf_counter() - start
         label = f"{description} @{size}"
+        importance = resolve_importance(None, costs)
         for budget in budgets:
+            first: dict[str, int] | None = None
             for solver in ("highs", "cbc"):
                 options = PlannerOptions(budget=parse_bytes(budget), solver=solver, time_limit=args.time_limit)
                 times, plan = [], None
                 try:
                     for _ in range(args.repeats):
-                        plan = plan_from_costs(costs, device, options=options)
+                        plan = plan_from_costs(costs, device, importance, options)
                         times.append(plan.solve_seconds)
                 except InfeasibleError as err:
                     print(f"| {label} | {device_name} | {budget} | {solver} | infeasible: {err} | | | | |")
                     continue
                 assert plan is not None
+                decisions = {layer.name: 2 * layer.channels + layer.bias for layer in plan.layers}
+                same = "" if first is None else ("yes" if decisions == first else "no")
+                first = first or decisions
                 print(
                     f"| {label} | {device_name} | {budget} | {plan.solver} | {plan.status} | "
                     f"{statistics.median(times):.2f} | {trace_s:.2f} | "
-                    f"{len(plan.updated())}/{len(plan.layers)} | {format_bytes(plan.predicted.peak_bytes)} |"
+                    f"{len(plan.updated())}/{len(plan.layers)} | {format_bytes(plan.predicted.peak_bytes)} | {same} |"
                 )
 
 

@@ -174,14 +174,9 @@ def _layer_cost(index: int, trace: Trace, segment: _Segment) -> LayerCost:
     forward_macs = sum(info.out_channels * (info.in_channels // info.groups) * k * p for p in out_positions)
     bias_param = info.bias_param if info.has_bias else _folded_bias(trace, ops)
     return LayerCost(
-        name=info.name,
+        **vars(info.shape()),
         kind=kind,
         index=index,
-        in_channels=info.in_channels,
-        out_channels=info.out_channels,
-        kernel_size=info.kernel_size,
-        groups=info.groups,
-        weight_shape=info.weight_shape,
         input_hw=in_hw,
         output_hw=out_hw,
         calls=len(ops),

@@ -41,16 +41,30 @@ class Op:
 
 
 @dataclass(frozen=True)
-class ModuleInfo:
-    """A plannable module (conv or Linear) as declared."""
+class LayerShape:
+    """A plannable layer's geometry, as the trace records it and the cost table keeps it:
+    its name, channels, kernel, groups and weight shape (``Linear``: kernel ``(1,)``)."""
 
     name: str
-    type: str
     in_channels: int
     out_channels: int
     kernel_size: tuple[int, ...]
     groups: int
     weight_shape: tuple[int, ...]
+
+    def shape(self) -> LayerShape:
+        """Only the geometry (a ``LayerCost`` or ``ModuleInfo`` is one, with more)."""
+        return LayerShape(
+            self.name, self.in_channels, self.out_channels, self.kernel_size, self.groups, self.weight_shape
+        )
+
+
+@dataclass(frozen=True)
+class ModuleInfo(LayerShape):
+    """A plannable module (conv or Linear) as declared: its geometry, its type and its
+    parameters' names."""
+
+    type: str
     has_bias: bool
     weight_param: str = ""
     bias_param: str | None = None

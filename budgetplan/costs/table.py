@@ -9,21 +9,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from budgetplan.costs.dataflow import LayerShape
 from budgetplan.device.profile import Executor
 
 
 @dataclass(frozen=True)
-class LayerCost:
-    """Costs of one plannable layer; element and MAC counts are per sample."""
+class LayerCost(LayerShape):
+    """Costs of one plannable layer (its geometry, ``LayerShape``, and what it costs);
+    element and MAC counts are per sample."""
 
-    name: str
     kind: str  # "conv", "depthwise", "grouped" or "linear"
     index: int
-    in_channels: int
-    out_channels: int
-    kernel_size: tuple[int, ...]
-    groups: int
-    weight_shape: tuple[int, ...]
     input_hw: tuple[int, ...]
     output_hw: tuple[int, ...]
     calls: int

@@ -243,10 +243,17 @@ class _Recorder(TorchFunctionMode):
 
 def _module_info(layer: PlannableLayer) -> ModuleInfo:
     return ModuleInfo(
-        layer.name, layer.type, layer.in_channels, layer.out_channels, layer.kernel_size,
-        layer.groups, tuple(layer.weight.shape), layer.bias is not None, layer.weight_param,
-        layer.bias_param,
-    )  # fmt: skip
+        name=layer.name,
+        in_channels=layer.in_channels,
+        out_channels=layer.out_channels,
+        kernel_size=layer.kernel_size,
+        groups=layer.groups,
+        weight_shape=tuple(layer.weight.shape),
+        type=layer.type,
+        has_bias=layer.bias is not None,
+        weight_param=layer.weight_param,
+        bias_param=layer.bias_param,
+    )
 
 
 @contextlib.contextmanager

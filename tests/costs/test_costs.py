@@ -196,3 +196,16 @@ def test_mobilenet_v2_width_035_working_buffer():
     in_place = layer_costs(model, example, "cortex-m7")  # executor: inplace-dw
     assert max(layer.forward_live_elements for layer in layer_mode.layers) == 240 * 1024
     assert max(layer.forward_live_elements for layer in in_place.layers) == 224 * 1024
+
+
+def test_the_trace_and_the_table_share_one_layer_shape():
+    from budgetplan.costs.dataflow import LayerShape
+    from budgetplan.costs.trace import trace_model
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    example = torch.zeros(1, 3, 8, 8)
+    trace, table = trace_model(net, example), layer_costs(net, example)
+    for layer in table.layers:
+        assert isinstance(layer, LayerShape)
+        assert layer.shape() == trace.plannable[layer.name].shape()
+    assert table.layer("1").shape() == LayerShape("1", 8, 8, (3, 3), 8, (8, 1, 3, 3))
