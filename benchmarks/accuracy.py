@@ -471,7 +471,7 @@ def against_recipes(rows: list[dict[str, Any]], budgets: list[str]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], output: OutputFile) -> Any:
-    """Accuracy against training memory, one panel per task and network; the figure, saved to ``path``."""
+    """Accuracy against training memory, one panel per task and network; the figure, written to ``output``."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -68,7 +68,7 @@ def main() -> None:
                         plan = plan_from_costs(costs, device, importance, options)
                         times.append(plan.solve_seconds)
                 except InfeasibleError as err:
-                    print(f"| {label} | {device_name} | {budget} | {solver} | infeasible: {err} | | | | |")
+                    print(f"| {label} | {device_name} | {budget} | {solver} | infeasible: {err} | | | | | |")
                     continue
                 assert plan is not None
                 decisions = {layer.name: 2 * layer.channels + layer.bias for layer in plan.layers}

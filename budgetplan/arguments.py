@@ -153,7 +153,7 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     plan.add_argument("--time-limit", type=_positive, default=10.0, help="solver time limit in seconds (default 10)")
     plan.add_argument("--solver", choices=Solver.choices(), default=Solver.AUTO.value)
     plan.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
-    solve.add_argument("--out", help="write the plan to this YAML file (atomically)")
+    solve.add_argument("--out", help="write the plan to this file, .yaml or .json (atomically)")
     solve.add_argument("--all-layers", action="store_true", help="list frozen layers too")
     _format_argument(solve)
 
@@ -170,7 +170,7 @@ def _add_import_scheme(sub: argparse._SubParsersAction) -> None:  # type: ignore
     scheme.add_argument("--budget", type=_size, help="memory budget to report against (default: the device's)")
     scheme.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
     _accounting_argument(scheme)
-    scheme.add_argument("--out", help="write the plan to this YAML file (atomically)")
+    scheme.add_argument("--out", help="write the plan to this file, .yaml or .json (atomically)")
     scheme.add_argument("--all-layers", action="store_true", help="list frozen layers too")
     _format_argument(scheme)
 
@@ -206,7 +206,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
     )
     sweep.add_argument("--time-limit", type=_positive, default=10.0, help="solver time limit per budget (default 10)")
-    sweep.add_argument("--plot", help="write a PNG of objective and trained fraction against budget")
+    sweep.add_argument("--plot", help="draw objective and trained fraction against budget (.png, .svg or .pdf)")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     sweep.add_argument("--verbose", action="store_true", help="show the solver's log (on stderr)")
     _format_argument(sweep)
@@ -237,7 +237,7 @@ def _add_importance(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="gradient energy (loss decrease per step, the default), TraDy's reweighted gradient norm, or "
         "Sparse Update's contribution analysis (short trial fine-tunes; what the sparse-update strategy plans with)",
     )
-    importance.add_argument("--out", required=True, help="importance YAML to write")
+    importance.add_argument("--out", required=True, help="importance file to write, .yaml or .json")
 
 
 def _add_plan_files(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -260,7 +260,7 @@ def _add_plan_files(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show = sub.add_parser("show", help="print a saved plan")
     show.add_argument("plan", help="plan YAML file")
     show.add_argument("--all-layers", action="store_true", help="list frozen layers too")
-    show.add_argument("--plot", help="write a PNG: channels per layer, memory by kind against the budget")
+    show.add_argument("--plot", help="draw channels per layer, memory by kind against the budget (.png, .svg or .pdf)")
     _format_argument(show)
 
 

@@ -56,13 +56,13 @@ def _smaller_input(args: argparse.Namespace, problem: Any, err: InfeasibleError)
 
     def smallest_at(shape: tuple[int, ...]) -> float | None:
         smaller = argparse.Namespace(**{**vars(args), "input_size": "x".join(map(str, shape))})
-        costs = _traced(smaller, problem.device)
+        costs = _traced(smaller, problem.device, warn=False)
         return smallest_budget(Problem.from_costs(costs, problem.device, args.importance, **planner_arguments(args)))
 
     return with_smaller_input(err, parse_input_size(args.input_size), smallest_at)
 
 
-def _traced(args: argparse.Namespace, device: Any) -> Any:
+def _traced(args: argparse.Namespace, device: Any, warn: bool = True) -> Any:
     import torch
 
     from budgetplan.costs.build import layer_costs
@@ -76,7 +76,7 @@ def _traced(args: argparse.Namespace, device: Any) -> Any:
     check_input_fits(model, shape)
     example = torch.zeros(1, *shape)
     costs = layer_costs(model, example, device, model_name=name)
-    paths = other_paths(model, example)
+    paths = other_paths(model, example) if warn else None
     if paths is not None:  # the plan names the layers of the zero input's path
         print(f"budgetplan: warning: {name}'s forward takes another path on another input: {_paths(paths)}; "
               "the plan is for the path of a zero input, and training on another path is refused "

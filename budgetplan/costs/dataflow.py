@@ -40,7 +40,7 @@ class Op:
     aux_saved: int = 0  # elements its backward keeps that no recorded tensor holds (statistics)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # by keyword: the records that extend it add fields
 class LayerShape:
     """A plannable layer's geometry, as the trace records it and the cost table keeps it:
     its name, channels, kernel, groups and weight shape (``Linear``: kernel ``(1,)``)."""
@@ -55,11 +55,16 @@ class LayerShape:
     def shape(self) -> LayerShape:
         """Only the geometry (a ``LayerCost`` or ``ModuleInfo`` is one, with more)."""
         return LayerShape(
-            self.name, self.in_channels, self.out_channels, self.kernel_size, self.groups, self.weight_shape
+            name=self.name,
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            kernel_size=self.kernel_size,
+            groups=self.groups,
+            weight_shape=self.weight_shape,
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModuleInfo(LayerShape):
     """A plannable module (conv or Linear) as declared: its geometry, its type and its
     parameters' names."""

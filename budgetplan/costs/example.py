@@ -40,8 +40,9 @@ def check_input_fits(model: nn.Module, shape: Sequence[int], batch: int = 1, mem
         )
     if elements <= 4 * PROBE_ELEMENTS or len(shape) < 2:
         return
-    scale = math.sqrt(PROBE_ELEMENTS / elements)
-    probe = (*shape[:-2], *(max(8, int(side * scale)) for side in shape[-2:]))
+    channels, *sides = shape  # the spatial sides (or tokens) shrink, the channels stay
+    scale = (PROBE_ELEMENTS / elements) ** (1 / len(sides))
+    probe = (channels, *(max(8, int(side * scale)) for side in sides))
     try:
         trace = trace_model(model, torch.zeros(batch, *probe))
     except ModelError:

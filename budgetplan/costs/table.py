@@ -13,7 +13,7 @@ from budgetplan.costs.dataflow import LayerShape
 from budgetplan.device.profile import Executor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerCost(LayerShape):
     """Costs of one plannable layer (its geometry, ``LayerShape``, and what it costs);
     element and MAC counts are per sample."""

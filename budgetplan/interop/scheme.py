@@ -31,14 +31,11 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from budgetplan.errors import PlanError
 from budgetplan.files import read_yaml
 from budgetplan.quoting import quote
-
-if TYPE_CHECKING:
-    pass
 
 USED_KEYS = (
     "n_bias_update", "manual_weight_idx", "n_weight_update", "weight_update_ratio",
@@ -151,7 +148,7 @@ def _indices(value: Any, source: str) -> tuple[int, ...] | None:
         if not _whole(item) or item < 0:
             raise field_error(source, key, f"{quote(item)} is not a convolution index (a whole number from 0)")
     if any(b <= a for a, b in itertools.pairwise(items)):
-        raise field_error(source, key, f"{items} must be in increasing order, each index once")
+        raise field_error(source, key, f"{quote(items)} must be in increasing order, each index once")
     return tuple(items)
 
 

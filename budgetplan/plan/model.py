@@ -60,7 +60,8 @@ class Plan(PlanRecord):
         return io.plan_from_dict(data, source, cls)
 
     def save(self, path: str | Path) -> None:
-        """Write the plan as YAML, atomically: the file is either the old one or the new one."""
+        """Write the plan as YAML (JSON for a ``.json`` name), atomically: the file is either
+        the old one or the new one."""
         io.save_plan(self, path)
 
     @classmethod

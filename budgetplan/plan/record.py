@@ -20,6 +20,7 @@ from typing import Any
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import PlanError
 from budgetplan.plan.prediction import Accounting, Prediction
+from budgetplan.quoting import quote
 
 SCHEMA_VERSION = 1  # the plan file layout this version writes and reads (budgetplan.plan.io)
 ACCOUNTINGS = tuple(Accounting.choices())  # what ``training_memory_bytes`` may be counted in
@@ -97,7 +98,9 @@ class PlanRecord:
 
     def __post_init__(self) -> None:
         if self.training_accounting not in ACCOUNTINGS:
-            raise PlanError(f"accounting must be one of {', '.join(ACCOUNTINGS)}, got {self.training_accounting!r}")
+            raise PlanError(
+                f"accounting must be one of {', '.join(ACCOUNTINGS)}, got {quote(self.training_accounting)}"
+            )
         if self.training_accounting == "sparse-update" and self.sparse_update_bytes is None:
             raise PlanError("the plan reports the sparse-update accounting but holds no figure for it")
 

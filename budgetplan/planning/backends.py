@@ -18,7 +18,7 @@ OPTIMAL, FEASIBLE, INFEASIBLE, NO_SOLUTION = "optimal", "feasible", "infeasible"
 
 # The planner's programs close at HiGHS's root node; restarting the root after presolve
 # fixes columns, and the RINS / RENS sub-MIPs, cost more than they find there. Without them
-# the default cortex-m7 plan solves in 0.36 s instead of 0.53 s, the prior's in 1.6 s
+# the default cortex-m7 plan solves in 0.37 s instead of 0.52 s, the prior's in 1.6 s
 # instead of 2.9 s (python benchmarks/solve_time.py), with the same plans.
 HIGHS_OPTIONS = {"mip_allow_restart": False, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False}
 

@@ -97,14 +97,14 @@ def with_smaller_input(
     ``smallest_at(shape)`` traces the model at that input and finds it (``None``: none)."""
     channels, *sides = shape
     smaller = [max(32, (3 * side // 4) // 32 * 32) for side in sides]
-    if err.smallest_budget is None or smaller == sides:
-        return err
+    if err.smallest_budget is None or any(new >= old for new, old in zip(smaller, sides, strict=True)):
+        return err  # no smaller input by the rule (a side of 32 or less)
     try:
         least = smallest_at((channels, *smaller))
     except BudgetPlanError:
         return err
     if least is None:
         return err
-    size = "x".join(map(str, smaller))
+    size = "x".join(map(str, smaller if channels == 3 else [channels, *smaller]))  # 3 channels: the flag's default
     message = f"{err}; at input {size} (--input-size {size}) it is {format_bytes(least)}"
     return InfeasibleError(message, smallest_budget=err.smallest_budget)

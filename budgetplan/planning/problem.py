@@ -69,8 +69,9 @@ class Problem:
         **fields: Any,
     ) -> Problem:
         """The problem of a cost table: ``importance`` as ``resolve_importance`` reads it (by
-        default the table shipped for the model, else the no-data prior); ``options``, with
-        ``fields`` changed, or the fields alone as ``planner_options`` reads them."""
+        default the table shipped for the model, else the no-data prior); ``options`` with
+        ``fields`` changed (values as the fields hold them), or, without ``options``, the
+        fields as ``planner_options`` reads them (sizes such as ``"256KB"`` too)."""
         importance = resolve_importance(importance, costs)
         planner = planner_options(**fields) if options is None else dataclasses.replace(options, **fields)
         return cls(costs, load_device(device), importance, planner)

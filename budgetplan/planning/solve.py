@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from budgetplan.costs.table import CostTable, PatchOption
 from budgetplan.device.profile import DeviceProfile, Executor
 from budgetplan.errors import BudgetPlanError
+from budgetplan.plan.prediction import Accounting
 from budgetplan.planning.accounting import sparse_update_memory
 from budgetplan.planning.backends import FEASIBLE, NO_SOLUTION, OPTIMAL
 from budgetplan.planning.diagnose import infeasible_error
@@ -15,7 +16,7 @@ from budgetplan.planning.ilp import Program
 from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, predict
 from budgetplan.planning.objective import objective
-from budgetplan.planning.options import Accounting, PlannerOptions
+from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.trainable import trainable_layers
 

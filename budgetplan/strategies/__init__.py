@@ -24,6 +24,7 @@ from budgetplan.strategies.base import (
 DEFAULT = "default"  # the module of the default strategy, registered first
 for _module in [DEFAULT, *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in (DEFAULT, "base"))]:
     importlib.import_module(f"{__name__}.{_module}")
+del _module
 
 __all__ = [
     "STRATEGIES",

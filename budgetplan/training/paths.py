@@ -10,7 +10,7 @@ are then not this forward's, with an error that names the layer and what would w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -71,14 +71,14 @@ class PathCheck:
             for handle in handles:
                 handle.remove()
 
-    def _refuse(self, layer: str) -> Any:
+    def _refuse(self, layer: str) -> Callable[[nn.Module, Any], None]:
         def hook(module: nn.Module, args: Any) -> None:
             raise ModelError(
-                f"BudgetPlanCallback: {type(self.module).__name__}'s forward took another path in training than "
-                f"when it was traced for the plan: it ran {layer}, a layer the trace never reached, so the plan's "
-                "layers and memory are not this forward's; solve the plan on an example input that takes the path "
-                "training takes (example_input=, or the module's example_input_array), or make the forward's path "
-                "independent of the input's values"
+                f"BudgetPlanCallback: {type(self.module).__name__}'s forward ran {layer} in training, a layer the "
+                "plan does not hold (its trace never reached it, or could not cost it): the forward took another "
+                "path than when it was traced, so the plan's layers and memory are not this forward's; solve the "
+                "plan on an example input that takes the path training takes (example_input=, or the module's "
+                "example_input_array), or make the forward's path independent of the input's values"
             )
 
         return hook

@@ -28,6 +28,7 @@ from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_problem
 from budgetplan.planning.importance import MEASURED, Importance, resolve_importance, shipped_importance
 from budgetplan.planning.problem import Problem
+from budgetplan.quoting import quote
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_batch, first_tensor
 from budgetplan.training.measure import importance_on_batches
@@ -59,7 +60,9 @@ def check_given(device: str | None, budget: str | int | None, plan: Any) -> None
         except ValueError as err:
             raise BudgetPlanError(f"BudgetPlanCallback: budget: {err}") from None
         if size <= 0:
-            raise BudgetPlanError(f"BudgetPlanCallback: budget: {budget!r} is not positive; expected {SIZE_EXAMPLES}")
+            raise BudgetPlanError(
+                f"BudgetPlanCallback: budget: {quote(budget)} is not positive; expected {SIZE_EXAMPLES}"
+            )
     if plan is None or isinstance(plan, Plan):
         return
     if not isinstance(plan, (str, os.PathLike)):
@@ -68,7 +71,7 @@ def check_given(device: str | None, budget: str | int | None, plan: Any) -> None
         Path(plan).open("rb").close()  # the plan is read at setup: this only finds that it can be
     except OSError as err:
         raise PlanError(
-            f"BudgetPlanCallback: plan: cannot read {str(plan)!r} ({err.strerror}); give the path of a plan "
+            f"BudgetPlanCallback: plan: cannot read {quote(str(plan))} ({err.strerror}); give the path of a plan "
             "file (budgetplan solve --out, Plan.save) or a Plan"
         ) from None
 

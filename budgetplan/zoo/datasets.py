@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from budgetplan.errors import BudgetPlanError
+from budgetplan.quoting import quote
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -205,7 +206,7 @@ def dataset_from_argument(data: str, shape: tuple[int, ...]) -> Any:
         return dataset_from_factory(data, shape)
     if not Path(data).is_dir():
         raise BudgetPlanError(
-            f"--data {data!r}: give 'digits', a directory of class folders (ImageFolder) "
+            f"--data {quote(data)}: give 'digits', a directory of class folders (ImageFolder) "
             "or package.module:factory returning a dataset"
         )
     prepare = transforms.Compose([transforms.Resize(shape[-2:]), transforms.ToTensor()])

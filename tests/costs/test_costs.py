@@ -208,4 +208,5 @@ def test_the_trace_and_the_table_share_one_layer_shape():
     for layer in table.layers:
         assert isinstance(layer, LayerShape)
         assert layer.shape() == trace.plannable[layer.name].shape()
-    assert table.layer("1").shape() == LayerShape("1", 8, 8, (3, 3), 8, (8, 1, 3, 3))
+    geometry = {"in_channels": 8, "out_channels": 8, "kernel_size": (3, 3), "groups": 8, "weight_shape": (8, 1, 3, 3)}
+    assert table.layer("1").shape() == LayerShape(name="1", **geometry)

@@ -43,8 +43,8 @@ def test_a_training_forward_on_another_path_than_the_trace_fails_clearly(strateg
     with pytest.raises(ModelError) as caught:
         trainer(1, [callback]).fit(module, positive_data())
     message = str(caught.value)
-    assert message.startswith("BudgetPlanCallback: TwoBranches's forward took another path in training than")
-    assert "it ran net.a, a layer the trace never reached" in message and "\n" not in message
+    assert message.startswith("BudgetPlanCallback: TwoBranches's forward ran net.a in training, a layer the plan")
+    assert "the forward took another path than when it was traced" in message and "\n" not in message
     assert "example_input=" in message  # what would work
 
 
