@@ -90,8 +90,6 @@ def read_yaml(path: str | Path, what: str, error: type[BudgetPlanError] = Budget
         raise error(f"{path}: not read{_where(err)}: {_problem(err)}") from None
     except yaml.YAMLError as err:
         raise error(f"{path}: not valid YAML{_where(err)}: {_problem(err)}") from None
-    except RecursionError:  # deep flow nesting in the scanner, before the composer counts it
-        raise error(f"{path}: not read: nested deeper than {MAX_DEPTH} levels") from None
 
 
 def _article(word: str) -> str:
@@ -111,11 +109,10 @@ def _problem(err: yaml.YAMLError) -> str:
 
 @dataclass(frozen=True)
 class OutputFile:
-    """A file to be written: the path as given, the regular file it replaces, its format
+    """A file to be written, checked (``output_file``): the path as given and its format
     (from the extension, where the kind of file has several)."""
 
     given: str
-    target: Path
     format: str | None = None
 
     def write(self, content: str | bytes) -> None:
@@ -133,7 +130,7 @@ def data_text(data: Any, path: str | Path) -> str:
 def output_file(path: str | Path, what: str = "file", formats: Mapping[str, str] | None = None) -> OutputFile:
     """Check, before any work, that ``path`` can be written and, where ``formats`` maps
     extensions to formats, that its extension names one; the error names what would work."""
-    target = writable_target(path)
+    writable_target(path)
     fmt = None
     if formats is not None:
         extension = Path(path).suffix.lower()
@@ -144,7 +141,7 @@ def output_file(path: str | Path, what: str = "file", formats: Mapping[str, str]
                 f"name it {Path(path).stem or 'file'}{next(iter(formats))}"
             )
         fmt = formats[extension]
-    return OutputFile(str(path), target, fmt)
+    return OutputFile(str(path), fmt)
 
 
 def writable_target(path: str | Path) -> Path:
@@ -196,13 +193,13 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
             os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except OSError as err:  # a full disk (ENOSPC), a quota, an I/O error: the old file stays
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(err, OSError):
+            raise
+        # a full disk (ENOSPC), a quota, an I/O error: the old file stays
         kept = "the old file is kept" if target.exists() else "nothing was written"
         raise BudgetPlanError(f"{path}: cannot write ({err.strerror or err}); {kept}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -8,12 +8,10 @@ is allocated.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,9 @@ from budgetplan import cli
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import MAX_DEPTH, output_file, read_yaml, write_atomic
 from budgetplan.planning.sweep import MAX_SWEEP, parse_budgets
+
+from .helpers.cli import refused
+from .helpers.disk import full_disk
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMES = REPO / "examples" / "tiny-training"
@@ -37,21 +38,6 @@ BOMB = (
     "&h [*g,*g,*g,*g,*g,*g,*g,*g,*g]",
     "&i [*h,*h,*h,*h,*h,*h,*h,*h,*h]",
 )  # about 700 bytes that expand to 9^9 strings: 3 GB when quoted
-
-
-def _refused(capsys: pytest.CaptureFixture[str], *args: str, seconds: float = 30.0) -> str:
-    """Run the command; it exits 2 with one line on stderr within ``seconds``; the line."""
-    start = time.monotonic()
-    try:
-        code = cli.main(list(args))
-    except SystemExit as stop:  # argparse's own refusals
-        code = stop.code
-    assert code == 2
-    assert time.monotonic() - start < seconds
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("budgetplan: error:"), err
-    return err
 
 
 def _bomb_in(field_line: str) -> str:
@@ -89,7 +75,7 @@ def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path, capsys, command
     path = tmp_path / "hostile.yaml"
     path.write_text(text)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    err = _refused(capsys, command, str(path), seconds=5)
+    err = refused(capsys, command, str(path), seconds=5)
     assert "hostile.yaml: not read at line 2" in err and "aliases are not read" in err
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KB: under 100 MB more
 
@@ -99,7 +85,7 @@ def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path, capsys, command
 def test_deep_nesting_is_refused_in_one_line(tmp_path, capsys, name, text, command):
     path = tmp_path / name
     path.write_text(text)
-    assert f"nested deeper than {MAX_DEPTH} levels" in _refused(capsys, command, str(path), seconds=5)
+    assert f"nested deeper than {MAX_DEPTH} levels" in refused(capsys, command, str(path), seconds=5)
 
 
 def test_a_huge_file_or_endless_stream_is_refused_after_a_bounded_read(tmp_path):
@@ -137,7 +123,7 @@ def test_a_long_value_is_quoted_short(tmp_path, capsys):
     path = tmp_path / "board.yaml"
     bits = yaml.safe_load((REPO / "device_profiles" / "cortex-m7.yaml").read_text())["bits"]
     path.write_text(_profile_with(bits={**bits, "weight": "x" * 100_000}))
-    err = _refused(capsys, "validate", str(path))
+    err = refused(capsys, "validate", str(path))
     assert len(err) < 400 and "(100000 characters)" in err
 
 
@@ -145,9 +131,9 @@ def test_a_long_value_is_quoted_short(tmp_path, capsys):
 
 
 def test_a_sweep_is_counted_before_its_budgets_are_made(capsys):
-    err = _refused(capsys, "sweep", "--budgets", "64KB:1MB:99999999999", seconds=5)
+    err = refused(capsys, "sweep", "--budgets", "64KB:1MB:99999999999", seconds=5)
     assert f"a sweep solves at most {MAX_SWEEP}" in err
-    assert f"at most {MAX_SWEEP}" in _refused(capsys, "sweep", "--budgets", ",".join(["64KB"] * 100_000))
+    assert f"at most {MAX_SWEEP}" in refused(capsys, "sweep", "--budgets", ",".join(["64KB"] * 100_000))
 
 
 def test_a_budget_given_twice_is_solved_once_in_order():
@@ -156,12 +142,12 @@ def test_a_budget_given_twice_is_solved_once_in_order():
 
 
 @pytest.mark.parametrize("budget", ["1e30", "2048GB", "1e13"])
-def test_a_budget_above_any_device_is_refused(capsys, budget):
-    assert "above 1 TB" in _refused(capsys, "solve", "--budget", budget)
+def test_a_budget_above_any_device_isrefused(capsys, budget):
+    assert "above 1 TB" in refused(capsys, "solve", "--budget", budget)
 
 
-def test_an_input_the_machine_cannot_trace_is_refused(capsys):
-    err = _refused(capsys, "solve", "--input-size", "100000", seconds=10)
+def test_an_input_the_machine_cannot_trace_isrefused(capsys):
+    err = refused(capsys, "solve", "--input-size", "100000", seconds=10)
     assert "input 3x100000x100000" in err and "give a smaller --input-size" in err
 
 
@@ -174,15 +160,15 @@ def test_an_input_the_machine_cannot_trace_is_refused(capsys):
         (["--batch-size", "100000"], "batch size must be from 1 to 65536"),
     ],
 )
-def test_a_model_or_batch_the_machine_cannot_hold_is_refused(capsys, flags, words):
-    assert words in _refused(capsys, "solve", *flags, seconds=15)
+def test_a_model_or_batch_the_machine_cannot_hold_isrefused(capsys, flags, words):
+    assert words in refused(capsys, "solve", *flags, seconds=15)
 
 
 def test_a_large_input_is_estimated_from_a_smaller_trace(capsys, monkeypatch):
     from budgetplan.costs import example
 
     monkeypatch.setattr(example, "available_memory", lambda: 2 * 1024**3)  # 2 GB: the input alone fits
-    err = _refused(capsys, "solve", "--input-size", "4000", seconds=30)
+    err = refused(capsys, "solve", "--input-size", "4000", seconds=30)
     assert "would hold about" in err and "of activations" in err
 
 
@@ -197,7 +183,7 @@ def test_a_plot_without_a_picture_extension_is_refused_before_the_work(tmp_path,
     target = tmp_path / name
     (tmp_path / "plot.png").write_text("old")
     os.chmod(tmp_path / "plot.png", 0o444)
-    assert words in _refused(capsys, "show", str(plan_file), "--plot", str(target))
+    assert words in refused(capsys, "show", str(plan_file), "--plot", str(target))
     assert not target.exists() and (tmp_path / "plot.png").read_text() == "old"
 
 
@@ -208,26 +194,6 @@ def test_a_plot_is_written_in_the_format_its_name_says(tmp_path, plan_file, exte
     start = {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}[extension]
     assert target.read_bytes().startswith(start)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
-
-
-def _full_disk(monkeypatch: pytest.MonkeyPatch, folder: Path, after: int = 0) -> None:
-    """Writes to files in ``folder`` fail with ENOSPC once ``after`` bytes are written, as
-    on a full disk; every other write goes through."""
-    written = {"bytes": 0}
-    real = os.write
-
-    def write(fd: int, data: bytes) -> int:
-        try:
-            inside = Path(os.readlink(f"/proc/self/fd/{fd}")).parent == folder
-        except OSError:
-            inside = False
-        if inside:
-            if written["bytes"] + len(data) > after:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            written["bytes"] += len(data)
-        return real(fd, data)
-
-    monkeypatch.setattr(os, "write", write)
 
 
 @pytest.mark.slow
@@ -241,8 +207,8 @@ def _full_disk(monkeypatch: pytest.MonkeyPatch, folder: Path, after: int = 0) ->
 def test_a_full_disk_is_one_line_and_the_old_file_survives(tmp_path, capsys, monkeypatch, args, name):
     target = tmp_path / name
     target.write_bytes(b"the old file")
-    _full_disk(monkeypatch, tmp_path, after=100)
-    err = _refused(capsys, *args, str(target))
+    full_disk(monkeypatch, tmp_path, after=100)
+    err = refused(capsys, *args, str(target))
     assert f"{name}: cannot write (No space left on device); the old file is kept" in err
     assert target.read_bytes() == b"the old file"
     assert [p.name for p in tmp_path.iterdir()] == [name]
@@ -251,7 +217,7 @@ def test_a_full_disk_is_one_line_and_the_old_file_survives(tmp_path, capsys, mon
 def test_a_loop_of_links_is_refused_and_kept(tmp_path, capsys):
     (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
     (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
-    assert "loop of symbolic links" in _refused(capsys, "solve", "--out", str(tmp_path / "a.yaml"))
+    assert "loop of symbolic links" in refused(capsys, "solve", "--out", str(tmp_path / "a.yaml"))
     assert (tmp_path / "a.yaml").is_symlink()
 
 

@@ -12,12 +12,7 @@ from budgetplan import cli
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import read_yaml, write_atomic
 
-
-def _one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    assert cli.main(list(args)) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("budgetplan: error:"), err
-    return err
+from .helpers.cli import refused
 
 
 @pytest.mark.parametrize("command", ["validate", "show", "compare"])
@@ -25,13 +20,13 @@ def test_a_file_that_is_not_text_is_named(tmp_path, capsys, command):
     path = tmp_path / "bin.yaml"
     path.write_bytes(b"\x00\xff\xfe")
     args = [command, str(path)] + ([str(path)] if command == "compare" else [])
-    assert "bin.yaml: not a" in _one_line_error(capsys, *args)
+    assert "bin.yaml: not a" in refused(capsys, *args)
 
 
 def test_malformed_yaml_names_the_line_and_column(tmp_path, capsys):
     path = tmp_path / "board.yaml"
     path.write_text("name: [a\nb: }\n")
-    assert "board.yaml: not valid YAML at line 2, column 2:" in _one_line_error(capsys, "validate", str(path))
+    assert "board.yaml: not valid YAML at line 2, column 2:" in refused(capsys, "validate", str(path))
 
 
 def test_importance_file_that_is_not_text(tmp_path):
@@ -51,7 +46,7 @@ def test_importance_file_that_is_not_text(tmp_path):
     ],
 )
 def test_outputs_that_cannot_be_written_fail_before_solving(tmp_path, capsys, out, words):
-    assert words in _one_line_error(capsys, "solve", "--budget", "10KB", "--out", out.format(tmp=tmp_path))
+    assert words in refused(capsys, "solve", "--budget", "10KB", "--out", out.format(tmp=tmp_path))
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
@@ -60,7 +55,7 @@ def test_a_plot_into_a_missing_folder_fails_cleanly(tmp_path, capsys):
     plan = tmp_path / "plan.yaml"
     assert cli.main(["solve", "--out", str(plan)]) == 0
     capsys.readouterr()
-    assert "does not exist" in _one_line_error(capsys, "show", str(plan), "--plot", str(tmp_path / "no" / "x.png"))
+    assert "does not exist" in refused(capsys, "show", str(plan), "--plot", str(tmp_path / "no" / "x.png"))
 
 
 def test_a_read_only_file_is_not_replaced(tmp_path):

@@ -7,9 +7,7 @@ plan), or exit 2 with one line on stderr and no traceback, and the old output fi
 from __future__ import annotations
 
 import copy
-import errno
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +20,8 @@ from hypothesis import strategies as st
 
 from budgetplan import cli
 from budgetplan.device.profile import profiles_dir
+
+from .helpers.disk import full_disk
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -288,22 +288,12 @@ def test_a_disk_that_fills_up_keeps_the_old_file(capsys, plan_data, after, outpu
     if target != plan:
         target.write_bytes(b"the old file")
     old = target.read_bytes()
-    written = {"bytes": 0}
-    real = os.write
-
-    def write(fd: int, chunk: Any) -> int:
-        if Path(os.readlink(f"/proc/self/fd/{fd}")).parent == folder:
-            if written["bytes"] + len(chunk) > after:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            written["bytes"] += len(chunk)
-        return real(fd, chunk)
-
     if output[0] == "--plot":
         args = ["show", str(plan), "--plot", str(target)]
     else:
         args = ["solve", "--budget", "200KB", "--out", str(target)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "write", write)
+        full_disk(patch, folder, after)
         code, _, err = _run(args, capsys)
     leftovers = sorted(p.name for p in folder.iterdir())
     assert leftovers == sorted({"plan.yaml", target.name})  # no temporary file left

@@ -6,7 +6,7 @@ Nothing here holds a torch object, so everything that reads a ``Trace`` is pure 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,7 @@ class LayerShape:
 
     def shape(self) -> LayerShape:
         """Only the geometry (a ``LayerCost`` or ``ModuleInfo`` is one, with more)."""
-        return LayerShape(
-            name=self.name,
-            in_channels=self.in_channels,
-            out_channels=self.out_channels,
-            kernel_size=self.kernel_size,
-            groups=self.groups,
-            weight_shape=self.weight_shape,
-        )
+        return LayerShape(**{f.name: getattr(self, f.name) for f in fields(LayerShape)})
 
 
 @dataclass(frozen=True, kw_only=True)

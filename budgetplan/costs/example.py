@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from budgetplan.costs.trace import trace_model
+from budgetplan.costs.trace import module_stack, trace_model
 from budgetplan.errors import ModelError
 from budgetplan.host import available_memory
 from budgetplan.units import format_bytes
@@ -72,31 +72,21 @@ def other_paths(model: nn.Module, example: torch.Tensor, seed: int = 0) -> tuple
     first, second = _weighted_modules_run(model, example), _weighted_modules_run(model, other)
     if first is None or second is None or first == second:
         return None
-    return [n for n in second if n not in first], [n for n in first if n not in second]
+    return sorted(second - first), sorted(first - second)
 
 
-def _weighted_modules_run(model: nn.Module, example: torch.Tensor) -> list[str] | None:
-    """The modules with weights of their own that one eval-mode forward pass calls, in
-    order of first call; ``None`` when the model rejects ``example``."""
-    ran: dict[str, None] = {}
-
-    def note(name: str) -> Callable[..., None]:
-        return lambda *_: ran.update({name: None})  # returns None: the input is left as it is
-
-    handles = [
-        module.register_forward_pre_hook(note(name))
-        for name, module in model.named_modules()
-        if any(True for _ in module.parameters(recurse=False))
-    ]
+def _weighted_modules_run(model: nn.Module, example: torch.Tensor) -> set[str] | None:
+    """The modules with weights of their own that one eval-mode forward pass calls (as the
+    trace records calls, ``module_stack``); ``None`` when the model rejects ``example``."""
+    called: set[str] = set()
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with module_stack(model, [], called), torch.no_grad():
             model(example)
     except Exception:
         return None
     finally:
         model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return list(ran)
+    owners = {name for name, module in model.named_modules() if next(module.parameters(False), None) is not None}
+    return called & owners

@@ -257,7 +257,7 @@ def _module_info(layer: PlannableLayer) -> ModuleInfo:
 
 
 @contextlib.contextmanager
-def _module_stack(model: nn.Module, stack: list[str], called: set[str]) -> Iterator[None]:
+def module_stack(model: nn.Module, stack: list[str], called: set[str]) -> Iterator[None]:
     """Keep ``stack`` the names of the modules running now (innermost last), and ``called``
     every module that ran, through forward hooks removed on the way out."""
     handles = []
@@ -313,7 +313,7 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | Sequence[torch.T
     torch.backends.mha.set_fastpath_enabled(False)
     model.eval()
     try:
-        with _module_stack(model, stack, called), torch.no_grad(), recorder:
+        with module_stack(model, stack, called), torch.no_grad(), recorder:
             input_ids = tuple(recorder.note(t) for t in inputs)
             output = model(*inputs)
         output_ids = tuple(recorder.note(t) for t in _tensors(output))

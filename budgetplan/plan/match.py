@@ -58,20 +58,25 @@ def list_problems(problems: list[str], shown: int = 8) -> str:
     return "; ".join(problems[:shown]) + more
 
 
-def locate(plan: PlanRecord, pl_module: nn.Module) -> str:
+def locate(plan: PlanRecord, pl_module: nn.Module, unplanned: bool = False) -> str:
     """The module-name prefix under which the plan's layers sit in ``pl_module``.
 
     A plan solved for ``mobilenet_v2`` applies to a LightningModule that holds it as
     ``self.net``; the prefix is then ``"net."``. Plannable layers outside the prefix are
-    not the plan's concern. Fails with the layers that differ under the closest prefix.
+    not the plan's concern; with ``unplanned``, neither are layers under it that the plan
+    does not hold (its trace never ran them). Fails with the layers that differ under the
+    closest prefix.
     """
     # torch is needed only here: the rest of plan/ reads and compares plans without it
     from budgetplan.costs.layers import plannable_layers
 
     shapes = {n: tuple(layer.weight.shape) for n, layer in plannable_layers(pl_module).items()}
+    planned = {layer.name for layer in plan.layers}
     best: list[str] | None = None
     for prefix in candidate_prefixes(plan.layers[0].name, shapes) or [""]:
         under = without_prefix({n: s for n, s in shapes.items() if n.startswith(prefix)}, prefix)
+        if unplanned:
+            under = {n: s for n, s in under.items() if n in planned}
         problems = mismatches(plan, under.items())
         if not problems:
             return prefix

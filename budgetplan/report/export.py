@@ -124,8 +124,5 @@ def tiny_training_config(plan: Plan, source: str = "") -> str:
         if isinstance(block.get(key), list):
             block[key] = "-".join(str(value) for value in block[key])
     body = yaml.safe_dump({"backward_config": block}, sort_keys=False, default_flow_style=False)
-    return "\n".join(_comment_line(line) for line in lines) + "\n" + body
-
-
-def _comment_line(text: str) -> str:
-    return one_line(text)  # model names and paths come from the user: a break would end the comment
+    # model names and paths come from the user: a line break would end the comment
+    return "\n".join(one_line(line) for line in lines) + "\n" + body

@@ -54,6 +54,7 @@ from torch import Tensor
 
 from budgetplan.costs.layers import plannable_layers
 from budgetplan.errors import BudgetPlanError
+from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
 from budgetplan.planning.importance import Importance
 from budgetplan.planning.options import planner_options
@@ -68,7 +69,7 @@ from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.measure import Measure
 from budgetplan.training.meter import SavedTensorMeter
 from budgetplan.training.patches import PatchedForward
-from budgetplan.training.paths import PathCheck, plan_prefix
+from budgetplan.training.paths import PathCheck
 from budgetplan.training.plan_source import PlanSource, check_given, example_input
 from budgetplan.training.report import FitReport
 from budgetplan.training.resume import Resumable
@@ -183,7 +184,7 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
         self.plan, self._fit.draws_plan = training.plan, training.plan is None
         if self.strategy.dense:
             return  # stock training: nothing frozen, BatchNorm statistics train too
-        prefix = plan_prefix(training.plan, pl_module) if training.plan is not None else ""
+        prefix = locate(training.plan, pl_module, unplanned=True) if training.plan is not None else ""
         self._channels.use(train_only(pl_module, training, prefix))
         self._fit.path = PathCheck(pl_module, prefix)
         self._fit.classifier = next(reversed(plannable_layers(pl_module)), "")

@@ -2,8 +2,9 @@
 
 A forward whose path depends on the input's values (``self.a(x) if x.mean() > 0 else
 self.b(x)``) is traced along one path, and a plan names the plannable layers of that path
-only: a layer the trace never reached is no layer of the plan. ``plan_prefix`` lets such
-layers be (they stay frozen: a layer that never runs needs no plan); ``PathCheck`` fails
+only: a layer the trace never reached is no layer of the plan. The callback lets such
+layers be (``locate(..., unplanned=True)``: they stay frozen, a layer that never runs
+needs no plan); ``PathCheck`` fails
 the fit at the first training forward that runs one, since the plan's layers and memory
 are then not this forward's, with an error that names the layer and what would work.
 """
@@ -17,25 +18,8 @@ from typing import Any
 from torch import nn
 
 from budgetplan.costs.layers import plannable_layers
-from budgetplan.errors import ModelError, PlanError
-from budgetplan.names import candidate_prefixes
-from budgetplan.plan.match import locate
+from budgetplan.errors import ModelError
 from budgetplan.plan.model import Plan
-
-
-def plan_prefix(plan: Plan, module: nn.Module) -> str:
-    """Where the plan's layers sit in ``module`` (``budgetplan.plan.match.locate``), the
-    module allowed plannable layers the plan lacks: layers its trace never ran, which
-    ``PathCheck`` watches. A plan layer missing from the module, or of another shape,
-    fails as ``locate`` says."""
-    try:
-        return locate(plan, module)
-    except PlanError:
-        shapes = {name: tuple(layer.weight.shape) for name, layer in plannable_layers(module).items()}
-        for prefix in candidate_prefixes(plan.layers[0].name, shapes):
-            if all(shapes.get(prefix + layer.name) == tuple(layer.weight_shape) for layer in plan.layers):
-                return prefix
-        raise
 
 
 class PathCheck:

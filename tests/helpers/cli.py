@@ -7,9 +7,12 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from budgetplan.cli import main
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -63,3 +66,18 @@ def run_script(capsys: pytest.CaptureFixture[str], script: str, *args: str) -> t
         os.chdir(here)
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+def refused(capsys: pytest.CaptureFixture[str], *args: str, seconds: float = 30.0) -> str:
+    """Run the command in this process; it exits 2 with one line on stderr within ``seconds``; the line."""
+    start = time.monotonic()
+    try:
+        code = main(list(args))
+    except SystemExit as stop:  # argparse's own refusals
+        code = stop.code
+    assert code == 2
+    assert time.monotonic() - start < seconds
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("budgetplan: error:"), err
+    return err
