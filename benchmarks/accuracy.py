@@ -118,11 +118,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "budgetplan",
         {"importance": "shipped", **LARGEST_NORM, "utility": "linear"},
     ),
+    # the default with its channels redrawn every epoch: uniformly (planned with the coverage
+    # utility), or with probability following each channel's gradient norm (MeDyate)
+    "budgetplan + redrawn uniformly": ("budgetplan", {"sampler": "uniform", "resample": "epoch"}),
+    "budgetplan + redrawn by gradient": ("budgetplan", {"sampler": "gradient", "resample": "epoch"}),
     # ablations, run only when named: the plan's channels drawn once and kept, or the largest-norm ones
     "budgetplan (fixed channels)": ("budgetplan", {**SHIPPED, **DRAWN_ONCE}),
     "budgetplan (largest-norm channels)": ("budgetplan", {**SHIPPED, **LARGEST_NORM}),
 }
 ABLATIONS = (
+    "budgetplan + redrawn uniformly",
+    "budgetplan + redrawn by gradient",
     "budgetplan (fixed channels)",
     "budgetplan (largest-norm channels)",
     "budgetplan (measured rgn)",
@@ -174,8 +180,9 @@ def contribution_file(
 
     from budgetplan import load_device
     from budgetplan.costs.build import layer_costs
+    from budgetplan.importance import get_measure
     from budgetplan.training.contribution import STEPS, contributions_on_batches
-    from budgetplan.training.measure import Measure, MeasuredImportance
+    from budgetplan.training.measure import MeasuredImportance
     from budgetplan.training.plan_source import measurement_batches
 
     model = pretrained_classifier(seed, lr, protocol["norms"] == "folded", 10, network)  # as fit_strategy's
@@ -186,7 +193,7 @@ def contribution_file(
     start = time.perf_counter()
     importance = contributions_on_batches(model, batches, costs, f"the training data of {task}")
     CONTRIBUTIONS.mkdir(parents=True, exist_ok=True)
-    MeasuredImportance(importance, {}, STEPS, task, Measure.CONTRIBUTION).save(path)
+    MeasuredImportance(importance, {}, STEPS, task, get_measure("contribution")).save(path)
     print(
         f"{task} {network} seed {seed}: contribution analysis in {time.perf_counter() - start:.0f} s", file=sys.stderr
     )

@@ -22,8 +22,8 @@ import torch
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 from budgetplan.errors import InfeasibleError
+from budgetplan.importance.scores import resolve_importance
 from budgetplan.planning.assemble import plan_from_costs
-from budgetplan.planning.importance import resolve_importance
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.units import format_bytes, parse_bytes
 from budgetplan.zoo.models import build_model

@@ -49,9 +49,9 @@ from scipy.stats import spearmanr  # noqa: E402
 from budgetplan import BudgetPlanCallback, load_device  # noqa: E402
 from budgetplan.costs.build import layer_costs  # noqa: E402
 from budgetplan.costs.table import CostTable  # noqa: E402
+from budgetplan.importance.scores import Importance, resolve_importance  # noqa: E402
 from budgetplan.plan.model import Plan  # noqa: E402
 from budgetplan.planning.assemble import plan_from_costs  # noqa: E402
-from budgetplan.planning.importance import Importance, resolve_importance  # noqa: E402
 from budgetplan.planning.memory import Choice  # noqa: E402
 from budgetplan.planning.objective import objective  # noqa: E402
 from budgetplan.planning.options import planner_options  # noqa: E402

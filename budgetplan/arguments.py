@@ -11,6 +11,7 @@ import math
 from typing import Any, NoReturn
 
 from budgetplan.device.profile import Executor
+from budgetplan.importance import DEFAULT_MEASURE, MEASURES
 from budgetplan.plan.model import ACCOUNTINGS
 from budgetplan.planning.options import DEFAULT_RATIOS, Solver, Utility
 from budgetplan.quoting import quote
@@ -232,10 +233,9 @@ def _add_importance(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     importance.add_argument("--lr", type=_positive, default=0.005)
     importance.add_argument(
         "--measure",
-        choices=("energy", "rgn", "contribution"),
-        default="energy",
-        help="gradient energy (loss decrease per step, the default), TraDy's reweighted gradient norm, or "
-        "Sparse Update's contribution analysis (short trial fine-tunes; what the sparse-update strategy plans with)",
+        choices=list(MEASURES),
+        default=DEFAULT_MEASURE,
+        help="; ".join(f"{name}: {cls.description}" for name, cls in MEASURES.items()),
     )
     importance.add_argument("--out", required=True, help="importance file to write, .yaml or .json")
 

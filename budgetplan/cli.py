@@ -222,6 +222,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 def _cmd_importance(args: argparse.Namespace) -> None:
     import torch
 
+    from budgetplan.importance import get_measure
     from budgetplan.report.text import table
     from budgetplan.training.contribution import STEPS
     from budgetplan.training.measure import measure_importance
@@ -239,7 +240,7 @@ def _cmd_importance(args: argparse.Namespace) -> None:
         model, name = build_model(args.model, args.num_classes, args.width_mult)
     dataset = dataset_from_argument(args.data, shape)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
-    steps = args.steps or (STEPS if args.measure == "contribution" else 100)
+    steps = args.steps or (STEPS if get_measure(args.measure).values_choices else 100)
     measured = measure_importance(model, loader, steps, torch.zeros(1, *shape), args.lr, f"{args.data}", args.measure)
     measured.save(args.outputs["out"].given)
     rows = [[n, f"{100 * s:.2f}%", f"{100 * c:.1f}%"] for n, s, c in measured.ranking()[:15]]

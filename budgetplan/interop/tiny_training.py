@@ -31,8 +31,8 @@ from budgetplan.planning.memory import Choice
 if TYPE_CHECKING:
     from budgetplan.costs.table import CostTable, LayerCost
     from budgetplan.device.profile import DeviceProfile
+    from budgetplan.importance.scores import Importance
     from budgetplan.plan.model import LayerPlan, Plan
-    from budgetplan.planning.importance import Importance
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,8 @@ def plan_from_scheme(
     """The ``Plan`` of a scheme, priced like a solved one; its options record the scheme
     and the static channel choice (``sampler``, ``resample: never``) for training."""
     # the planner's modules (and the solver they import) load only when a plan is made
+    from budgetplan.importance.scores import prior_importance
     from budgetplan.planning.assemble import plan_from_choices
-    from budgetplan.planning.importance import prior_importance
     from budgetplan.planning.objective import objective
     from budgetplan.planning.options import Utility, planner_options
     from budgetplan.planning.problem import check_flash

@@ -8,10 +8,10 @@ from typing import Any
 from budgetplan.costs.pricing import layer_bytes
 from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.device.profile import DeviceProfile
+from budgetplan.importance.scores import Importance
 from budgetplan.plan.model import LayerPlan, Plan
 from budgetplan.planning.accounting import sparse_update_memory
 from budgetplan.planning.ilp import OPTIMALITY_GAP
-from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, backward_macs, predict
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions

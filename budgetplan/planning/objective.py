@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 
 from budgetplan.costs.table import CostTable, LayerCost
-from budgetplan.planning.importance import Importance
+from budgetplan.importance.scores import Importance
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.options import PlannerOptions, Utility
 

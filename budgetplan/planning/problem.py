@@ -15,7 +15,7 @@ from budgetplan.costs.pricing import model_bytes
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile, load_device
 from budgetplan.errors import InfeasibleError
-from budgetplan.planning.importance import Importance, resolve_importance
+from budgetplan.importance.scores import Importance, resolve_importance
 from budgetplan.planning.options import PlannerOptions, planner_options
 from budgetplan.units import format_bytes
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from budgetplan.costs.table import CostTable, PatchOption
 from budgetplan.device.profile import DeviceProfile, Executor
 from budgetplan.errors import BudgetPlanError
+from budgetplan.importance.scores import Importance
 from budgetplan.plan.prediction import Accounting
 from budgetplan.planning.accounting import sparse_update_memory
 from budgetplan.planning.backends import FEASIBLE, NO_SOLUTION, OPTIMAL
 from budgetplan.planning.diagnose import infeasible_error
 from budgetplan.planning.ilp import Program
-from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, predict
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions

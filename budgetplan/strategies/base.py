@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from budgetplan.enums import EnumStr
 from budgetplan.errors import BudgetPlanError
+from budgetplan.importance.measure import DEFAULT_MEASURE
 from budgetplan.registry import Registry
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class Strategy:
     resample: ClassVar[str] = Resample.EPOCH
     planned: ClassVar[bool] = True
     dense: ClassVar[bool] = False
-    measure: ClassVar[str] = "energy"  # how the callback measures importance for it by default
+    measure: ClassVar[str] = DEFAULT_MEASURE  # how the callback measures importance for it by default
     clip_ratio: ClassVar[float] = 0.0  # adaptive gradient clipping by default (training/clipping.py); 0: none
     # by default, try the plan of a shipped table against the plan of importance measured on
     # the training data, and train the better (training/plan_source.py, docs/importance.md)

@@ -7,9 +7,9 @@ import random
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import InfeasibleError
+from budgetplan.importance.scores import TOP_SHARE, Importance, top_layers
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_from_choices
-from budgetplan.planning.importance import TOP_SHARE, Importance, top_layers
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions
@@ -83,7 +83,7 @@ def trady_draw(
     >>> import torch
     >>> from budgetplan.costs.build import layer_costs
     >>> from budgetplan.device.profile import load_device
-    >>> from budgetplan.planning.importance import prior_importance
+    >>> from budgetplan.importance.scores import prior_importance
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(16, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 4))
     >>> costs = layer_costs(net, torch.zeros(1, 16, 8, 8))

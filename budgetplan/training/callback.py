@@ -54,9 +54,10 @@ from torch import Tensor
 
 from budgetplan.costs.layers import plannable_layers
 from budgetplan.errors import BudgetPlanError
+from budgetplan.importance.measure import get_measure
+from budgetplan.importance.scores import Importance
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
-from budgetplan.planning.importance import Importance
 from budgetplan.planning.options import planner_options
 from budgetplan.strategies import get_strategy
 from budgetplan.strategies.base import Resample
@@ -66,7 +67,6 @@ from budgetplan.training.clipping import clip_relative
 from budgetplan.training.freezing import batch_norms, keep_in_eval, train_only
 from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.lean import LeanAutograd
-from budgetplan.training.measure import Measure
 from budgetplan.training.meter import SavedTensorMeter
 from budgetplan.training.patches import PatchedForward
 from budgetplan.training.paths import PathCheck
@@ -140,7 +140,7 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
         self.__init_plan_source(device, budget, example_input, importance, solve_options)
         self.seed = seed
         self.importance_batches = importance_batches
-        self.importance_measure = Measure.from_str(importance_measure or self.strategy.measure)
+        self.importance_measure = get_measure(importance_measure or self.strategy.measure)
         self.clip_ratio = self.strategy.clip_ratio if clip_ratio is None else clip_ratio
         if not self.clip_ratio >= 0:
             raise BudgetPlanError(f"clip_ratio must be a number >= 0 (0 never clips) or None, not {clip_ratio!r}")

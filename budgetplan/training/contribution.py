@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from budgetplan.costs.layers import plannable_layers
 from budgetplan.costs.table import CostTable, LayerCost
 from budgetplan.errors import BudgetPlanError
-from budgetplan.planning.importance import Importance
+from budgetplan.importance.scores import Importance
 from budgetplan.planning.objective import bias_order
 from budgetplan.planning.options import SPARSE_UPDATE_RATIOS
 from budgetplan.training.channels import channel_norms, weight_mask

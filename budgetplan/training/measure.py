@@ -1,28 +1,21 @@
-"""Measuring layer importance on data: gradient energy, or TraDy's reweighted gradient norm
-(Sparse Update's contribution analysis, the third ``Measure``, is in ``contribution.py``).
+"""Measuring layer importance on data with a registered ``Measure`` (``budgetplan.importance``).
 
-Two measures of what training a layer's input channel ``c`` (or its bias) is worth, both
-read from the gradients of dense backward passes (docs/importance.md):
+A measure that scores gradients (``energy``, the default; TraDy's ``rgn``) reads the
+gradients of dense backward passes: at each step, the norms of each weight gradient's
+input-channel slices and of each bias gradient, scored by the measure and summed (a mean
+per step where the measure says so). A layer's weight importance is the sum over its
+channels. A measure that values choices (``contribution``) runs Sparse Update's trials
+(``contribution.py``).
 
-* ``energy`` (the default): ``‖∂L/∂W_l[:, c]‖₂²``, and ``‖∂L/∂b_l‖₂²`` for the bias,
-  averaged over the batches. To first order, one SGD step of learning rate ``η`` on a
-  parameter group lowers the loss by ``η·‖g‖²``: the score is that expected decrease per
-  unit learning rate, on one scale for weight channels and biases, and a plan's objective
-  adds the decreases of what it trains.
-* ``rgn``: TraDy's reweighted gradient norm (Quélennec et al. 2026, §3),
-  ``RGN_c = ‖∂L/∂W_l[:, c]‖₂ / (C_W + C_A)`` with ``C_W`` the weight elements and ``C_A``
-  the input elements (``H·W``) of one channel: gradient signal per element of memory;
-  the bias scores ``‖∂L/∂b‖₂ / C_out``, summed over the steps.
-
-A layer's weight importance is the sum over its channels. ``measure_importance``
-fine-tunes a copy of the model (the model given is not changed); ``importance_on_batches``
-reads the gradients of the module as it is, in eval mode, with nothing updated: what the
-callback measures at setup.
+``measure_importance`` fine-tunes a copy of the model (the model given is not changed);
+``importance_on_batches`` reads the gradients of the module as it is, in eval mode, with
+nothing updated: what the callback measures at setup.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,12 +29,12 @@ from torch import Tensor, nn
 
 from budgetplan.costs.build import layer_costs
 from budgetplan.costs.layers import plannable_layers
-from budgetplan.costs.table import CostTable, LayerCost
-from budgetplan.enums import EnumStr
+from budgetplan.costs.table import CostTable
 from budgetplan.errors import BudgetPlanError
 from budgetplan.files import data_text, write_atomic
+from budgetplan.importance.measure import Measure, get_measure
+from budgetplan.importance.scores import TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.names import without_prefix
-from budgetplan.planning.importance import ENERGY_UNIT, TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.training.batches import first_batch
 from budgetplan.training.channels import channel_norms
 from budgetplan.training.contribution import contributions_on_batches
@@ -49,47 +42,14 @@ from budgetplan.training.probe import probing, step_loss
 from budgetplan.training.trials import HELD_OUT
 
 
-class Measure(EnumStr):
-    """What a measured importance scores."""
-
-    ENERGY = "energy"
-    RGN = "rgn"
-    CONTRIBUTION = "contribution"
-
-    def describe(self) -> str:
-        if self is Measure.ENERGY:
-            return "gradient energy: first-order loss decrease per SGD step per unit learning rate, ||dL/dW[:, c]||^2"
-        if self is Measure.CONTRIBUTION:
-            return (
-                "contribution analysis (Sparse Update): held-out loss decrease of a short fine-tune of each "
-                "layer's weight at 1/8, 1/4, 1/2 and all input channels, and of the biases of the last k layers"
-            )
-        return "reweighted gradient norm (TraDy): sum over input channels of ||dL/dW[:, c]|| / (C_W + C_A)"
-
-
-def channel_scores(grad: Tensor, layer: LayerCost, measure: Measure) -> Tensor:
-    """One score per input channel of ``layer`` from its weight gradient."""
-    norms = channel_norms(grad, layer.in_channels, layer.groups).cpu()
-    if measure is Measure.ENERGY:
-        return norms.pow(2)
-    return norms / (layer.weight_elements_per_channel + layer.activation_elements_per_channel)
-
-
-def bias_score(grad: Tensor, layer: LayerCost, measure: Measure) -> float:
-    """The score of ``layer``'s bias from its gradient."""
-    if measure is Measure.ENERGY:
-        return float(grad.detach().float().pow(2).sum())
-    return float(grad.detach().float().norm()) / max(1, layer.bias_elements)
-
-
 class ImportanceMeter(Callback):
     """Accumulates per-channel and bias scores at each optimizer step (gradients are
     all-reduced by then, so every DDP rank measures the same)."""
 
-    def __init__(self, costs: CostTable, prefix: str = "", measure: Measure = Measure.ENERGY) -> None:
+    def __init__(self, costs: CostTable, prefix: str = "", measure: str | Measure = "energy") -> None:
         self.costs = costs
         self.prefix = prefix
-        self.measure = Measure.from_str(measure)
+        self.measure = get_measure(measure)
         self.channels: dict[str, Tensor] = {layer.name: torch.zeros(layer.in_channels) for layer in costs.layers}
         self.bias: dict[str, float] = dict.fromkeys(self.channels, 0.0)
         self.steps = 0
@@ -101,11 +61,12 @@ class ImportanceMeter(Callback):
         for layer in self.costs.layers:
             weight = layers[self.prefix + layer.name].weight
             if weight.grad is not None:
-                self.channels[layer.name] += channel_scores(weight.grad, layer, self.measure)
+                norms = channel_norms(weight.grad, layer.in_channels, layer.groups).cpu()
+                self.channels[layer.name] += self.measure.channel_scores(norms, layer)
             # the layer's own bias, or the shift of the frozen norm after it (the folded bias)
             bias = params.get(self.prefix + layer.bias_param) if layer.bias_param else None
             if bias is not None and bias.grad is not None:
-                self.bias[layer.name] += bias_score(bias.grad, layer, self.measure)
+                self.bias[layer.name] += self.measure.bias_score(float(bias.grad.detach().float().norm()), layer)
         self.steps += 1
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
@@ -113,16 +74,22 @@ class ImportanceMeter(Callback):
 
     def importance(self, source: str) -> Importance:
         # energy is a mean per step (the expected decrease of one step); TraDy sums
-        per_step = 1.0 / max(1, self.steps) if self.measure is Measure.ENERGY else 1.0
+        per_step = self._per_step()
         weight = {name: float(scores.sum()) * per_step for name, scores in self.channels.items()}
         bias = {name: score * per_step for name, score in self.bias.items()}
-        unit = ENERGY_UNIT if self.measure is Measure.ENERGY else ""
+        unit = self.measure.unit
         return Importance(source, weight, bias, unit).normalised()
 
     def total(self) -> float:
         """The summed score of every weight channel and bias (energy: per step)."""
-        per_step = 1.0 / max(1, self.steps) if self.measure is Measure.ENERGY else 1.0
-        return (sum(float(c.sum()) for c in self.channels.values()) + sum(self.bias.values())) * per_step
+        return (sum(float(c.sum()) for c in self.channels.values()) + sum(self.bias.values())) * self._per_step()
+
+    def _per_step(self) -> float:
+        return 1.0 / max(1, self.steps) if self.measure.per_step else 1.0
+
+    def source(self, what: str) -> str:
+        """The importance source of what the meter measured on ``what``."""
+        return self.measure.source(what, self.total())
 
 
 @dataclass
@@ -133,7 +100,7 @@ class MeasuredImportance:
     channels: dict[str, list[float]]
     steps: int
     data: str
-    measure: Measure = Measure.ENERGY
+    measure: Measure = dataclasses.field(default_factory=lambda: get_measure("energy"))
 
     def ranking(self) -> list[tuple[str, float, float]]:
         """Layers by share of the total, most important first, with cumulative share."""
@@ -147,7 +114,7 @@ class MeasuredImportance:
         """The importance YAML; ``channels`` adds every input channel's score."""
         data: dict[str, Any] = {
             "source": self.importance.source,
-            "measure": self.measure.describe(),
+            "measure": self.measure.description,
             "data": self.data,
             "steps": self.steps,
             **({"unit": self.importance.unit, "scale": self.importance.scale} if self.importance.unit else {}),
@@ -198,7 +165,7 @@ def measure_importance(
     example_input: Tensor | None = None,
     lr: float = 0.005,
     data_name: str = "user data",
-    measure: str = "energy",
+    measure: str | Measure = "energy",
 ) -> MeasuredImportance:
     """Fine-tune a copy of ``model`` densely for ``steps`` optimizer steps and measure
     each layer's importance along the way (``measure``: ``"energy"`` or ``"rgn"``); or,
@@ -209,7 +176,7 @@ def measure_importance(
     DataLoader or DataModule, or None for its own dataloaders) or a plain classifier with
     ``data`` a DataLoader of ``(x, y)`` batches (cross-entropy, SGD with momentum).
     """
-    kind = Measure.from_str(measure)
+    kind = get_measure(measure)
     work = copy.deepcopy(model)
     for param in work.parameters():
         param.requires_grad_(True)
@@ -223,7 +190,7 @@ def measure_importance(
         example_input = first_batch(data, empty)[0][:1]
     costs = layer_costs(module, example_input)
     prefix = "model." if isinstance(module, _Classifier) else ""  # names as in the user's model
-    if kind is Measure.CONTRIBUTION:
+    if kind.values_choices:
         return _contribution(module, data, costs, steps, data_name, prefix)
     meter = ImportanceMeter(costs, measure=kind)
     trainer = pl.Trainer(
@@ -237,7 +204,7 @@ def measure_importance(
         limit_val_batches=0,
     )
     trainer.fit(module, data)
-    importance = _unprefixed(meter.importance(_source(kind, meter, f"{meter.steps} steps on {data_name}")), prefix)
+    importance = _unprefixed(meter.importance(meter.source(f"{meter.steps} steps on {data_name}")), prefix)
     channels = {n: v.tolist() for n, v in without_prefix(meter.channels, prefix).items()}
     return MeasuredImportance(importance, channels, meter.steps, data_name, kind)
 
@@ -267,14 +234,7 @@ def _contribution(
         data = data.train_dataloader()
     batches = list(itertools.islice(iter(data), steps + HELD_OUT))
     importance = contributions_on_batches(module, batches, costs, data_name, steps=steps)
-    return MeasuredImportance(_unprefixed(importance, prefix), {}, steps, data_name, Measure.CONTRIBUTION)
-
-
-def _source(measure: Measure, meter: ImportanceMeter, what: str) -> str:
-    if measure is Measure.ENERGY:
-        total = meter.total()
-        return f"measured: gradient energy, {what} (total {total:.4g} {ENERGY_UNIT})"
-    return f"measured: reweighted gradient norm, {what}"
+    return MeasuredImportance(_unprefixed(importance, prefix), {}, steps, data_name, get_measure("contribution"))
 
 
 def importance_on_batches(
@@ -282,14 +242,14 @@ def importance_on_batches(
     batches: Iterable[Any],
     costs: CostTable,
     data_name: str,
-    measure: str = "energy",
+    measure: str | Measure = "energy",
     prefix: str = "",
 ) -> Importance:
     """The importance of ``costs``' layers from ``module.training_step``'s gradients on
     ``batches``, with nothing updated (norms frozen, as the plan trains them); for
     ``"contribution"``, Sparse Update's trials on them (``contributions_on_batches``)."""
-    kind = Measure.from_str(measure)
-    if kind is Measure.CONTRIBUTION:
+    kind = get_measure(measure)
+    if kind.values_choices:
         return contributions_on_batches(module, batches, costs, data_name, prefix)
     meter = ImportanceMeter(costs, prefix, kind)
     with probing(module, requires_grad=True):
@@ -299,4 +259,4 @@ def importance_on_batches(
             meter.observe(module)
     if meter.steps == 0:
         raise BudgetPlanError(f"no batch to measure importance on ({data_name})")
-    return meter.importance(_source(meter.measure, meter, f"{meter.steps} batches of {data_name}"))
+    return meter.importance(meter.source(f"{meter.steps} batches of {data_name}"))

@@ -23,10 +23,11 @@ from budgetplan.costs.build import layer_costs
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import load_device
 from budgetplan.errors import BudgetPlanError, InfeasibleError, ModelError, PlanError, ProfileError
+from budgetplan.importance.measure import Measure, get_measure
+from budgetplan.importance.scores import MEASURED, TABLES_MEASURE, Importance, resolve_importance, shipped_importance
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_problem
-from budgetplan.planning.importance import MEASURED, Importance, resolve_importance, shipped_importance
 from budgetplan.planning.problem import Problem
 from budgetplan.quoting import quote
 from budgetplan.strategies.base import Strategy, Training
@@ -149,7 +150,7 @@ class PlanSource:
     solve_options: dict[str, Any] = field(default_factory=dict)
     plan: str | Plan | None = None
     importance_batches: int = 16
-    importance_measure: str = "energy"
+    importance_measure: Measure = dataclasses.field(default_factory=lambda: get_measure(TABLES_MEASURE))
     seed: int = 0
     sampler: str = "magnitude"  # how the fit draws channels, and so the trials of rival plans
     clip_ratio: float = 0.0  # the fit's clipping, and so the trials'
@@ -185,7 +186,7 @@ class PlanSource:
         batches), falling back to the no-data default with a warning. ``"measured"``
         insists on the measurement."""
         insist = self.importance == MEASURED
-        if self.importance is None and self.importance_measure == "energy":
+        if self.importance is None and self.importance_measure.name == TABLES_MEASURE:
             table = shipped_importance(costs, by_name=True)
             if table is not None:
                 return table
@@ -234,7 +235,9 @@ class PlanSource:
     def has_rival(self, costs: CostTable) -> bool:
         """Whether the default importance planned with a shipped table and there is training
         data to measure a rival on (the table was measured on other images; docs/importance.md)."""
-        default = self.importance is None and self.importance_measure == "energy" and self.importance_batches > 0
+        default = (
+            self.importance is None and self.importance_measure.name == TABLES_MEASURE and self.importance_batches > 0
+        )
         return default and self.loader is not None and shipped_importance(costs, by_name=True) is not None
 
     def rival_importance(self, problem: Problem, pl_module: pl.LightningModule, batches: list[Any]) -> Problem | None:

@@ -10,6 +10,7 @@ import yaml
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 from budgetplan.errors import PlanError
+from budgetplan.importance.scores import prior_importance
 from budgetplan.interop.scheme import ACCEPTED_KEYS, Scheme, load_scheme, scheme_from_dict, scheme_to_dict
 from budgetplan.interop.tiny_training import (
     choices_from_scheme,
@@ -21,7 +22,6 @@ from budgetplan.interop.tiny_training import (
 )
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_from_choices
-from budgetplan.planning.importance import prior_importance
 from budgetplan.planning.memory import Choice, predict
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.solve import Solution

@@ -9,10 +9,10 @@ from torch import nn
 
 from budgetplan.costs.build import layer_costs
 from budgetplan.errors import BudgetPlanError, PlanError
+from budgetplan.importance.scores import prior_importance
 from budgetplan.plan.model import Plan
 from budgetplan.planning.accounting import sparse_update_bits, sparse_update_memory
 from budgetplan.planning.assemble import plan_from_choices
-from budgetplan.planning.importance import prior_importance
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.options import PlannerOptions
 from budgetplan.planning.solve import Solution

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from budgetplan import BudgetPlanError, load_device
+from budgetplan.importance.scores import PRIOR_SOURCE, load_importance, prior_importance
 from budgetplan.planning.assemble import plan_from_costs
-from budgetplan.planning.importance import PRIOR_SOURCE, load_importance, prior_importance
 
 from ..helpers.cli import run_cli
 

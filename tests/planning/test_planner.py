@@ -11,9 +11,9 @@ import torch
 from budgetplan import BudgetPlanError, InfeasibleError, solve
 from budgetplan.costs.table import CostTable, PatchOption
 from budgetplan.device.profile import BitWidths
+from budgetplan.importance.scores import Importance
 from budgetplan.planning.accounting import sparse_update_memory
 from budgetplan.planning.assemble import plan_from_costs
-from budgetplan.planning.importance import Importance
 from budgetplan.planning.memory import Choice, predict
 from budgetplan.planning.objective import channel_options, utility
 from budgetplan.planning.options import PlannerOptions

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from budgetplan.device.profile import load_device
+from budgetplan.importance.scores import Importance, prior_importance
 from budgetplan.interop.scheme import load_scheme
 from budgetplan.interop.tiny_training import choices_from_scheme
 from budgetplan.planning.ilp import OPTIMALITY_GAP
-from budgetplan.planning.importance import Importance, prior_importance
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import objective
 from budgetplan.planning.options import PlannerOptions

@@ -15,14 +15,15 @@ from budgetplan import BudgetPlanCallback
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 from budgetplan.errors import BudgetPlanError
+from budgetplan.importance import get_measure
+from budgetplan.importance.scores import Importance, load_importance
 from budgetplan.planning.assemble import plan_from_costs
-from budgetplan.planning.importance import Importance, load_importance
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import bias_order, objective
 from budgetplan.planning.options import SPARSE_UPDATE_RATIOS, planner_options
 from budgetplan.planning.solve import fits_with_stage
 from budgetplan.training.contribution import contributions_on_batches
-from budgetplan.training.measure import Measure, MeasuredImportance
+from budgetplan.training.measure import MeasuredImportance
 
 from ..helpers.tiny_modules import TinyModule, trainer
 
@@ -169,7 +170,7 @@ def test_the_ilp_finds_the_best_scheme_among_the_measured_choices(measured_choic
 def test_contribution_files_round_trip(tmp_path, measured_choices):
     costs, _, importance = measured_choices
     path = tmp_path / "contribution.yaml"
-    MeasuredImportance(importance, {}, 4, "made up", Measure.CONTRIBUTION).save(path)
+    MeasuredImportance(importance, {}, 4, "made up", get_measure("contribution")).save(path)
     loaded = load_importance(path, costs)
     assert loaded.curves.keys() == importance.curves.keys()
     for name, curve in importance.curves.items():

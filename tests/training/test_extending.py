@@ -1,4 +1,5 @@
-"""A strategy and a sampler added from outside the package: one class each, registered."""
+"""A strategy, a sampler and an importance measure added from outside the package: one
+class each, registered."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback
+from budgetplan.costs.build import layer_costs
+from budgetplan.importance import MEASURES, Measure, register_measure
 from budgetplan.planning.assemble import plan_from_choices
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.solve import Solution
 from budgetplan.strategies import STRATEGIES, Draw, LayerToTrain, Strategy, Training, register_strategy
+from budgetplan.training.measure import importance_on_batches
 from budgetplan.training.samplers import SAMPLERS, ChannelSampler, register_sampler
 
 from ..helpers.tiny_modules import TinyModule, data, trainer
@@ -60,13 +64,28 @@ class HeadWindow(Strategy):
         return Draw(plan, {"net.head.1": list(range(start, start + 4))})
 
 
+class ChannelsWithGradient(Measure):
+    """One point per input channel whose gradient is not zero, and per bias, at each step."""
+
+    name = "test-count"
+    short = "channels with a gradient"
+
+    def channel_scores(self, norms, layer):
+        return (norms > 0).float()
+
+    def bias_score(self, norm, layer):
+        return float(norm > 0)
+
+
 @pytest.fixture
 def registered():
     register_sampler(LastChannels)
     register_strategy(PointwiseAndHead)
     register_strategy(HeadWindow)
+    register_measure(ChannelsWithGradient)
     yield
     del SAMPLERS["test-last"], STRATEGIES["test-pointwise"], STRATEGIES["test-head-window"]
+    del MEASURES["test-count"]
 
 
 class Selections(Callback):
@@ -100,6 +119,24 @@ def test_a_strategy_that_draws_its_own_choices(registered):
     assert len(windows) == 3 and len({str(w) for w in windows}) > 1  # one draw per epoch, and they differ
     assert [row["net.head.1"] for row in seen.rows] == [w for w in windows for _ in range(4)]
     assert budget.plan is not None and budget.plan.channels() == {"net.head.1": 4}
+
+
+def test_a_new_importance_measure_scores_and_plans(registered):
+    module = TinyModule(dropout=0.0)
+    costs = layer_costs(module, module.example_input_array)
+    batches = list(data())[:3]
+    counted = importance_on_batches(module, batches, costs, "three batches", measure="test-count")
+    assert counted.source == "measured: channels with a gradient, 3 batches of three batches"
+    # every channel of every layer has a gradient at every step: weights in proportion to the input channels
+    channels = {layer.name: layer.in_channels for layer in costs.layers}
+    first = costs.layers[0].name
+    for name, count in channels.items():
+        assert counted.weight[name] / counted.weight[first] == pytest.approx(count / channels[first])
+    budget = BudgetPlanCallback(device="cortex-m7", importance="measured", importance_measure="test-count")
+    trainer(1, [budget]).fit(TinyModule(dropout=0.0), data())
+    assert budget.plan is not None and "channels with a gradient" in budget.plan.importance_source
+    with pytest.raises(Exception, match="unknown importance measure 'test-none'; choose one of"):
+        BudgetPlanCallback(importance_measure="test-none")
 
 
 def test_names_are_checked_against_the_registries(registered):

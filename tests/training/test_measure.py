@@ -10,8 +10,8 @@ from torch import nn
 
 from budgetplan import BudgetPlanError, load_device, measure_importance
 from budgetplan.costs.build import layer_costs
+from budgetplan.importance.scores import load_importance
 from budgetplan.planning.assemble import plan_from_costs
-from budgetplan.planning.importance import load_importance
 
 from ..helpers.cli import run_cli
 

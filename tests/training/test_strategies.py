@@ -12,7 +12,8 @@ from budgetplan import BudgetPlanCallback
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import BitWidths, load_device
 from budgetplan.errors import BudgetPlanError
-from budgetplan.planning.importance import (
+from budgetplan.importance import get_measure
+from budgetplan.importance.scores import (
     Importance,
     prior_importance,
     resolve_importance,
@@ -223,5 +224,5 @@ def test_a_network_with_a_shipped_table_plans_with_it_by_default():
     default = PlanSource().importance_for(module, costs)
     assert default.source.startswith("shipped table: mobilenet_v2-imagenet, by layer name")
     assert set(default.weight) == {layer.name for layer in costs.layers}
-    trady = PlanSource(importance_measure="rgn", loader=data(16)).importance_for(module, costs)
+    trady = PlanSource(importance_measure=get_measure("rgn"), loader=data(16)).importance_for(module, costs)
     assert trady.source.startswith("measured: reweighted gradient norm, 2 batches")

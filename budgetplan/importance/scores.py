@@ -39,6 +39,7 @@ from budgetplan.quoting import quote
 PRIOR_SOURCE = "prior: share of trainable elements (no data)"
 ENERGY_UNIT = "loss decrease per SGD step per unit learning rate"  # gradient energy (measure.py)
 MEASURED = "measured"  # the callback's importance= that insists on measuring on the training data
+TABLES_MEASURE = "energy"  # the measure of the shipped tables: the default plans with them where it measures so
 TABLES = Path(__file__).resolve().parent.parent / "tables"  # measured importance shipped with the package
 TOP_SHARE = 0.97  # TraDy keeps the layers that hold 97% of the cumulative importance
 
