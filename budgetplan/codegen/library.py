@@ -1,0 +1,105 @@
+"""``export_c``: a plan's training step as a self-contained C99 library (docs/device.md).
+
+The directory written holds ``bp_model.h`` / ``bp_model.c`` (the network, its
+parameters and the step) and ``bp_runtime.h`` / ``bp_runtime.c`` (the kernels), and
+needs nothing but libc and libm. The channels a layer trains start as the plan's kept
+channels (the largest weight norm, as the callback's default sampler keeps them);
+``bp_set_channels`` and ``bp_redraw`` change them.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from budgetplan.codegen.emit import Parameters, StepCode, header, source
+from budgetplan.codegen.graph import Node, model_graph
+from budgetplan.codegen.schedule import Schedule, Trained, step_schedule
+from budgetplan.errors import PlanError
+from budgetplan.files import write_atomic
+from budgetplan.plan.model import Plan
+from budgetplan.quoting import quote
+from budgetplan.strategies import STRATEGIES
+from budgetplan.training.channels import channel_norms
+from budgetplan.training.fold import fold_batchnorm
+
+RUNTIME = Path(__file__).resolve().parent / "runtime"
+FILES = ("bp_model.h", "bp_model.c", "bp_runtime.h", "bp_runtime.c")
+
+
+@dataclass(frozen=True)
+class CLibrary:
+    """What ``export_c`` wrote: the files, the arena's size and the layout behind it."""
+
+    files: tuple[Path, ...]
+    arena_bytes: int
+    schedule: Schedule
+    selection: dict[str, list[int]]
+
+
+def export_c(
+    model: nn.Module,
+    plan: Plan,
+    out: str | Path,
+    example_input: torch.Tensor | None = None,
+    clip_ratio: float | None = None,
+) -> CLibrary:
+    """Write the C library of ``plan``'s training step for ``model`` (pretrained values as
+    they are; BatchNorm folded into a copy) into the directory ``out``. ``clip_ratio``: the
+    callback's (default: the default strategy's; 0 never clips)."""
+    ratio = STRATEGIES["budgetplan"].clip_ratio if clip_ratio is None else clip_ratio
+    example = example_input if example_input is not None else torch.zeros(1, *plan.input_shape)
+    work = fold_batchnorm(copy.deepcopy(model).eval(), example[:1])
+    nodes = model_graph(work, example[:1])
+    modules = dict(work.named_modules())
+    by_module = {node.module: node for node in nodes if node.module}
+    trained, selection = _trained(plan, by_module, modules)
+    schedule = step_schedule(nodes, trained, plan.batch_size)
+    parameters = {node.index: _parameters(node, modules[node.module]) for node in nodes if node.module}
+    classifier = max(by_module.values(), key=lambda node: node.index).index
+    code = StepCode(
+        nodes, schedule, parameters, trained, selection, plan.batch_size, ratio, classifier,
+        f"budgetplan: training step of {plan.model} on {plan.device.name} ({plan.fingerprint})",
+    )  # fmt: skip
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / "bp_model.h", header(code))
+    write_atomic(directory / "bp_model.c", source(code))
+    for name in ("bp_runtime.h", "bp_runtime.c"):
+        shutil.copyfile(RUNTIME / name, directory / name)
+    names = {node.index: node.module for node in nodes}
+    return CLibrary(
+        tuple(directory / name for name in FILES),
+        schedule.arena_bytes,
+        schedule,
+        {names[i]: channels for i, channels in selection.items()},
+    )
+
+
+def _trained(
+    plan: Plan, by_module: dict[str, Node], modules: dict[str, nn.Module]
+) -> tuple[dict[int, Trained], dict[int, list[int]]]:
+    trained: dict[int, Trained] = {}
+    selection: dict[int, list[int]] = {}
+    for layer in plan.updated():
+        node = by_module.get(layer.name)
+        if node is None:
+            raise PlanError(f"plan layer {quote(layer.name)} is not a conv or linear layer the model runs")
+        channels = layer.channels if layer.update == "weight" else 0
+        trained[node.index] = Trained(channels, layer.bias)
+        if channels:
+            weight = modules[layer.name].weight  # type: ignore[union-attr]
+            norms = channel_norms(weight, layer.total_channels, node.groups)
+            selection[node.index] = sorted(torch.topk(norms, channels).indices.tolist())
+    return trained, selection
+
+
+def _parameters(node: Node, module: nn.Module) -> Parameters:
+    weight = module.weight.detach().float().flatten().tolist()  # type: ignore[union-attr]
+    bias = module.bias.detach().float().flatten().tolist() if module.bias is not None else None  # type: ignore[union-attr]
+    return Parameters(node.module, weight, bias)

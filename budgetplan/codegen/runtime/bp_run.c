@@ -1,0 +1,38 @@
+/* budgetplan: run training steps from a file and write the parameters after them.
+ * bp_batches.bin: int32 steps, float32 lr, then per step BP_BATCH samples of
+ * BP_INPUT_ELEMENTS float32 and BP_BATCH int32 labels. Writes bp_params.bin (every
+ * parameter, float32, in bp_param order) and prints the loss of each step and the
+ * arena's high-water mark. Runs on a host and, through semihosting, on a board. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bp_model.h"
+
+static int read_all(FILE *f, void *to, size_t bytes) { return fread(to, 1, bytes, f) == bytes; }
+
+int main(void) {
+    FILE *in = fopen("bp_batches.bin", "rb");
+    int steps = 0, labels[BP_BATCH];
+    float lr = 0.0f;
+    if (!in || !read_all(in, &steps, sizeof steps) || !read_all(in, &lr, sizeof lr)) {
+        printf("bp_run: cannot read bp_batches.bin\n");
+        return 1;
+    }
+    bp_paint_arena();
+    for (int s = 0; s < steps; s++) {
+        if (!read_all(in, bp_input(), sizeof(float) * BP_BATCH * BP_INPUT_ELEMENTS) ||
+            !read_all(in, labels, sizeof labels)) {
+            printf("bp_run: bp_batches.bin ends before step %d\n", s);
+            return 1;
+        }
+        printf("step %d loss %.6f\n", s, (double)bp_train_step(labels, lr));
+    }
+    fclose(in);
+    printf("arena %lu of %lu bytes\n", (unsigned long)bp_arena_high_water(), (unsigned long)BP_ARENA_BYTES);
+    FILE *out = fopen("bp_params.bin", "wb");
+    if (!out) return 1;
+    for (int i = 0; i < BP_PARAMS; i++)
+        if (bp_param(i)) fwrite(bp_param(i), sizeof(float), (size_t)bp_param_size(i), out);
+    fclose(out);
+    return 0;
+}

@@ -1,0 +1,140 @@
+"""What one training step keeps, when, and where in one static arena (docs/device.md).
+
+A step runs the forward operators in order (times ``0 .. n-1``), the loss (``n``) and the
+backward of node ``i`` at time ``2n - i``. Every buffer lives from the step that writes it
+to the last that reads it:
+
+* a node's output, until its last reader (a ReLU computes in place where it is its
+  input's only reader);
+* the input channels a trained layer keeps for its weight gradient, and the 1-bit mask a
+  ReLU keeps for its backward, from the forward to the layer's backward;
+* the gradient of a node's output, from its first consumer's backward to its own;
+* a trained layer's weight-gradient rows, for its backward only (the update is applied
+  there, so no gradient outlives its layer).
+
+Buffers are placed greedily, largest first, at the lowest offset free over their lifetime
+(as TFLite Micro's greedy planner does); the arena is the highest end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from budgetplan.codegen.graph import Node
+
+ALIGN = 8  # bytes; every buffer starts on a double-word
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a step trains at one conv or linear layer: ``channels`` input channels of its
+    weight (0: none), and its bias or not."""
+
+    channels: int
+    bias: bool
+
+
+@dataclass
+class Buffer:
+    """One region of the arena: ``name`` as the generated code calls it."""
+
+    name: str
+    size: int
+    start: int
+    end: int
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The buffers of a step and the nodes whose backward runs."""
+
+    buffers: dict[str, Buffer]
+    backward: tuple[int, ...]  # nodes whose output gradient is computed, last first
+    output_of: dict[int, str]  # node -> buffer holding its output
+    arena_bytes: int
+
+
+def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, element_bytes: int = 4) -> Schedule:
+    """The buffers of a training step of ``nodes`` that trains ``trained`` (node → what)."""
+    n = len(nodes)
+    readers: dict[int, list[int]] = {node.index: [] for node in nodes}
+    for node in nodes:
+        for source in node.inputs:
+            readers[source].append(node.index)
+    depends = _depends_on_training(nodes, trained)
+    backward = tuple(i for i in reversed(range(n)) if depends[i])
+    buffers: dict[str, Buffer] = {}
+    output_of: dict[int, str] = {}
+
+    def add(name: str, elements: float, start: int, end: int) -> None:
+        buffers[name] = Buffer(name, _aligned(int(elements)), start, end)
+
+    for node in nodes:
+        last = max(readers[node.index], default=n)  # the logits are read by the loss
+        source = node.inputs[0] if node.inputs else None
+        if (
+            node.kind in ("relu", "relu6")
+            and source is not None
+            and readers[source] == [node.index]
+            and nodes[source].kind != "input"
+        ):
+            output_of[node.index] = output_of[source]
+            buffers[output_of[source]].end = max(buffers[output_of[source]].end, last)
+        else:
+            output_of[node.index] = f"x{node.index}"
+            add(output_of[node.index], node.elements * batch * element_bytes, node.index, last)
+        if node.kind in ("relu", "relu6") and source is not None and depends[source]:
+            add(f"m{node.index}", (node.elements * batch + 7) // 8, node.index, 2 * n - node.index)
+        what = trained.get(node.index)
+        if what and what.channels and source is not None:
+            per_channel = nodes[source].elements // nodes[source].shape[0]
+            add(f"s{node.index}", what.channels * per_channel * batch * element_bytes, node.index, 2 * n - node.index)
+    for i in backward:
+        node = nodes[i]
+        born = n if not readers[i] else 2 * n - max(readers[i])
+        add(f"g{i}", node.elements * batch * element_bytes, born, 2 * n - i)
+        what = trained.get(i)
+        if what and what.channels:
+            add(f"r{i}", row_elements(nodes, node) * element_bytes, 2 * n - i, 2 * n - i)
+    return Schedule(buffers, backward, output_of, place(list(buffers.values())))
+
+
+def _depends_on_training(nodes: list[Node], trained: dict[int, Trained]) -> list[bool]:
+    depends = [False] * len(nodes)
+    for node in nodes:
+        depends[node.index] = node.index in trained or any(depends[i] for i in node.inputs)
+    return depends
+
+
+def row_elements(nodes: list[Node], node: Node) -> int:
+    """The elements of one output unit's weight row (a scratch row for the fused update)."""
+    source = nodes[node.inputs[0]]
+    if node.kind == "linear":
+        return source.elements
+    return source.shape[0] // node.groups * node.kernel[0] * node.kernel[1]
+
+
+def _aligned(size: int) -> int:
+    return (size + ALIGN - 1) // ALIGN * ALIGN
+
+
+def place(buffers: list[Buffer]) -> int:
+    """Give each buffer the lowest offset free over its lifetime, largest first; the
+    arena's size in bytes.
+
+    >>> a, b, c = Buffer("a", 16, 0, 1), Buffer("b", 8, 1, 2), Buffer("c", 16, 2, 3)
+    >>> place([a, b, c]), (a.offset, b.offset, c.offset)
+    (24, (0, 16, 0))
+    """
+    placed: list[Buffer] = []
+    for buffer in sorted(buffers, key=lambda b: (-b.size, b.start, b.name)):
+        busy = sorted((b.offset, b.offset + b.size) for b in placed if b.start <= buffer.end and buffer.start <= b.end)
+        offset = 0
+        for low, high in busy:
+            if offset + buffer.size <= low:
+                break
+            offset = max(offset, high)
+        buffer.offset = offset
+        placed.append(buffer)
+    return max((b.offset + b.size for b in buffers), default=0)
