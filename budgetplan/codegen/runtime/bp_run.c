@@ -2,15 +2,49 @@
  * bp_batches.bin: int32 steps, float32 lr, then per step BP_BATCH samples of
  * BP_INPUT_ELEMENTS float32 and BP_BATCH int32 labels. Writes bp_params.bin (every
  * parameter, float32, in bp_param order) and prints the loss of each step and the
- * arena's high-water mark. Runs on a host and, through semihosting, on a board. */
+ * arena's high-water mark; built with BP_BOARD, for a Cortex-M through semihosting, also
+ * the stack's. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "bp_model.h"
 
+#ifdef BP_BOARD
+#define STACK_PAINT 0xC5C5C5C5u
+extern uint32_t __StackLimit[], __StackTop[];
+
+void SystemInit(void) { /* the FPU on (CP10, CP11 full access) before any float instruction */
+    *(volatile uint32_t *)0xE000ED88 |= 0xFu << 20;
+    __asm volatile("dsb\n\tisb" ::: "memory");
+}
+
+extern void initialise_monitor_handles(void);
+int main(void);
+
+void bp_board_start(void) { /* from the startup file, after .data and .bss are set up */
+    initialise_monitor_handles();
+    exit(main());
+}
+
+static void paint_stack(void) { /* every word below this frame, less a margin, to the stack's limit */
+    volatile uint32_t here = 0;
+    for (volatile uint32_t *p = __StackLimit; p < (uint32_t *)&here - 16; p++) *p = STACK_PAINT;
+}
+
+static unsigned long stack_high_water(void) {
+    uint32_t *p = __StackLimit;
+    while (p < __StackTop && *p == STACK_PAINT) p++;
+    return (unsigned long)((char *)__StackTop - (char *)p);
+}
+#endif
+
 static int read_all(FILE *f, void *to, size_t bytes) { return fread(to, 1, bytes, f) == bytes; }
 
 int main(void) {
+#ifdef BP_BOARD
+    paint_stack();
+#endif
     FILE *in = fopen("bp_batches.bin", "rb");
     int steps = 0, labels[BP_BATCH];
     float lr = 0.0f;
@@ -28,6 +62,9 @@ int main(void) {
         printf("step %d loss %.6f\n", s, (double)bp_train_step(labels, lr));
     }
     fclose(in);
+#ifdef BP_BOARD
+    printf("stack %lu\n", stack_high_water());
+#endif
     printf("arena %lu of %lu bytes\n", (unsigned long)bp_arena_high_water(), (unsigned long)BP_ARENA_BYTES);
     FILE *out = fopen("bp_params.bin", "wb");
     if (!out) return 1;
