@@ -251,11 +251,19 @@ def _add_plan_files(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     export.add_argument("plan", help="plan YAML file")
     export.add_argument(
         "--format",
-        choices=EXPORT_FORMATS,
+        choices=(*EXPORT_FORMATS, "c"),
         default="c-header",
-        help="C99 header, JSON, or a Sparse Update backward_config in YAML (default c-header)",
+        help="C99 header of per-layer flags, JSON, a Sparse Update backward_config in YAML (default c-header), "
+        "or c: a C99 library of the plan's training step (--out names its directory; docs/device.md)",
     )
-    export.add_argument("--out", help="file to write (default: standard output)")
+    export.add_argument("--out", help="file to write (default: standard output); for --format c, a directory")
+    export.add_argument(
+        "--model",
+        help="for --format c: torchvision name or package.module:factory (default: the model the plan names)",
+    )
+    export.add_argument(
+        "--weights", help="for --format c: a state dict saved with torch.save (default: the model's initial weights)"
+    )
 
     show = sub.add_parser("show", help="print a saved plan")
     show.add_argument("plan", help="plan YAML file")

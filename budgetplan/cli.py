@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,6 +20,9 @@ from budgetplan.device.profile import load_device, shipped_devices
 from budgetplan.errors import BudgetPlanError, InfeasibleError
 from budgetplan.files import DATA_FORMATS, PLOT_FORMATS, OutputFile, output_file
 from budgetplan.quoting import one_line
+
+if TYPE_CHECKING:
+    from budgetplan.plan.model import Plan
 
 MAX_MESSAGE = 2000  # characters of an error line; values in it are quoted short already
 # what each command's --out holds, and the extensions that name its format (None: any name)
@@ -272,11 +275,40 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from budgetplan.report.export import export_text
 
     plan = Plan.load(args.plan)
+    if args.format == "c":
+        _export_library(args, plan)
+        return
     text = export_text(plan, args.format, args.plan)
     if args.out:
         args.outputs["out"].write(text)
     else:
         print(text, end="")
+
+
+def _export_library(args: argparse.Namespace, plan: Plan) -> None:
+    from budgetplan.codegen.library import export_c
+    from budgetplan.units import format_bytes
+    from budgetplan.zoo.models import model_for_plan
+
+    if not args.out:
+        raise BudgetPlanError("--format c writes a directory of C files: name it with --out DIR")
+    model, weights = model_for_plan(plan, args.model, args.weights)
+    library = export_c(model, plan, args.out)
+    predicted = plan.predicted.peak_bytes - plan.predicted.resident_bytes
+    print(
+        f"C library written to {args.out}: {', '.join(path.name for path in library.files)}\n"
+        f"arena {format_bytes(library.arena_bytes)} (the plan predicts {format_bytes(predicted)} besides the "
+        f"trained parameters); {len(library.selection)} layers train channels; weights: {weights}"
+    )
+    if library.arena_bytes > 1.01 * predicted:
+        bits = plan.device.bits
+        print(
+            f"budgetplan: warning: the library stores float32 and runs layer by layer; {plan.device.name} counts "
+            f"{bits.activation}-bit activations and {bits.weight}-bit weights"
+            + (" with a patch stage" if plan.predicted.patch_grid else "")
+            + ": on the board it needs more than the plan",
+            file=sys.stderr,
+        )
 
 
 def _outputs(args: argparse.Namespace) -> dict[str, OutputFile]:
@@ -286,7 +318,8 @@ def _outputs(args: argparse.Namespace) -> dict[str, OutputFile]:
         outputs["plot"] = output_file(args.plot, "plot", PLOT_FORMATS)
     if getattr(args, "out", None) is not None:
         what = _OUT_FILES[args.command]
-        outputs["out"] = output_file(args.out, what, DATA_FORMATS if what != "export" else None)
+        if what != "export" or args.format != "c":  # a C library's --out is a directory
+            outputs["out"] = output_file(args.out, what, DATA_FORMATS if what != "export" else None)
     return outputs
 
 

@@ -15,6 +15,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from budgetplan.errors import ModelError
+from budgetplan.quoting import quote
 
 KINDS = ("input", "conv", "linear", "relu", "relu6", "add", "avgpool")
 _PASS_THROUGH = (nn.Dropout, nn.Identity, nn.Flatten)  # flatten keeps the data where it is
@@ -96,7 +97,7 @@ def _module_node(nodes: list[Node], module: nn.Module, name: str, inputs: tuple[
         return _append(nodes, "avgpool", inputs, shape)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         raise ModelError(f"{name}: a BatchNorm the C export cannot fold into a convolution before it")
-    raise ModelError(f"{name}: the C export has no kernel for {type(module).__name__}; {_RUNS}")
+    raise ModelError(f"layer {quote(name)}: the C export has no kernel for {type(module).__name__}; {_RUNS}")
 
 
 _RUNS = "it runs Conv2d, Linear, ReLU, ReLU6, residual add, global average pooling and flatten"
@@ -118,7 +119,7 @@ def _function_kind(item: fx.Node) -> str:
         return "avgpool"
     if target is nn.functional.dropout:
         return "alias"
-    if target is torch.mean and tuple(item.args[1]) in ((2, 3), (-2, -1)):
+    if target is torch.mean and isinstance(item.args[1], (tuple, list)) and tuple(item.args[1]) in ((2, 3), (-2, -1)):
         return "avgpool"
     name = getattr(target, "__name__", str(target))
     raise ModelError(f"the C export has no kernel for {name} (at {item.name}); {_RUNS}")

@@ -93,13 +93,21 @@ def _trained(
         channels = layer.channels if layer.update == "weight" else 0
         trained[node.index] = Trained(channels, layer.bias)
         if channels:
-            weight = modules[layer.name].weight  # type: ignore[union-attr]
-            norms = channel_norms(weight, layer.total_channels, node.groups)
+            norms = channel_norms(_tensor(modules[layer.name], "weight"), layer.total_channels, node.groups)
             selection[node.index] = sorted(torch.topk(norms, channels).indices.tolist())
     return trained, selection
 
 
 def _parameters(node: Node, module: nn.Module) -> Parameters:
-    weight = module.weight.detach().float().flatten().tolist()  # type: ignore[union-attr]
-    bias = module.bias.detach().float().flatten().tolist() if module.bias is not None else None  # type: ignore[union-attr]
-    return Parameters(node.module, weight, bias)
+    bias = module.bias if isinstance(module.bias, torch.Tensor) else None
+    return Parameters(node.module, _values(_tensor(module, "weight")), _values(bias) if bias is not None else None)
+
+
+def _tensor(module: nn.Module, name: str) -> torch.Tensor:
+    value = getattr(module, name)
+    assert isinstance(value, torch.Tensor)
+    return value
+
+
+def _values(tensor: torch.Tensor) -> list[float]:
+    return tensor.detach().float().flatten().tolist()

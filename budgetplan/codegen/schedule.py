@@ -72,23 +72,19 @@ def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, el
 
     for node in nodes:
         last = max(readers[node.index], default=n)  # the logits are read by the loss
-        source = node.inputs[0] if node.inputs else None
-        if (
-            node.kind in ("relu", "relu6")
-            and source is not None
-            and readers[source] == [node.index]
-            and nodes[source].kind != "input"
-        ):
-            output_of[node.index] = output_of[source]
-            buffers[output_of[source]].end = max(buffers[output_of[source]].end, last)
+        first = node.inputs[0] if node.inputs else -1
+        relu = node.kind in ("relu", "relu6")
+        if relu and readers.get(first) == [node.index] and nodes[first].kind != "input":
+            output_of[node.index] = output_of[first]  # in place
+            buffers[output_of[first]].end = max(buffers[output_of[first]].end, last)
         else:
             output_of[node.index] = f"x{node.index}"
             add(output_of[node.index], node.elements * batch * element_bytes, node.index, last)
-        if node.kind in ("relu", "relu6") and source is not None and depends[source]:
+        if relu and depends[first]:
             add(f"m{node.index}", (node.elements * batch + 7) // 8, node.index, 2 * n - node.index)
         what = trained.get(node.index)
-        if what and what.channels and source is not None:
-            per_channel = nodes[source].elements // nodes[source].shape[0]
+        if what and what.channels:
+            per_channel = nodes[first].elements // nodes[first].shape[0]
             add(f"s{node.index}", what.channels * per_channel * batch * element_bytes, node.index, 2 * n - node.index)
     for i in backward:
         node = nodes[i]

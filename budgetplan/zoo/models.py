@@ -7,9 +7,11 @@ A name is a torchvision classification model (``mobilenet_v2``, ``resnet50``, ..
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -125,3 +127,24 @@ def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def model_for_plan(plan: Any, spec: str | None = None, weights: str | None = None) -> tuple[nn.Module, str]:
+    """The model a plan was solved for, rebuilt from its description
+    (``mobilenet_v2(width_mult=0.35, num_classes=10)``) or from ``spec``, with the state
+    dict in ``weights`` loaded; and a phrase that says which weights it holds."""
+    described = re.fullmatch(r"([\w.:]+)\((.*)\)", plan.model)
+    name = spec or (described[1] if described else plan.model)
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, (described[2].split(", ") if described else [])):
+        key, _, value = part.partition("=")
+        kwargs[key] = ast.literal_eval(value)
+    model, _ = build_model(name, int(kwargs.get("num_classes", DEFAULT_CLASSES)), kwargs.get("width_mult"))
+    if weights is None:
+        return model, "the model's initial weights (give --weights for trained ones)"
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    except (OSError, RuntimeError, ValueError, AttributeError, TypeError) as err:
+        raise ModelError(f"--weights {weights}: not a state dict of {name} ({str(err)[:300]})") from None
+    return model, f"the state dict in {weights}"

@@ -1,0 +1,128 @@
+"""The exported C training step against the callback's: same weights after the same steps,
+built with the host's gcc and, where Debian's Arm toolchain and QEMU are installed, on an
+emulated Cortex-M7 with the profile's SRAM as its RAM."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from budgetplan import solve
+from budgetplan.codegen.board import emulator_missing, run_on_board, run_on_host, write_batches
+from budgetplan.codegen.library import export_c
+from budgetplan.errors import BudgetPlanError, ModelError
+from budgetplan.training.fold import fold_batchnorm
+from budgetplan.zoo.models import build_model
+
+from ..helpers.c_export import callback_parameters, parameters, worst_relative
+
+STEPS, LR = 5, 0.05
+needs_emulator = pytest.mark.skipif(emulator_missing() is not None, reason=str(emulator_missing()))
+
+
+class Plain(nn.Module):
+    """A residual-free network: a strided conv, a depthwise and a pointwise conv, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+            nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+def _folded(net: nn.Module, example: torch.Tensor) -> nn.Module:
+    torch.manual_seed(1)
+    for module in net.modules():  # norms that fold into something other than the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return fold_batchnorm(net.eval(), example)
+
+
+def _batches(shape: tuple[int, ...], batch: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(STEPS, batch, *shape, generator=generator)
+    return inputs, torch.randint(0, classes, (STEPS, batch), generator=generator)
+
+
+def _exported(net, plan, tmp_path, inputs, labels):
+    library = export_c(net, plan, tmp_path / "c", inputs[0, :1])
+    write_batches(tmp_path / "c", inputs.numpy(), labels.numpy(), LR)
+    return library
+
+
+def test_the_plain_network_trains_in_c_as_the_callback_trains_it(tmp_path):
+    torch.manual_seed(0)
+    net = _folded(Plain(), torch.zeros(1, 3, 16, 16))
+    inputs, labels = _batches((3, 16, 16), 2, 5)
+    plan = solve(net, inputs[0, :1], device="cortex-m7", training_memory=4000, batch_size=2)
+    partial = [layer for layer in plan.updated() if layer.update == "weight" and layer.channels < layer.total_channels]
+    assert partial, "a plan that trains every channel would not test the selection"
+    library = _exported(net, plan, tmp_path, inputs, labels)
+    run = run_on_host(tmp_path / "c")
+    want = callback_parameters(net, plan, inputs, labels, LR, tmp_path)
+    assert np.abs(want - parameters(net)).max() > 1e-3  # the steps moved the weights
+    assert worst_relative(run.parameters, net, want) < 1e-5
+    assert len(run.losses) == STEPS and run.arena_high_water == library.arena_bytes
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_trains_in_c_as_the_callback_trains_it_and_its_arena_is_the_prediction(tmp_path):
+    net, _ = build_model("mobilenet_v2", 10, 0.35)
+    net = _folded(net, torch.zeros(1, 3, 128, 128))
+    inputs, labels = _batches((3, 128, 128), 1, 10)
+    plan = solve(net, inputs[0, :1], device="mps2-an500-f32")
+    library = _exported(net, plan, tmp_path, inputs, labels)
+    run = run_on_host(tmp_path / "c")
+    want = callback_parameters(net, plan, inputs, labels, LR, tmp_path)
+    assert worst_relative(run.parameters, net, want) < 1e-5
+    outside = plan.predicted.resident_bytes  # the trained weights and biases, in .data
+    assert abs(run.arena_high_water - (plan.predicted.peak_bytes - outside)) <= 0.01 * plan.predicted.peak_bytes
+    assert run.arena_high_water == library.arena_bytes
+
+
+@pytest.mark.slow
+@needs_emulator
+def test_on_an_emulated_cortex_m7_the_step_is_the_hosts_and_fits_the_sram(tmp_path):
+    net, _ = build_model("mobilenet_v2", 10, 0.35)
+    net = _folded(net, torch.zeros(1, 3, 128, 128))
+    inputs, labels = _batches((3, 128, 128), 1, 10)
+    plan = solve(net, inputs[0, :1], device="mps2-an500-f32")
+    _exported(net, plan, tmp_path, inputs, labels)
+    host = run_on_host(tmp_path / "c")
+    board = run_on_board(tmp_path / "c", "cortex-m7", plan.device.sram, plan.device.flash)
+    assert board.losses == pytest.approx(host.losses, rel=1e-5)
+    assert np.abs(board.parameters - host.parameters).max() <= 1e-6
+    assert board.arena_high_water == host.arena_high_water
+    assert board.stack_high_water is not None and 0 < board.stack_high_water < 8 * 1024
+    assert board.data_bytes is not None and board.data_bytes >= plan.predicted.resident_bytes
+    assert board.bss_bytes is not None and board.bss_bytes + board.data_bytes <= plan.device.sram
+
+
+@needs_emulator
+def test_a_plan_that_does_not_fit_the_sram_does_not_link(tmp_path):
+    net = _folded(Plain(), torch.zeros(1, 3, 16, 16))
+    inputs, labels = _batches((3, 16, 16), 2, 5)
+    plan = solve(net, inputs[0, :1], device="cortex-m7", training_memory=4000, batch_size=2)
+    library = _exported(net, plan, tmp_path, inputs, labels)
+    with pytest.raises(BudgetPlanError, match=r"does not fit the board's SRAM: \d+ bytes over"):
+        run_on_board(tmp_path / "c", "cortex-m7", library.arena_bytes // 2, 1 << 20)
+
+
+def test_an_operator_without_a_kernel_is_refused_by_name(tmp_path):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    plan = solve(net, torch.zeros(1, 3, 8, 8), device="cortex-m7", training_memory=4000)
+    with pytest.raises(ModelError, match=r"^layer '1': the C export has no kernel for GELU; it runs Conv2d, Linear"):
+        export_c(copy.deepcopy(net), plan, tmp_path / "c", torch.zeros(1, 3, 8, 8))
