@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from budgetplan.device.profile import Executor
 from budgetplan.importance import DEFAULT_MEASURE, MEASURES
 from budgetplan.plan.model import ACCOUNTINGS
-from budgetplan.planning.options import DEFAULT_RATIOS, Solver, Utility
+from budgetplan.planning.options import DEFAULT_RATIOS, Runtime, Solver, Utility
 from budgetplan.quoting import quote
 from budgetplan.report.export import EXPORT_FORMATS
 from budgetplan.units import parse_bytes, parse_seconds
@@ -85,6 +85,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--width-mult", type=_positive, help="width of mobilenet_v2 (default 0.35 for it)")
 
 
+def _expressible_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--expressible",
+        choices=Runtime.choices(),
+        help="only plans this runtime's format can say (tiny-training: a backward_config; docs/tiny-training.md)",
+    )
+
+
 def _accounting_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cap: bool = False) -> None:
     parser.add_argument(
         "--accounting",
@@ -131,6 +139,7 @@ def _add_solve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     plan.add_argument("--budget", type=_size, help="memory budget, e.g. 256KB (default: the device's)")
     plan.add_argument("--training-memory", type=_size, help="also cap the published accounting, e.g. 100KB")
     _accounting_argument(plan, cap=True)
+    _expressible_argument(plan)
     plan.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
     plan.add_argument("--epochs", type=_count, default=10, help="epochs E of the coverage utility (default 10)")
     plan.add_argument(
@@ -202,6 +211,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     sweep.add_argument("--budgets", required=True, help="LOW:HIGH:N (log-spaced) or a list, e.g. 64KB:1MB:8")
     _model_arguments(sweep)
     sweep.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
+    _expressible_argument(sweep)
     sweep.add_argument(
         "--importance",
         help="importance YAML file, 'shipped' (the table shipped for the model) or 'prior' (the default)",
@@ -291,4 +301,5 @@ def planner_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "solver": args.solver,
         "verbose": args.verbose,
         "accounting": args.accounting,
+        "expressible": args.expressible,
     }

@@ -204,6 +204,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     device = _device(args)
     costs = _traced(args, device)
     options = {"batch_size": args.batch_size, "time_limit": args.time_limit, "verbose": args.verbose}
+    options["expressible"] = args.expressible
     problem = Problem.from_costs(costs, device, args.importance, **options)
 
     def progress(i: int, n: int, budget: int) -> None:

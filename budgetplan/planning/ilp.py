@@ -28,10 +28,12 @@ import pulp
 from budgetplan.costs.pricing import layer_bytes
 from budgetplan.device.profile import Executor
 from budgetplan.planning.backends import FEASIBLE, OPTIMAL, run_solver
+from budgetplan.planning.expressible import tiny_training_rows
 from budgetplan.planning.goal import Goal
 from budgetplan.planning.ilp_memory import MemoryRows
 from budgetplan.planning.memory import Choice
 from budgetplan.planning.objective import bias_order, channel_options, layer_value
+from budgetplan.planning.options import Runtime
 from budgetplan.planning.problem import Problem
 from budgetplan.planning.trainable import Trainable
 
@@ -101,6 +103,9 @@ class Program(MemoryRows):
         # Σ x + Σ b ≥ 1: a plan trains something
         prob += pulp.lpSum(x_on) + pulp.lpSum(b.values()) >= 1, "trains_something"
         self._add_bias_depths()
+        if self.problem.options.expressible is Runtime.TINY_TRAINING:
+            for row, name in tiny_training_rows(self.layers, self.x, self.b, self.weight_on):
+                prob += row, name
         if self.z:
             # Σ z ≤ 1: one patch stage at most; y[s-1] + z[o] ≤ 1: it runs only frozen layers
             prob += pulp.lpSum(self.z) <= 1, "one_patch_stage"

@@ -41,6 +41,12 @@ class Solver(EnumStr):
     CBC = "cbc"
 
 
+class Runtime(EnumStr):
+    """A runtime whose plan format a plan must fit (``expressible``; planning/expressible.py)."""
+
+    TINY_TRAINING = "tiny-training"
+
+
 @dataclass(frozen=True)
 class PlannerOptions:
     """What the planner may choose and the limits it must keep.
@@ -53,7 +59,8 @@ class PlannerOptions:
     (the last layer) when it is allowed. ``include``/``exclude`` are name patterns (``fnmatch``).
     ``utility`` is ``linear`` (``r``: the channels kept for the whole fit, the callback's
     default) or ``coverage`` (``1-(1-r)^E``, the expected fraction of a layer's channels
-    trained at least once in ``epochs`` epochs of resampling).
+    trained at least once in ``epochs`` epochs of resampling). ``expressible``: a runtime
+    whose plan format the plan must fit (``tiny-training``: a ``backward_config``).
     ``bias_only`` keeps the weights of all but the required layers frozen (bias updates only).
     ``verbose`` lets the solver's own log through, on stderr.
     """
@@ -74,11 +81,15 @@ class PlannerOptions:
     bias_only: bool = False
     verbose: bool = False
     accounting: Accounting = Accounting.BUDGETPLAN
+    expressible: Runtime | None = None
 
     def __post_init__(self) -> None:
         # choices may be given as text, as on the command line
-        for name, kind in (("utility", Utility), ("solver", Solver), ("accounting", Accounting)):
+        kinds = (("utility", Utility), ("solver", Solver), ("accounting", Accounting), ("expressible", Runtime))
+        for name, kind in kinds:
             value = getattr(self, name)
+            if value is None and name == "expressible":
+                continue
             try:
                 object.__setattr__(self, name, kind.from_str(value))
             except ValueError:

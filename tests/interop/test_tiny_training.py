@@ -268,3 +268,56 @@ def test_every_channel_count_is_written_so_that_it_reads_back():
         for count in range(1, total + 1):
             ratio = export_ratio(count, total)
             assert ratio <= 1 and int(total * float(str(ratio))) == count, (count, total, ratio)
+
+
+# --- plans tiny-training can run (--expressible tiny-training) -----------------------------
+
+
+def _as_tiny_training_reads(block: dict, convs: list[torch.nn.Conv2d]) -> dict[int, int | None]:
+    """What ``parsed_backward_config`` and ``prepare_model_for_backward_config`` of
+    tiny-training make of ``block`` (algorithm/core/utils/partial_backward.py): the input
+    channels kept per weight-trained convolution (None: every one), after its own checks."""
+    n_conv = len(convs)
+    n_bias = n_conv if block["n_bias_update"] == "all" else block["n_bias_update"]
+    assert isinstance(n_bias, int)
+    indices = [int(part) for part in str(block["manual_weight_idx"]).split("-")]
+    assert all(index in [n_conv - 1 - i for i in range(n_bias)] for index in indices)  # weights train with biases
+    assert indices == sorted(indices)
+    ratio = block["weight_update_ratio"]
+    ratios = [float(ratio)] * len(indices) if isinstance(ratio, (int, float)) else [float(p) for p in ratio.split("-")]
+    assert len(ratios) == len(indices) and n_bias >= len(indices)
+    return {index: int(convs[index].in_channels * r) for index, r in zip(indices, ratios, strict=True)}
+
+
+@pytest.mark.slow
+def test_an_expressible_plan_exports_as_a_backward_config_that_keeps_its_channels(tmp_path):
+    from ..helpers.cli import run_cli
+
+    plan_path, scheme_path = tmp_path / "plan.yaml", tmp_path / "scheme.yaml"
+    plain = run_cli("solve", "--device", "cortex-m7", "--out", str(tmp_path / "plain.yaml"))
+    assert plain.returncode == 0, plain.stderr
+    refused = run_cli("export", str(tmp_path / "plain.yaml"), "--format", "tiny-training")
+    assert refused.returncode != 0  # the default plan says what a backward_config cannot
+    solved = run_cli("solve", "--device", "cortex-m7", "--expressible", "tiny-training", "--out", str(plan_path))
+    assert solved.returncode == 0, solved.stderr
+    exported = run_cli("export", str(plan_path), "--format", "tiny-training", "--out", str(scheme_path))
+    assert exported.returncode == 0, exported.stderr
+    plan = Plan.load(plan_path)
+    model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    kept = _as_tiny_training_reads(yaml.safe_load(scheme_path.read_text())["backward_config"], convs)
+    by_name = {layer.name: layer for layer in plan.layers}
+    assert kept == {i: by_name[names[i]].channels for i in range(len(convs)) if by_name[names[i]].channels}
+    n_bias = yaml.safe_load(scheme_path.read_text())["backward_config"]["n_bias_update"]
+    assert [by_name[name].bias for name in names] == [False] * (len(names) - n_bias) + [True] * n_bias
+    assert plan.objective <= Plan.load(tmp_path / "plain.yaml").objective
+
+
+def test_expressible_plans_at_every_budget_export_as_backward_configs():
+    from budgetplan import solve
+
+    model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)
+    for budget in ("48KB", "96KB", "192KB"):
+        plan = solve(model, torch.zeros(1, 3, 64, 64), device="cortex-m7", budget=budget, expressible="tiny-training")
+        scheme_from_plan(plan)  # a PlanError where the plan says what a backward_config cannot
