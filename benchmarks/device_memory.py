@@ -1,0 +1,86 @@
+"""Predicted against measured memory: each shipped microcontroller profile's default plan,
+exported as a C library (docs/device.md) and run.
+
+Run: python benchmarks/device_memory.py [--devices a,b] [--steps 2]
+
+For each profile that keeps its frozen model in flash: the default model
+(MobileNetV2-0.35, 128x128, 10 classes, initial weights) and ``budgetplan solve``'s
+default plan. "predicted" is the plan's peak less the trained weights and biases it counts
+(those live in ``.data``), "layout" the arena the library lays out. The library runs
+on the host, and on an emulated board where QEMU emulates the core (Cortex-M7:
+mps2-an500, Cortex-M4: mps2-an386): there the linker's RAM region is the profile's
+SRAM, so "measured" is the arena's high-water mark from inside the board when it links,
+else how far over the SRAM it is. The library stores float32 and runs layer by layer;
+profiles that count 8-bit values or a patch stage predict less than it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from budgetplan import solve
+from budgetplan.codegen.board import emulator_missing, run_on_board, run_on_host, write_batches
+from budgetplan.codegen.library import export_c
+from budgetplan.device.profile import FrozenWeights, shipped_devices
+from budgetplan.errors import BudgetPlanError
+from budgetplan.units import format_bytes
+from budgetplan.zoo.models import build_model
+
+# the core of each shipped microcontroller profile's part (their descriptions), where QEMU emulates it
+CORES = {"cortex-m7": "cortex-m7", "stm32h743": "cortex-m7", "mps2-an500-f32": "cortex-m7",
+         "cortex-m4": "cortex-m4", "nrf52840": "cortex-m4"}  # fmt: skip
+
+
+def measure(device: str, steps: int, emulate: bool) -> list[str]:
+    torch.manual_seed(0)
+    model, _ = build_model()
+    example = torch.zeros(1, 3, 128, 128)
+    plan = solve(model, example, device=device)
+    predicted = plan.predicted.peak_bytes - plan.predicted.resident_bytes
+    bits = f"{plan.device.bits.weight}/{plan.device.bits.activation}"
+    row = [device, bits, plan.device.executor.value, format_bytes(plan.predicted.peak_bytes), format_bytes(predicted)]
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        library = export_c(model, plan, directory, example)
+        inputs = torch.randn(steps, 1, 3, 128, 128).numpy()
+        write_batches(directory, inputs, np.zeros((steps, 1), "int32"), 0.01)
+        host = run_on_host(directory)
+        row += [format_bytes(library.arena_bytes), f"{host.arena_high_water / predicted - 1:+.3%}"]
+        core = CORES.get(device)
+        if not emulate or core is None:
+            return [*row, "not emulated", "", ""]
+        try:
+            board = run_on_board(directory, core, plan.device.sram, plan.device.flash)
+        except BudgetPlanError as err:
+            return [*row, str(err).split(": ")[-1], "", ""]
+        stack, data, bss = board.stack_high_water or 0, board.data_bytes or 0, board.bss_bytes or 0
+        used = f"{format_bytes(stack)} / {format_bytes(data)} / {format_bytes(bss)}"
+        return [*row, format_bytes(board.arena_high_water), used, f"{(stack + data + bss) / plan.device.sram:.1%}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", help="comma-separated profile names (default: every microcontroller profile)")
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args()
+    names = args.devices.split(",") if args.devices else [
+        p.name for p in shipped_devices() if p.frozen_weights is FrozenWeights.FLASH
+    ]  # fmt: skip
+    missing = emulator_missing()
+    if missing:
+        print(f"emulated boards skipped: {missing}")
+    head = ["profile", "bits w/a", "executor", "plan peak", "predicted arena", "layout", "measured - predicted",
+            "on the board", "stack / .data / .bss", "of SRAM"]  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for name in names:
+        print("| " + " | ".join(measure(name, args.steps, missing is None)) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
