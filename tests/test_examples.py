@@ -104,3 +104,33 @@ def test_compare_strategies_names_the_missing_layout(tmp_path, capsys):
         code, out = run_script(capsys, "examples/compare_strategies.py", "--data", data, "--root", str(tmp_path))
         assert code == 2
         assert f"{data} not found under {tmp_path}: expected {tmp_path}/{expected}" in out
+
+
+def _epoch_losses(output: str) -> list[float]:
+    return [float(line.rsplit(" ", 1)[1]) for line in output.splitlines() if line.startswith("epoch ")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_the_mcu_example_trains_the_default_network_from_its_three_commands(tmp_path, target):
+    """examples/mcu/README.md: solve, export, build and run; the loss goes down."""
+    import shutil
+
+    from budgetplan.codegen.board import emulator_missing
+
+    if target == "qemu" and emulator_missing():
+        pytest.skip(str(emulator_missing()))
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        pytest.skip("no make or gcc")
+    from .helpers.cli import run_cli
+
+    plan, build = tmp_path / "plan.yaml", tmp_path / "build"
+    assert run_cli("solve", "--device", "mps2-an500-f32", "--out", str(plan)).returncode == 0
+    assert run_cli("export", str(plan), "--format", "c", "--out", str(build)).returncode == 0
+    done = subprocess.run(
+        ["make", "-s", "-C", str(REPO / "examples" / "mcu"), f"LIB={build}", target],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    losses = _epoch_losses(done.stdout)
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.1, done.stdout

@@ -87,7 +87,7 @@ def run_on_board(directory: Path, core: str, sram: int, flash: int, timeout: flo
     if core not in CORES:
         raise BudgetPlanError(f"no emulated board for {core!r}; choose one of {', '.join(CORES)}")
     target = CORES[core]
-    (directory / "bp_board.ld").write_text(linker_script(sram, flash))
+    (directory / "bp_board.ld").write_text(linker_script(sram, flash))  # this run's memory, not the export's
     command = [
         "arm-none-eabi-gcc", *target.flags, "-std=c99", "-O2", "-I.", f"-D__STACK_SIZE={STACK_BYTES}",
         "-D__HEAP_SIZE=0", "-D__STARTUP_CLEAR_BSS", "-D__START=bp_board_start", "-DBP_BOARD",

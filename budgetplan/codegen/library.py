@@ -1,8 +1,9 @@
 """``export_c``: a plan's training step as a self-contained C99 library (docs/device.md).
 
 The directory written holds ``bp_model.h`` / ``bp_model.c`` (the network, its
-parameters and the step) and ``bp_runtime.h`` / ``bp_runtime.c`` (the kernels), and
-needs nothing but libc and libm. The channels a layer trains start as the plan's kept
+parameters and the step) and ``bp_runtime.h`` / ``bp_runtime.c`` (the kernels), which
+need nothing but libc and libm, and ``bp_board.ld``, a linker script with the profile's
+SRAM and flash. The channels a layer trains start as the plan's kept
 channels (the largest weight norm, as the callback's default sampler keeps them);
 ``bp_set_channels`` and ``bp_redraw`` change them.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from budgetplan.codegen.board import linker_script
 from budgetplan.codegen.emit import Parameters, StepCode, header, source
 from budgetplan.codegen.graph import Node, model_graph
 from budgetplan.codegen.schedule import Schedule, Trained, step_schedule
@@ -29,7 +31,7 @@ from budgetplan.training.channels import channel_norms
 from budgetplan.training.fold import fold_batchnorm
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
-FILES = ("bp_model.h", "bp_model.c", "bp_runtime.h", "bp_runtime.c")
+FILES = ("bp_model.h", "bp_model.c", "bp_runtime.h", "bp_runtime.c", "bp_board.ld")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def export_c(
     write_atomic(directory / "bp_model.c", source(code))
     for name in ("bp_runtime.h", "bp_runtime.c"):
         shutil.copyfile(RUNTIME / name, directory / name)
+    write_atomic(directory / "bp_board.ld", linker_script(plan.device.sram, plan.device.flash))
     names = {node.index: node.module for node in nodes}
     return CLibrary(
         tuple(directory / name for name in FILES),
