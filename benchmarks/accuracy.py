@@ -530,7 +530,9 @@ NETWORKS = {"mobilenet_v2": "MobileNetV2", "efficientnet-lite0": "EfficientNet-L
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--tasks", default="digits,digits-on-photos", help="comma-separated: digits, digits-on-photos, mnist"
+        "--tasks",
+        default="digits,digits-on-photos",
+        help="comma-separated: digits, digits-on-photos, mnist, photo-regions, grey-regions",
     )
     parser.add_argument("--networks", default="mobilenet_v2", help=f"comma-separated: {', '.join(NETWORKS)}")
     parser.add_argument("--budgets", default="128KB,256KB,1MB")

