@@ -7,7 +7,7 @@ import random
 from budgetplan.costs.table import CostTable
 from budgetplan.device.profile import DeviceProfile
 from budgetplan.errors import InfeasibleError
-from budgetplan.importance.scores import TOP_SHARE, Importance, top_layers
+from budgetplan.importance.scores import TOP_SHARE, Importance, ranking, top_layers
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_from_choices
 from budgetplan.planning.memory import Choice
@@ -24,11 +24,13 @@ class TraDy(Strategy):
     """The fewest layers holding 97% of the cumulative importance (top-K), then input
     channels drawn uniformly at random across those layers, one by one, until the next
     would break a limit; redrawn every epoch, so per-layer counts vary. The classifier
-    (the required layers) is trained in full first. Memory: each epoch's draw is checked
-    with the memory model before it is used (docs/planner.md)."""
+    (the required layers) is trained in full first. Where the top-K layers fit in full,
+    TraDy trains within the budget it is given: the next layers down its ranking join, one
+    at a time, while memory remains (``reached_layers``). Memory: each epoch's draw is
+    checked with the memory model before it is used (docs/planner.md)."""
 
     name = "trady"
-    layers = "top-K holding 97% of importance (TraDy, Quélennec et al. 2026) + classifier"
+    layers = "top-K holding 97% of importance (TraDy, Quélennec et al. 2026), further down while memory remains"
     channels = "uniform across those layers, one by one until the next breaks a limit; every epoch"
     memory = "each epoch's draw checked by the memory model before use"
     planned = False
@@ -43,7 +45,8 @@ class TraDy(Strategy):
         self.problem = problem
         costs = problem.costs
         required = required_layers(costs, problem.options)
-        names = dict.fromkeys([*required, *top_layers(problem.importance)])
+        options, device = problem.options, problem.device
+        names = dict.fromkeys([*required, *reached_layers(costs, device, problem.importance, options)])
         layers = tuple(LayerToTrain(n, costs.layer(n).in_channels, 0, costs.layer(n).bias_param) for n in names)
         biases = tuple(bias for n in required if (bias := costs.layer(n).bias_param))
         return Training(layers, biases, None)
@@ -64,6 +67,29 @@ def required_layers(costs: CostTable, options: PlannerOptions) -> tuple[str, ...
     return options.require if options.require is not None else (costs.layers[-1].name,)
 
 
+def reached_layers(
+    costs: CostTable, device: DeviceProfile, importance: Importance, options: PlannerOptions, share: float = TOP_SHARE
+) -> list[str]:
+    """The layers TraDy draws channels from: its top-K and, where they fit in full with the
+    required layers, the next layers down the ranking while each fits in full, and the
+    first that does not."""
+    required = required_layers(costs, options)
+    chosen = {name: Choice(costs.layer(name).in_channels, costs.layer(name).bias_elements > 0) for name in required}
+    reached = [name for name in top_layers(importance, share) if name not in chosen]
+    chosen.update({name: Choice(costs.layer(name).in_channels) for name in reached})
+    if not fits_with_stage(costs, device, options, chosen):
+        return reached
+    known = {layer.name for layer in costs.layers}
+    for name, _, _ in ranking(importance):
+        if name in chosen or name not in known:
+            continue
+        reached.append(name)
+        chosen[name] = Choice(costs.layer(name).in_channels)
+        if not fits_with_stage(costs, device, options, chosen):
+            break
+    return reached
+
+
 def trady_draw(
     costs: CostTable,
     device: DeviceProfile,
@@ -76,8 +102,9 @@ def trady_draw(
 
     The required layers (default: the classifier) train in full; then channels of the
     top-K layers, taken in one uniformly random order over all of them, join while every
-    limit still holds. Memory only grows along that order, so the longest fitting prefix is
-    found by bisection. With ``executor: patch`` each prefix is checked with the patch
+    limit still holds; after them the channels of each further layer of
+    ``reached_layers``, in a random order of its own. Memory only grows along that order,
+    so the longest fitting prefix is found by bisection. With ``executor: patch`` each prefix is checked with the patch
     stage it would run (adding channels only removes stages, so that stays monotone).
 
     >>> import torch
@@ -99,9 +126,8 @@ def trady_draw(
             f"trady: training {', '.join(required)} in full does not fit a budget of "
             f"{format_bytes(options.budget_on(device))} on {device.name}"
         )
-    layers = [name for name in top_layers(importance, share) if name not in base]
-    pool = [(name, c) for name in layers for c in range(costs.layer(name).in_channels)]
-    random.Random(seed).shuffle(pool)
+    reached = [name for name in reached_layers(costs, device, importance, options, share) if name not in base]
+    pool = _channel_order(costs, reached, set(top_layers(importance, share)), seed)
 
     def choices_of(n: int) -> dict[str, Choice]:
         counts: dict[str, int] = {}
@@ -120,3 +146,15 @@ def trady_draw(
     for name, c in pool[:low]:
         drawn.setdefault(name, []).append(c)
     return choices_of(low), {name: sorted(idx) for name, idx in drawn.items()}
+
+
+def _channel_order(costs: CostTable, reached: list[str], top: set[str], seed: int) -> list[tuple[str, int]]:
+    """The top-K layers' channels in one random order, then each further layer's in its own."""
+    shuffle = random.Random(seed).shuffle
+    order = [(name, c) for name in reached if name in top for c in range(costs.layer(name).in_channels)]
+    shuffle(order)
+    for name in (name for name in reached if name not in top):
+        further = [(name, c) for c in range(costs.layer(name).in_channels)]
+        shuffle(further)
+        order += further
+    return order

@@ -64,3 +64,23 @@ def test_the_optimum_is_worth_at_least_every_recipe(importance_seed, default_cos
             assert best >= value - OPTIMALITY_GAP, (budget_kb, name, best, value)
     # every kind of recipe was a feasible point somewhere
     assert fitted == {"classifier", "bias", "last", "sparse-update", "trady"}
+
+
+def test_trady_fills_its_budget_down_its_ranking_once_its_top_layers_fit(default_costs_by_executor):
+    """TraDy trains within the budget it is given: with one layer holding 97% of the score,
+    the layers after it in the ranking join while memory remains."""
+    costs, device = default_costs_by_executor["patch"], load_device("cortex-m7")
+    names = [layer.name for layer in costs.layers]
+    top, rest = names[-3], [n for n in names if n != names[-3]]
+    weights = {top: 0.98, **{name: 0.02 * (i + 1) / sum(range(1, len(rest) + 1)) for i, name in enumerate(rest)}}
+    importance = Importance("one layer", weights)
+    options = PlannerOptions(budget=256 * 1024)
+    choices, drawn = trady_draw(costs, device, importance, options, seed=0)
+    assert top in choices and len(choices) > 2  # more than the top layer and the classifier
+    assert choices[top].channels == costs.layer(top).in_channels
+    partial = [name for name, choice in choices.items() if choice.channels < costs.layer(name).in_channels]
+    assert len(partial) <= 1  # every layer reached trains in full but the last one
+    for name in partial:  # one more of its channels breaks a limit
+        more = {**choices, name: Choice(choices[name].channels + 1, choices[name].bias)}
+        assert not fits_with_stage(costs, device, options, more)
+    assert all(len(drawn[name]) == choice.channels for name, choice in choices.items())
