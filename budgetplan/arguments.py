@@ -113,6 +113,17 @@ def _executor_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _share(text: str) -> float:
+    """``5%`` or ``0.05``: a share, from 0 to 10 (1000%)."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a share such as 5% or 0.05") from None
+    if not (math.isfinite(value) and 0 <= value <= 10):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a share from 0% to 1000%")
+    return value
+
+
 def _format_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
 
@@ -124,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plan sparse on-device fine-tuning that fits a device's memory budget.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_solve, _add_import_scheme, _add_devices, _add_sweep, _add_importance, _add_plan_files):
+    for add in (_add_solve, _add_import_scheme, _add_devices, _add_sweep, _add_importance, _add_plan_files, _add_check):
         add(sub)
     return parser
 
@@ -303,3 +314,28 @@ def planner_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "accounting": args.accounting,
         "expressible": args.expressible,
     }
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``check``: the CI gate (docs/ci.md)."""
+    check = sub.add_parser("check", help="plan devices x budgets and fail (exit 1) what breaks a floor or a baseline")
+    check.add_argument("--devices", default="all", help="comma-separated names or profile files, or all (default)")
+    check.add_argument(
+        "--budget", action="append", type=_size, help="a budget to check, repeatable (default: each profile's own)"
+    )
+    _model_arguments(check)
+    check.add_argument("--batch-size", type=_count, default=1, help="samples per step (default 1)")
+    check.add_argument("--importance", help="importance YAML file, 'shipped' or 'prior' (as for solve)")
+    limits = check.add_argument_group("limits")
+    limits.add_argument("--min-trained", type=_share, help="fail a cell training less of the weights, e.g. 5%%")
+    limits.add_argument("--max-peak", type=_share, help="fail a cell whose peak is over this share of SRAM, e.g. 90%%")
+    limits.add_argument("--baseline", help="directory of committed plans to hold each cell to")
+    limits.add_argument(
+        "--peak-growth", type=_share, default=0.01, help="how much a peak may grow over its baseline (default 1%%)"
+    )
+    limits.add_argument(
+        "--trained-drop", type=_share, default=0.0, help="how far the trained share may fall (default 0%%)"
+    )
+    check.add_argument("--save", help="write each cell's plan into this directory (a baseline to commit)")
+    check.add_argument("--junit", help="write JUnit XML here, one test case per device and budget")
+    _format_argument(check)

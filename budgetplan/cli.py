@@ -1,5 +1,5 @@
 """The ``budgetplan`` command: solve, import-scheme, devices, validate, profile, sweep, show,
-compare, export.
+compare, export, check.
 
 User mistakes (unknown device, bad profile, infeasible budget, ...) print one line on
 stderr and exit with status 2; torch is imported only by the commands that need it.
@@ -312,11 +312,19 @@ def _export_library(args: argparse.Namespace, plan: Plan) -> None:
         )
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from budgetplan.gate.command import run_check
+
+    return run_check(args, lambda device: _traced(args, device, warn=False))
+
+
 def _outputs(args: argparse.Namespace) -> dict[str, OutputFile]:
     """The files this command will write, checked: ``out`` and ``plot``."""
     outputs = {}
     if getattr(args, "plot", None) is not None:
         outputs["plot"] = output_file(args.plot, "plot", PLOT_FORMATS)
+    if getattr(args, "junit", None) is not None:
+        outputs["junit"] = output_file(args.junit, "JUnit report", {".xml": "junit"})
     if getattr(args, "out", None) is not None:
         what = _OUT_FILES[args.command]
         if what != "export" or args.format != "c":  # a C library's --out is a directory
@@ -337,10 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "importance": _cmd_importance,
         "compare": _cmd_compare,
         "export": _cmd_export,
+        "check": _cmd_check,
     }
     try:
         args.outputs = _outputs(args)  # a file that cannot be written fails before the work
-        commands[args.command](args)
+        code = commands[args.command](args)
     except BudgetPlanError as err:
         message = one_line(str(err))
         if len(message) > MAX_MESSAGE:
@@ -349,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

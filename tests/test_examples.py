@@ -134,3 +134,21 @@ def test_the_mcu_example_trains_the_default_network_from_its_three_commands(tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     losses = _epoch_losses(done.stdout)
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.1, done.stdout
+
+
+def test_the_ci_examples_run_budgetplan_check_with_a_junit_report():
+    for name in ("github-actions.yml", "gitlab-ci.yml"):
+        text = (REPO / "examples" / "ci" / name).read_text()
+        yaml.safe_load(text)
+        assert "budgetplan check --devices" in text and "--junit report.xml" in text
+    assert "budgetplan check --devices all" in (REPO / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_the_ci_examples_pytest_file_runs_once_per_listed_profile():
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-o", "budgetplan_devices=cortex-m7 cortex-m4"]
+    done = subprocess.run(
+        [sys.executable, *args, str(REPO / "examples" / "ci" / "test_fits.py")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-2000:]
