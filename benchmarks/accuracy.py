@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import statistics
 import sys
 import time
@@ -571,7 +572,9 @@ def main() -> None:
     for budget in budgets:
         parse_bytes(budget)  # a bad size fails before hours of training
     output = output_file(args.plot, "plot", PLOT_FORMATS) if args.plot else None  # and an unwritable plot
-    variants, networks, tasks = args.variants.split(","), args.networks.split(","), args.tasks.split(",")
+    # a comma inside a label's parentheses belongs to the label
+    variants = re.split(r",(?![^()]*\))", args.variants)
+    networks, tasks = args.networks.split(","), args.tasks.split(",")
     unknown = [v for v in variants if v not in VARIANTS] + [n for n in networks if n not in NETWORKS]
     unknown += [t for t in tasks if t not in TASKS]
     if unknown:

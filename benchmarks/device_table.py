@@ -1,4 +1,4 @@
-"""The default model's plan on every shipped device profile (the README's device table).
+"""The default model's plan on every shipped device profile (the device table of docs/devices.md).
 
 Run: python benchmarks/device_table.py [--devices rp2040,cortex-m4]
 

@@ -1,8 +1,10 @@
-"""Every command the README shows runs, and the output it shows is what it prints.
+"""Every command the README and docs/ show runs, the output they show is what it prints,
+and the README's headline numbers are what their commands print.
 
 The two set-up commands are what CI itself runs (the test command) and what
-test_install.py mirrors (a non-editable install). Python scripts the README names run
-here with quick arguments, or in the test named for them.
+test_install.py mirrors (a non-editable install). Python scripts the documents name run
+here with quick arguments, or in the test named for them; a usage pattern with
+placeholders (``budgetplan export PLAN ...``) is not a command.
 """
 
 import os
@@ -19,6 +21,9 @@ from budgetplan import cli
 from .helpers.cli import REPO, run_cli_process, run_script
 
 README = (REPO / "README.md").read_text()
+DOCUMENTS = {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((REPO / "docs").glob("*.md"))}}
+ALL = "\n".join(DOCUMENTS.values())
+PLACEHOLDER = re.compile(r"\b[A-Z]{3,}\b|…|\.\.\.|\[|\|")  # PLAN, FILE, …, [--opt], a|b
 SETUP = (
     "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/budgetplan solve --device cortex-m7",
     'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/pip install -q --no-deps '
@@ -75,13 +80,14 @@ PYTHON = {
     "python examples/finetune_digits.py": "tests/test_examples.py::test_finetune_digits_example",
     "python examples/finetune_transformer.py": "tests/test_examples.py::test_finetune_transformer_example",
     "python benchmarks/transformer_memory.py": ["--models", "lm"],
+    "python benchmarks/device_memory.py": ["--devices", "mps2-an500-f32", "--steps", "1"],
     "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
 }
 
 
-def bash_commands() -> list[str]:
+def bash_commands(text: str = ALL) -> list[str]:
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.splitlines():
             line = re.split(r"\s{2,}#", line)[0].strip()
             if line and not line.startswith("#"):
@@ -89,14 +95,15 @@ def bash_commands() -> list[str]:
     return commands
 
 
-def inline_commands(program: str) -> list[str]:
-    """Commands quoted in the text (`budgetplan solve --device cortex-m7`), not bare names."""
-    spans = re.findall(rf"`({program} [^`]+)`", README)
-    return [s for s in spans if program == "python" or len(s.split()) > 2]
+def inline_commands(program: str, text: str = ALL) -> list[str]:
+    """Commands quoted in the text (`budgetplan solve --device cortex-m7`), not bare names
+    nor usage patterns; a command broken over two lines is joined."""
+    spans = [" ".join(span.split()) for span in re.findall(rf"`({program} [^`]+)`", text)]
+    return [s for s in spans if (program == "python" or len(s.split()) > 2) and not PLACEHOLDER.search(s)]
 
 
 def test_setup_commands_are_the_ones_ci_runs():
-    commands = bash_commands()
+    commands = bash_commands(README)
     assert [c for c in commands if c.startswith("python3 -m venv")] == list(SETUP)
     assert SETUP[1] in (REPO / ".ci" / "run").read_text()
 
@@ -112,12 +119,13 @@ def _run_in_process(command: str, capsys: pytest.CaptureFixture[str]) -> tuple[i
 
 
 def budgetplan_commands() -> list[str]:
-    return [c for c in bash_commands() if c.startswith("budgetplan ")] + inline_commands("budgetplan")
+    found = [c for c in bash_commands() if c.startswith("budgetplan ")] + inline_commands("budgetplan")
+    return list(dict.fromkeys(found))
 
 
 def _written(command: str) -> list[str]:
     words = shlex.split(command)
-    return [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--out", "--plot")]
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--out", "--plot", "--save", "--junit")]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +135,9 @@ def readme_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_the_readme_shows_the_commands():
-    assert len(budgetplan_commands()) >= 12
+def test_the_documents_show_the_commands():
+    assert len([c for c in bash_commands(README) if c.startswith("budgetplan ")]) >= 8
+    assert len(budgetplan_commands()) >= 30
     written = {name for command in budgetplan_commands() for name in _written(command)}
     assert {"plan.yaml", "plan.png", "pi.yaml", "sweep.png", "plan.h"} <= written
 
@@ -153,7 +162,7 @@ def test_budgetplan_command_runs(command, readme_dir, monkeypatch, capsys):
 
 
 def test_shown_output_is_what_it_prints(capsys):
-    for command, shown in re.findall(r"```text\n\$ (budgetplan [^\n]+)\n(.*?)```", README, re.S):
+    for command, shown in re.findall(r"```text\n\$ (budgetplan [^\n]+)\n(.*?)```", ALL, re.S):
         assert _run_in_process(command, capsys)[1].strip() == shown.strip(), command
 
 
@@ -171,7 +180,7 @@ def test_quick_start_output_is_current():
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(set(inline_commands("python"))))
 def test_python_commands(command, capsys):
-    assert command in PYTHON, f"README names {command!r}: add a quick run of it here"
+    assert command in PYTHON, f"the documents name {command!r}: add a quick run of it here"
     how = PYTHON[command]
     if isinstance(how, str):
         path, _, name = how.partition("::")
@@ -181,3 +190,55 @@ def test_python_commands(command, capsys):
     code, out = run_script(capsys, script, *how)
     assert code == 0, out[-2000:]
     assert "|" in out  # its results table
+
+
+def test_every_python_script_in_a_recipe_has_a_quick_run():
+    """A benchmark recipe in a ``bash`` block (hours of training) names a script whose
+    quick run is above, and flags its parser knows."""
+    quick = {shlex.split(command)[1] for command in PYTHON}
+    for command in bash_commands():
+        if command.startswith("python "):
+            words = shlex.split(command)
+            assert words[1] in quick, command
+            text = (REPO / words[1]).read_text()
+            for flag in (w.split("=")[0] for w in words[2:] if w.startswith("--")):
+                assert f'"{flag}"' in text, f"{command}: {words[1]} has no {flag}"
+
+
+# --- the README's headline numbers, against what their commands print ------------------------
+
+
+def _shown(pattern: str) -> str:
+    found = re.search(pattern, README)
+    assert found, pattern
+    return found[1]
+
+
+@pytest.mark.slow
+def test_the_memory_numbers_are_what_memory_and_speed_prints(capsys):
+    code, out = run_script(capsys, "benchmarks/memory_and_speed.py", "--steps", "3", "--batch-size", "2")
+    assert code == 0, out[-2000:]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:]] for line in out.splitlines()
+            if line.startswith("| ")}  # fmt: skip
+    assert rows["cortex-m7 plan"][0] == _shown(r"keeps \*\*([\d.]+ KB)\*\* per sample")
+    assert rows["dense"][0] == _shown(r"dense fine-tuning keeps \*\*([\d.]+ MB)\*\*")
+    assert rows["cortex-m7 plan"][1] == _shown(r"\*\* \((-[\d.]+%)\), what its memory model")
+
+
+def test_the_accuracy_numbers_are_what_the_benchmark_report_prints(capsys):
+    (command,) = [c for c in bash_commands(README) if c.startswith("python benchmarks/accuracy.py") and "--report" in c]
+    code, out = run_script(capsys, "benchmarks/accuracy.py", *shlex.split(command)[2:])
+    assert code == 0, out[-2000:]
+    line = next(line for line in out.splitlines() if "the best recipe of each cell" in line)
+    mean = _shown(r"the default is \*\*([+-][\d.]+) points \[")
+    interval = _shown(r"points (\[[^\]]+\])\*\* over the")
+    cells, total = re.search(r"at or above it in \*\*(\d+) of (\d+)\*\*", README).groups()  # type: ignore[union-attr]
+    assert f"over {total} cells: {mean} points on average {interval}; at or above it in {cells} cells" in line
+
+
+@pytest.mark.slow
+def test_the_device_numbers_are_what_device_memory_prints(capsys):
+    code, out = run_script(capsys, "benchmarks/device_memory.py", "--devices", "mps2-an500-f32", "--steps", "1")
+    assert code == 0, out[-2000:]
+    row = next(line for line in out.splitlines() if line.startswith("| mps2-an500-f32"))
+    assert row.split("|")[7].strip() == _shown(r"the plan's prediction to \*\*([+-][\d.]+%)\*\*")

@@ -1,5 +1,5 @@
 """The package's shape, measured with ``ast``: the sizes the project holds itself to and an
-import graph without cycles, between modules and between packages (README, "Where
+import graph without cycles, between modules and between packages (docs/architecture.md, "Where
 changes go")."""
 
 from __future__ import annotations

@@ -242,15 +242,16 @@ def layer_costs(
     ``device`` (a name, a path or a profile) sets the executor model of the working
     buffers; without one, each op's input and output are live (``layer``).
 
-    >>> import torch
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-    ...                     nn.Linear(8 * 4 * 4, 10))
-    >>> table = layer_costs(net, torch.zeros(1, 3, 4, 4))
-    >>> [(layer.name, layer.kind, layer.forward_macs) for layer in table.layers]
-    [('0', 'conv', 3456), ('3', 'linear', 1280)]
-    >>> table.layers[0].activation_elements_per_channel, table.layers[0].mask_elements
-    (16, 128)
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        ...                     nn.Linear(8 * 4 * 4, 10))
+        >>> table = layer_costs(net, torch.zeros(1, 3, 4, 4))
+        >>> [(layer.name, layer.kind, layer.forward_macs) for layer in table.layers]
+        [('0', 'conv', 3456), ('3', 'linear', 1280)]
+        >>> table.layers[0].activation_elements_per_channel, table.layers[0].mask_elements
+        (16, 128)
     """
     executor = load_device(device).executor if device is not None else Executor.LAYER
     trace = trace_model(model, example_input)

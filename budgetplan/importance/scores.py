@@ -20,7 +20,7 @@ applying scores measured on another width of the same architecture.
 A plan says which importance it used: a measured file, a table shipped in
 ``budgetplan/tables/`` (ImageNet MobileNetV2, measured by
 ``benchmarks/shipped_importance.py``; by name, ``"shipped"``), or the prior. Without a
-file the prior is used: on the accuracy benchmark (README, *Accuracy by strategy*) it
+file the prior is used: on the accuracy benchmark (docs/results.md, *Accuracy by strategy*) it
 planned as well as the shipped table, measured on other data, or better.
 """
 

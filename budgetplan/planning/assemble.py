@@ -141,13 +141,14 @@ def solve(
     ``training_memory`` also take sizes such as ``"256KB"``, ``max_step_latency`` durations
     such as ``"2s"``.
 
-    >>> import torch, torchvision
-    >>> model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)
-    >>> plan = solve(model, torch.zeros(1, 3, 128, 128), "cortex-m7", budget="300KB")
-    >>> plan.budget_bytes, plan.status
-    (307200, 'optimal')
-    >>> [layer.channels for layer in plan.layers if layer.name == "classifier.1"]
-    [1280]
+    Examples:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10)
+        >>> plan = solve(model, torch.zeros(1, 3, 128, 128), "cortex-m7", budget="300KB")
+        >>> plan.budget_bytes, plan.status
+        (307200, 'optimal')
+        >>> [layer.channels for layer in plan.layers if layer.name == "classifier.1"]
+        [1280]
     """
     return plan_problem(Problem.build(model, example_input, device, importance, model_name=model_name, **options))
 

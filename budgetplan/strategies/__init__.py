@@ -2,7 +2,7 @@
 itself (``register_strategy``) in one registry (``STRATEGIES``), the default first.
 
 A new strategy is one new module here: it is imported, and so registered, with the
-package. ``strategy_table()`` writes the table of them all (the README's is checked
+package. ``strategy_table()`` writes the table of them all (docs/callback.md's is checked
 against it).
 """
 

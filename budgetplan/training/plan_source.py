@@ -181,7 +181,7 @@ class PlanSource:
 
     def importance_for(self, pl_module: pl.LightningModule, costs: CostTable) -> Importance:
         """The importance given; else the shipped gradient-energy table whose layer names
-        match the model (it trained best in the README's importance study) when the
+        match the model (it trained best in the importance study of docs/results.md) when the
         measure is energy; else measured on the training data (``importance_batches``
         batches), falling back to the no-data default with a warning. ``"measured"``
         insists on the measurement."""

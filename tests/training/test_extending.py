@@ -148,7 +148,7 @@ def test_names_are_checked_against_the_registries(registered):
 @pytest.mark.slow
 def test_a_strategy_module_in_the_package_is_registered_and_listed(tmp_path):
     """One new file in budgetplan/strategies/ is the whole of a new strategy: it is found with
-    the package, registered after the default, and in the table the README shows."""
+    the package, registered after the default, and in the table docs/callback.md shows."""
     import shutil
     import subprocess
     import sys
@@ -176,8 +176,8 @@ def test_a_strategy_module_in_the_package_is_registered_and_listed(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_the_readme_shows_the_registrys_table():
+def test_the_docs_show_the_registrys_table():
     from budgetplan.strategies import strategy_table
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "\n".join("  " + line for line in strategy_table().splitlines()) in readme
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "callback.md").read_text()
+    assert "\n".join("  " + line for line in strategy_table().splitlines()) in guide
