@@ -123,11 +123,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # utility), or with probability following each channel's gradient norm (MeDyate)
     "budgetplan + redrawn uniformly": ("budgetplan", {"sampler": "uniform", "resample": "epoch"}),
     "budgetplan + redrawn by gradient": ("budgetplan", {"sampler": "gradient", "resample": "epoch"}),
+    # the default whose trial also tries each importance's plan with its channels redrawn every epoch
+    "budgetplan (trial all)": ("budgetplan", {"trial": "all"}),
     # ablations, run only when named: the plan's channels drawn once and kept, or the largest-norm ones
     "budgetplan (fixed channels)": ("budgetplan", {**SHIPPED, **DRAWN_ONCE}),
     "budgetplan (largest-norm channels)": ("budgetplan", {**SHIPPED, **LARGEST_NORM}),
 }
 ABLATIONS = (
+    "budgetplan (trial all)",
     "budgetplan + redrawn uniformly",
     "budgetplan + redrawn by gradient",
     "budgetplan (fixed channels)",

@@ -81,8 +81,7 @@ def source(code: StepCode) -> str:
 
 
 def _floats(values: Sequence[float]) -> str:
-    text = ",".join(f"{float(v).hex()}f" if v == v else "0.0f" for v in values)
-    return "{" + text + "}"
+    return "{" + ",".join(f"{float(v).hex()}f" for v in values) + "}"  # exact: C99 hexadecimal floats
 
 
 def _parameter_arrays(code: StepCode) -> str:

@@ -22,7 +22,7 @@ from budgetplan.codegen.board import linker_script
 from budgetplan.codegen.emit import Parameters, StepCode, header, source
 from budgetplan.codegen.graph import Node, model_graph
 from budgetplan.codegen.schedule import Schedule, Trained, step_schedule
-from budgetplan.errors import PlanError
+from budgetplan.errors import ModelError, PlanError
 from budgetplan.files import write_atomic
 from budgetplan.plan.model import Plan
 from budgetplan.quoting import quote
@@ -103,6 +103,9 @@ def _trained(
 
 def _parameters(node: Node, module: nn.Module) -> Parameters:
     bias = module.bias if isinstance(module.bias, torch.Tensor) else None
+    for name, tensor in (("weight", _tensor(module, "weight")), ("bias", bias)):
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"layer {quote(node.module)}: its {name} holds values that are not finite")
     return Parameters(node.module, _values(_tensor(module, "weight")), _values(bias) if bias is not None else None)
 
 

@@ -59,6 +59,7 @@ from budgetplan.importance.scores import Importance
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
 from budgetplan.planning.options import planner_options
+from budgetplan.quoting import quote
 from budgetplan.strategies import get_strategy
 from budgetplan.strategies.base import Resample
 from budgetplan.training.batches import batch_size_of
@@ -70,15 +71,16 @@ from budgetplan.training.lean import LeanAutograd
 from budgetplan.training.meter import SavedTensorMeter
 from budgetplan.training.patches import PatchedForward
 from budgetplan.training.paths import PathCheck
-from budgetplan.training.plan_source import PlanSource, check_given, example_input
+from budgetplan.training.plan_source import MAX_DRAWS, TRIALS, check_given, example_input
 from budgetplan.training.report import FitReport
 from budgetplan.training.resume import Resumable
 from budgetplan.training.samplers import draw_seed, get_sampler
 from budgetplan.training.selection import ChannelSelection
+from budgetplan.training.sourcing import Sourcing
 from budgetplan.training.state import FitState
 
 
-class BudgetPlanCallback(Resumable, FitReport, Callback):
+class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
     """Train only what a budget plan allows, with a memory-lean backward.
 
     Args:
@@ -113,6 +115,11 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
             of the unit's weight norm (adaptive gradient clipping,
             ``budgetplan.training.clipping``); the classifier is never clipped. ``0``: never
             clip; ``None`` (default): the strategy's (0.5 for ``budgetplan``, else never).
+        trial: what the default strategy's trial tries where a table ships for the network:
+            ``"importance"`` (default) the plans of the table and of measured importance,
+            channels kept; ``"all"`` each also planned for and trained with its channels
+            redrawn every epoch (uniformly), the winner's rule then trains the fit (unless
+            ``resample`` or ``sampler`` is given); ``"none"`` the table's plan alone.
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
             ``utility`` defaults to the one that values the channel rule: ``linear`` when
             the channels are kept (``resample="never"``), else ``coverage``.
@@ -133,6 +140,7 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
         importance_batches: int = 16,
         importance_measure: str | None = None,
         clip_ratio: float | None = None,
+        trial: str = "importance",
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
@@ -145,6 +153,9 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
         if not self.clip_ratio >= 0:
             raise BudgetPlanError(f"clip_ratio must be a number >= 0 (0 never clips) or None, not {clip_ratio!r}")
         self._given_plan = plan
+        if trial not in TRIALS:
+            raise BudgetPlanError(f"trial must be one of {', '.join(TRIALS)}, not {quote(str(trial))}")
+        self.trial = trial
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
         self._guard = SelectionGuard()
         self._channels = ChannelSelection(self._guard, self._sampler)
@@ -157,6 +168,7 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
     def __init_strategy(self, strategy: str, resample: str | None, sampler: str | None, plan: Any) -> None:
         self.strategy = get_strategy(strategy)
         self.resample = Resample.from_str(resample or self.strategy.resample)
+        self._rule_given = resample is not None or sampler is not None
         self._sampler = get_sampler(sampler or self.strategy.sampler)
         self.sampler = self._sampler.name
         if plan is not None and not self.strategy.planned:
@@ -180,8 +192,11 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
         if stage != "fit":
             return
         self._fit.meter = SavedTensorMeter(pl_module)
-        training = self._source().training(self.strategy, trainer, pl_module)
+        source = self._source()
+        source.epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else MAX_DRAWS
+        training = source.training(self.strategy, trainer, pl_module)
         self.plan, self._fit.draws_plan = training.plan, training.plan is None
+        self._adopt_trials_rule()
         if self.strategy.dense:
             return  # stock training: nothing frozen, BatchNorm statistics train too
         prefix = locate(training.plan, pl_module, unplanned=True) if training.plan is not None else ""
@@ -199,21 +214,6 @@ class BudgetPlanCallback(Resumable, FitReport, Callback):
             self.patched = self._patch_stage.enter_context(runner.install())
         if self._fit.restored is not None:
             self._restore()
-
-    def _source(self) -> PlanSource:
-        return PlanSource(
-            self.device,
-            self.budget,
-            self.example_input,
-            self.importance,
-            self.solve_options,
-            self._given_plan,
-            self.importance_batches,
-            self.importance_measure,
-            self.seed,
-            self.sampler,
-            self.clip_ratio,
-        )
 
     # --- fit ---------------------------------------------------------------------------
 

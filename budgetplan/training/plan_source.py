@@ -28,12 +28,13 @@ from budgetplan.importance.scores import MEASURED, TABLES_MEASURE, Importance, r
 from budgetplan.plan.match import locate
 from budgetplan.plan.model import Plan
 from budgetplan.planning.assemble import plan_problem
+from budgetplan.planning.options import Utility
 from budgetplan.planning.problem import Problem
 from budgetplan.quoting import quote
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_batch, first_tensor
 from budgetplan.training.measure import importance_on_batches
-from budgetplan.training.trials import HELD_OUT, PLAN_STEPS, trial_losses
+from budgetplan.training.trials import HELD_OUT, Candidate, halving
 from budgetplan.units import SIZE_EXAMPLES, parse_bytes
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
@@ -138,6 +139,10 @@ def plan_on_every_rank(trainer: pl.Trainer, solve: Callable[[], Plan]) -> Plan:
     return Plan.from_dict(data, source="the solved plan")
 
 
+TRIALS = ("importance", "all", "none")  # the default's trial: importances, also redrawn channels, or none
+MAX_DRAWS = 4  # draws a redrawn candidate's trial spreads over, at most
+
+
 @dataclass
 class PlanSource:
     """What the callback plans with: a device (default ``cortex-m7``), a budget, an example
@@ -155,6 +160,8 @@ class PlanSource:
     sampler: str = "magnitude"  # how the fit draws channels, and so the trials of rival plans
     clip_ratio: float = 0.0  # the fit's clipping, and so the trials'
     loader: Any = None  # the training loader, when importance is measured on it
+    trial: str = "importance"  # what the default's trial tries (TRIALS)
+    epochs: int = 1  # the fit's epochs: a redrawn candidate's trial spreads over as many draws (at most 4)
 
     def training(self, strategy: Strategy, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Training:
         """What ``strategy`` trains in ``pl_module`` for this fit."""
@@ -219,14 +226,31 @@ class PlanSource:
         def solve() -> Plan:
             problem = self.problem(strategy, pl_module, example)
             plan = plan_problem(problem)
-            if not (strategy.tries_importances and self.has_rival(problem.costs)):
+            if not (strategy.tries_importances and self.trial != "none" and self.has_rival(problem.costs)):
                 return plan
             with isolate_rng():  # the fit shuffles and draws dropout as with the table alone
                 batches = self.batches()  # drawn once: measured on, then tried on
                 rival = self.rival_importance(problem, pl_module, batches)
-                return plan if rival is None else self.choose(strategy, pl_module, plan, plan_problem(rival), batches)
+                problems = [problem] if rival is None else [problem, rival]
+                return self.choose(pl_module, self.candidates(strategy, plan, problems), batches)
 
         return plan_on_every_rank(trainer, solve)
+
+    def candidates(self, strategy: Strategy, plan: Plan, problems: list[Problem]) -> list[Candidate]:
+        """The plans the trial tries: each importance's plan with its channels kept and, with
+        ``trial="all"``, also planned for and trained with channels redrawn every epoch."""
+        found: list[Candidate] = []
+        for problem in problems:
+            kept = plan if problem is problems[0] else plan_problem(problem)
+            name = kept.importance_source.split(" (")[0]  # without its measurement's details
+            found.append(Candidate(name, kept, strategy.prepare(kept, None), self.sampler))
+            if self.trial == "all":
+                coverage = dataclasses.replace(problem.options, utility=Utility.COVERAGE)
+                redrawn = plan_problem(dataclasses.replace(problem, options=coverage))
+                draws = min(self.epochs, MAX_DRAWS)
+                label = f"{name}, channels redrawn every epoch"
+                found.append(Candidate(label, redrawn, strategy.prepare(redrawn, None), "uniform", draws))
+        return [c for i, c in enumerate(found) if not any(_same(c, d) for d in found[:i])]
 
     def batches(self) -> list[Any]:
         """The training batches importance is measured on, and rival plans tried on."""
@@ -250,26 +274,30 @@ class PlanSource:
             return None
         return dataclasses.replace(problem, importance=measured)
 
-    def choose(
-        self, strategy: Strategy, pl_module: pl.LightningModule, plan: Plan, rival: Plan, batches: list[Any]
-    ) -> Plan:
-        """Of two plans, the one whose short trial fine-tune on ``batches`` reaches the
-        lower held-out loss (``budgetplan.training.trials``); the plan says which won."""
-        if not plan.differences(rival):
-            return plan
+    def choose(self, pl_module: pl.LightningModule, candidates: list[Candidate], batches: list[Any]) -> Plan:
+        """Of the candidates, the plan whose short trial fine-tunes on ``batches`` reach the
+        lowest held-out loss, by successive halving (``budgetplan.training.trials``); the
+        plan says which won, against what, and what the trials cost."""
+        first = candidates[0].plan
+        if len(candidates) == 1:
+            return first
         if len(batches) <= HELD_OUT:
-            rank_zero_info(f"budgetplan: {len(batches)} training batches are too few to try two plans on")
-            return plan
-        prefix = locate(plan, pl_module)
-        trainings = [strategy.prepare(p, None) for p in (plan, rival)]
-        losses = trial_losses(
-            pl_module, trainings, batches, prefix, sampler=self.sampler, seed=self.seed, clip_ratio=self.clip_ratio
-        )
-        (won, chosen), (lost, other) = sorted(zip(losses, (plan, rival), strict=True), key=lambda pair: pair[0])
-        rival_name = other.importance_source.split(" (")[0]  # without its measurement's details
+            rank_zero_info(f"budgetplan: {len(batches)} training batches are too few to try plans on")
+            return first
+        prefix = locate(first, pl_module)
+        options = {"seed": self.seed, "clip_ratio": self.clip_ratio}
+        chosen, rounds, steps = halving(pl_module, candidates, batches, prefix, **options)
+        last = rounds[-1]
+        others = ", ".join(label for label, _ in last[1:])
         how = (
-            f"chosen over {rival_name} by {PLAN_STEPS}-step trials on {len(batches) - HELD_OUT} training "
-            f"batches (lowest held-out loss {won:.4g} vs {lost:.4g})"
+            f"chosen over {others} by trials on {len(batches) - HELD_OUT} training batches ({steps} steps in "
+            f"{len(rounds)} round{'s' if len(rounds) > 1 else ''} of {len(candidates)} plans; lowest held-out loss "
+            f"{last[0][1]:.4g} vs {last[1][1]:.4g})"
         )
-        rank_zero_info(f"budgetplan: importance {chosen.importance_source}; {how}")
-        return dataclasses.replace(chosen, importance_source=f"{chosen.importance_source}; {how}")
+        rank_zero_info(f"budgetplan: importance {chosen.label}; {how}")
+        return dataclasses.replace(chosen.plan, importance_source=f"{chosen.plan.importance_source}; {how}")
+
+
+def _same(a: Candidate, b: Candidate) -> bool:
+    """Two candidates that would train alike: the same plan, drawn the same way."""
+    return a.sampler == b.sampler and a.draws == b.draws and not a.plan.differences(b.plan)

@@ -16,7 +16,8 @@ within the trial, and its final loss would rank it below a plan that learns slow
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,13 +58,22 @@ class Trials:
         with torch.no_grad():
             return sum(float(step_loss(self.module, b, i)) for i, b in enumerate(self.held)) / len(self.held)
 
-    def run(self, trial: Trial, clip_ratio: float = 0.0, check_every: int | None = None) -> float:
+    def run(
+        self,
+        trial: Trial,
+        clip_ratio: float = 0.0,
+        check_every: int | None = None,
+        redraw: Callable[[int], Trial] | None = None,
+        draws: int = 1,
+    ) -> float:
         """The held-out loss after ``steps`` SGD steps (momentum 0.9) on the trial's
         parameters, gradients masked and, with ``clip_ratio``, clipped as the callback clips
         them (masked weights only: the classifier and biases are not); with
         ``check_every``, the lowest held-out loss of the checks every that many steps and
-        at the end. The parameters are put back."""
+        at the end; with ``redraw``, the masks of draw ``k`` (``redraw(k)``) from the
+        ``k``-th of ``draws`` equal parts of the steps on. The parameters are put back."""
         params = [p for p, _ in trial]
+        every = max(1, self.steps // max(1, draws))
         start = [p.detach().clone() for p in params]
         for p in params:
             p.requires_grad_(True)
@@ -71,6 +81,8 @@ class Trials:
         lowest = float("inf")
         try:
             for step, batch in zip(range(self.steps), itertools.cycle(self.train)):
+                if redraw is not None and step and step % every == 0 and step // every < draws:
+                    trial = redraw(step // every)  # the same parameters, the next draw's masks
                 optimizer.zero_grad(set_to_none=True)
                 step_loss(self.module, batch, step).backward()
                 for p, mask in trial:
@@ -90,11 +102,11 @@ class Trials:
                     p.requires_grad_(False)
 
 
-def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str, seed: int) -> Trial:
+def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str, seed: int, epoch: int = 0) -> Trial:
     """What ``training`` trains in ``module`` (under ``prefix``): each layer's weight masked
-    to the input channels ``sampler`` draws first (as the callback draws them at the first
-    epoch), and the biases. A layer training every channel, like the classifier, is not
-    masked (nor clipped)."""
+    to the input channels ``sampler`` draws at ``epoch`` (as the callback draws them), and
+    the biases. A layer training every channel, like the classifier, is not masked (nor
+    clipped)."""
     layers = plannable_layers(module)
     params = dict(module.named_parameters())
     draws = get_sampler(sampler)
@@ -104,7 +116,7 @@ def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str,
         if layer.count >= layer.total:
             trial.append((found.weight, None))
             continue
-        name, layer_seed = prefix + layer.name, draw_seed(seed, 0, 0, position)
+        name, layer_seed = prefix + layer.name, draw_seed(seed, epoch, 0, position)
         draws.track(name, layer.total)
         idx = draws.draw(name, found.weight, layer.total, found.groups, layer.count, layer_seed)
         trial.append((found.weight, weight_mask(found.weight.shape, idx, found.groups).to(found.weight.dtype)))
@@ -112,13 +124,25 @@ def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str,
     return trial
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A plan a trial tries: what it trains, the sampler that draws its channels, and how
+    many draws its trial spreads over its steps (more than one for channels redrawn every
+    epoch; ``label`` names it in the plan's importance source)."""
+
+    label: str
+    plan: Any
+    training: Training
+    sampler: str = "magnitude"
+    draws: int = 1
+
+
 def trial_losses(
     module: nn.Module,
-    trainings: Sequence[Training],
+    candidates: Sequence[Candidate],
     batches: list[Any],
     prefix: str = "",
     *,
-    sampler: str = "magnitude",
     seed: int = 0,
     clip_ratio: float = 0.0,
     steps: int = PLAN_STEPS,
@@ -126,12 +150,37 @@ def trial_losses(
     held_out: int = HELD_OUT,
     lr: float | None = None,
 ) -> list[float]:
-    """The lowest held-out loss each of ``trainings`` reaches in a trial of ``steps`` steps
+    """The lowest held-out loss each of ``candidates`` reaches in a trial of ``steps`` steps
     on ``batches`` (the last ``held_out`` value it, the others train) at ``lr`` (by default
     the module's own); the module is left as it was."""
     trials = Trials(module, batches[:-held_out], batches[-held_out:], steps, lr or module_lr(module))
+
+    def loss(candidate: Candidate) -> float:
+        def draw(epoch: int) -> Trial:
+            return plan_trial(module, candidate.training, prefix, candidate.sampler, seed, epoch)
+
+        redraw = draw if candidate.draws > 1 else None
+        return trials.run(draw(0), clip_ratio, check_every, redraw, candidate.draws)
+
     with probing(module, requires_grad=False):
-        return [
-            trials.run(plan_trial(module, training, prefix, sampler, seed), clip_ratio, check_every)
-            for training in trainings
-        ]
+        return [loss(candidate) for candidate in candidates]
+
+
+def halving(
+    module: nn.Module, candidates: Sequence[Candidate], batches: list[Any], prefix: str = "", **options: Any
+) -> tuple[Candidate, list[list[tuple[str, float]]], int]:
+    """Successive halving: every candidate's trial of ``steps`` (default ``PLAN_STEPS``),
+    divided by half the number of candidates; the better half goes on to trials twice as
+    long, until one is left (two candidates: one round of ``steps``, as a trial of two).
+    The winner, each round's labels and losses (best first), and the steps trained in all."""
+    alive = list(candidates)
+    steps = max(CHECK_EVERY, options.pop("steps", PLAN_STEPS) * 2 // max(2, len(alive)))
+    rounds, spent = [], 0
+    while len(alive) > 1:
+        losses = trial_losses(module, alive, batches, prefix, steps=steps, **options)
+        spent += steps * len(alive)
+        ranked = sorted(zip(losses, range(len(alive)), strict=True))
+        rounds.append([(alive[i].label, loss) for loss, i in ranked])
+        alive = [alive[i] for _, i in ranked[: (len(alive) + 1) // 2]]
+        steps *= 2
+    return alive[0], rounds, spent

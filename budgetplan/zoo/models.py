@@ -138,7 +138,10 @@ def model_for_plan(plan: Any, spec: str | None = None, weights: str | None = Non
     kwargs: dict[str, Any] = {}
     for part in filter(None, (described[2].split(", ") if described else [])):
         key, _, value = part.partition("=")
-        kwargs[key] = ast.literal_eval(value)
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ModelError(f"cannot rebuild the plan's model {plan.model!r}: give --model") from None
     model, _ = build_model(name, int(kwargs.get("num_classes", DEFAULT_CLASSES)), kwargs.get("width_mult"))
     if weights is None:
         return model, "the model's initial weights (give --weights for trained ones)"

@@ -126,3 +126,12 @@ def test_an_operator_without_a_kernel_is_refused_by_name(tmp_path):
     plan = solve(net, torch.zeros(1, 3, 8, 8), device="cortex-m7", training_memory=4000)
     with pytest.raises(ModelError, match=r"^layer '1': the C export has no kernel for GELU; it runs Conv2d, Linear"):
         export_c(copy.deepcopy(net), plan, tmp_path / "c", torch.zeros(1, 3, 8, 8))
+
+
+def test_parameters_that_are_not_finite_are_refused(tmp_path):
+    net = _folded(Plain(), torch.zeros(1, 3, 16, 16))
+    plan = solve(net, torch.zeros(1, 3, 16, 16), device="cortex-m7", training_memory=4000)
+    with torch.no_grad():
+        net.head.weight[0, 0] = float("nan")
+    with pytest.raises(ModelError, match=r"^layer 'head': its weight holds values that are not finite"):
+        export_c(net, plan, tmp_path / "c", torch.zeros(1, 3, 16, 16))

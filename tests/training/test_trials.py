@@ -3,6 +3,7 @@ the callback's choice between the shipped table's plan and the measured one."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -11,9 +12,10 @@ import torchvision
 from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback
+from budgetplan.errors import BudgetPlanError
 from budgetplan.strategies.base import LayerToTrain, Training
 from budgetplan.training.channels import channel_norms
-from budgetplan.training.trials import PLAN_STEPS, Trials, plan_trial, trial_losses
+from budgetplan.training.trials import PLAN_STEPS, Candidate, Trials, halving, plan_trial, trial_losses
 
 from ..helpers.tiny_modules import TinyModule, trainer
 
@@ -48,7 +50,8 @@ def test_trials_leave_the_module_as_it_was():
     before = {name: p.detach().clone() for name, p in module.named_parameters()}
     flags = {name: p.requires_grad for name, p in module.named_parameters()}
     training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
-    losses = trial_losses(module, [training, NORM_SHIFT], learnable_batches(), lr=0.1, steps=8, check_every=4)
+    tried = [Candidate("half", None, training), Candidate("shift", None, NORM_SHIFT)]
+    losses = trial_losses(module, tried, learnable_batches(), lr=0.1, steps=8, check_every=4)
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
     for name, p in module.named_parameters():
         assert torch.equal(p, before[name]), name
@@ -60,7 +63,8 @@ def test_a_trial_that_can_fit_the_batches_ranks_below_one_that_barely_can():
     module = TinyModule(dropout=0.0)
     batches = learnable_batches(32)
     seen = batches + batches[:3]  # held out: copies of training batches, so fitting them is what counts
-    head, shift = trial_losses(module, [HEAD, NORM_SHIFT], seen, lr=0.1, steps=24)
+    head, shift = trial_losses(module, [Candidate("head", None, HEAD), Candidate("shift", None, NORM_SHIFT)], seen,
+                               lr=0.1, steps=24)  # fmt: skip
     assert head < shift
 
 
@@ -112,13 +116,28 @@ def test_the_default_tries_the_shipped_tables_plan_against_the_measured_one(stra
     if strategy == "bias":
         assert source.startswith("shipped table: mobilenet_v2-imagenet") and "chosen" not in source
     elif importance is None:
-        assert f"by {PLAN_STEPS}-step trials on 5 training batches (lowest held-out loss" in source
+        assert f"by trials on 5 training batches ({2 * PLAN_STEPS} steps in 1 round of 2 plans; lowest" in source
         won, lost = (float(x) for x in re.search(r"held-out loss (\S+) vs (\S+)\)", source).groups())
         assert won <= lost
         assert "chosen over shipped table" in source or "chosen over measured: gradient energy" in source
     else:
         assert source.startswith("measured: gradient energy") and "chosen" not in source
     assert untouched.same  # the trials put every parameter back before the fit
+
+
+@pytest.mark.slow
+def test_trial_all_tries_kept_and_redrawn_channels_and_trains_with_the_winners_rule():
+    module = mobilenet_module()
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all")
+    trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data())
+    source = budget.plan.importance_source
+    assert re.search(r"\(\d+ steps in 2 rounds of 4 plans; lowest held-out loss", source), source
+    redrawn = budget.plan.options["utility"] == "coverage"
+    assert (budget.resample.value, budget.sampler) == (("epoch", "uniform") if redrawn else ("never", "magnitude"))
+    kept = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", trial="all", resample="never")
+    assert kept._rule_given  # a rule given is never replaced by the trial's
+    with pytest.raises(BudgetPlanError, match="trial must be one of importance, all, none, not 'some'"):
+        BudgetPlanCallback(trial="some")
 
 
 class RandomStream(Callback):
@@ -145,3 +164,32 @@ def test_trying_two_plans_leaves_the_fits_random_stream_as_with_the_table_alone(
         sources.append(budget.plan.importance_source)
     assert "chosen over" in sources[0] and sources[1].startswith("shipped table") and "chosen" not in sources[1]
     assert torch.equal(states[0], states[1])
+
+
+def test_a_redrawn_candidate_trains_a_new_draw_in_each_part_of_its_trial():
+    module = TinyModule(dropout=0.0)
+    training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
+    masks = []
+    trials = Trials(module, learnable_batches()[:-3], learnable_batches()[-3:], steps=12, lr=0.1)
+
+    def redraw(epoch):
+        trial = plan_trial(module, training, "", "uniform", seed=0, epoch=epoch)
+        masks.append(trial[0][1])
+        return trial
+
+    trials.run(redraw(0), redraw=redraw, draws=3)
+    assert len(masks) == 3 and not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+
+
+def test_halving_keeps_the_better_half_each_round_and_names_them():
+    module = TinyModule(dropout=0.0)
+    batches = learnable_batches(32)
+    seen = batches + batches[:3]
+    tried = [
+        Candidate(name, None, t) for name, t in (("shift", NORM_SHIFT), ("head", HEAD), ("shift again", NORM_SHIFT))
+    ]
+    winner, rounds, steps = halving(module, tried, seen, lr=0.1, steps=24)
+    assert steps == 3 * 16 + 2 * 32  # 24 * 2 // 3 steps for three, then twice as long for two
+    assert winner.label == "head"
+    assert [len(r) for r in rounds] == [3, 2] and rounds[0][0][0] == "head"
+    assert all(a[1] <= b[1] for r in rounds for a, b in itertools.pairwise(r))
