@@ -118,8 +118,9 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         trial: what the default strategy's trial tries where a table ships for the network:
             ``"importance"`` (default) the plans of the table and of measured importance,
             channels kept; ``"all"`` each also planned for and trained with its channels
-            redrawn every epoch (uniformly), the winner's rule then trains the fit (unless
-            ``resample`` or ``sampler`` is given); ``"none"`` the table's plan alone.
+            redrawn every epoch (uniformly), and biases alone, by successive halving; the
+            winner's rule then trains the fit (unless ``resample`` or ``sampler`` is given);
+            ``"none"`` the table's plan alone (docs/importance.md).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
             ``utility`` defaults to the one that values the channel rule: ``linear`` when
             the channels are kept (``resample="never"``), else ``coverage``.

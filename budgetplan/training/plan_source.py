@@ -238,7 +238,8 @@ class PlanSource:
 
     def candidates(self, strategy: Strategy, plan: Plan, problems: list[Problem]) -> list[Candidate]:
         """The plans the trial tries: each importance's plan with its channels kept and, with
-        ``trial="all"``, also planned for and trained with channels redrawn every epoch."""
+        ``trial="all"``, also planned for and trained with channels redrawn every epoch, and
+        the plan of biases alone (with the classifier)."""
         found: list[Candidate] = []
         for problem in problems:
             kept = plan if problem is problems[0] else plan_problem(problem)
@@ -250,6 +251,10 @@ class PlanSource:
                 draws = min(self.epochs, MAX_DRAWS)
                 label = f"{name}, channels redrawn every epoch"
                 found.append(Candidate(label, redrawn, strategy.prepare(redrawn, None), "uniform", draws))
+        if self.trial == "all":  # the recipe that wins at the smallest budgets: biases alone (TinyTL)
+            biases = dataclasses.replace(problems[0].options, bias_only=True)
+            alone = plan_problem(dataclasses.replace(problems[0], options=biases))
+            found.append(Candidate("biases alone", alone, strategy.prepare(alone, None), self.sampler))
         return [c for i, c in enumerate(found) if not any(_same(c, d) for d in found[:i])]
 
     def batches(self) -> list[Any]:

@@ -169,18 +169,18 @@ def trial_losses(
 def halving(
     module: nn.Module, candidates: Sequence[Candidate], batches: list[Any], prefix: str = "", **options: Any
 ) -> tuple[Candidate, list[list[tuple[str, float]]], int]:
-    """Successive halving: every candidate's trial of ``steps`` (default ``PLAN_STEPS``),
-    divided by half the number of candidates; the better half goes on to trials twice as
-    long, until one is left (two candidates: one round of ``steps``, as a trial of two).
-    The winner, each round's labels and losses (best first), and the steps trained in all."""
+    """Successive halving: each round trains ``round_steps`` steps in all (default twice
+    ``PLAN_STEPS``), shared by the candidates still in it; the better half goes on, until
+    one is left (two candidates: one round of ``PLAN_STEPS`` each, as a trial of two). The
+    winner, each round's labels and losses (best first), and the steps trained in all."""
     alive = list(candidates)
-    steps = max(CHECK_EVERY, options.pop("steps", PLAN_STEPS) * 2 // max(2, len(alive)))
+    budget = options.pop("round_steps", 2 * PLAN_STEPS)
     rounds, spent = [], 0
     while len(alive) > 1:
+        steps = max(CHECK_EVERY, budget // len(alive))
         losses = trial_losses(module, alive, batches, prefix, steps=steps, **options)
         spent += steps * len(alive)
         ranked = sorted(zip(losses, range(len(alive)), strict=True))
         rounds.append([(alive[i].label, loss) for loss, i in ranked])
         alive = [alive[i] for _, i in ranked[: (len(alive) + 1) // 2]]
-        steps *= 2
     return alive[0], rounds, spent

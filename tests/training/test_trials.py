@@ -69,6 +69,7 @@ def test_a_trial_that_can_fit_the_batches_ranks_below_one_that_barely_can():
 
 
 def test_checks_keep_the_lowest_held_out_loss_of_a_trial_that_diverges():
+    torch.manual_seed(0)  # the same start every run: where a diverging trial's lowest loss falls depends on it
     module = TinyModule(dropout=0.0)
     batches = learnable_batches()
     trials = Trials(module, batches[:-3], batches[-3:], steps=24, lr=20.0)  # far too large: the loss blows up
@@ -131,7 +132,7 @@ def test_trial_all_tries_kept_and_redrawn_channels_and_trains_with_the_winners_r
     budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all")
     trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data())
     source = budget.plan.importance_source
-    assert re.search(r"\(\d+ steps in 2 rounds of 4 plans; lowest held-out loss", source), source
+    assert re.search(r"\(\d+ steps in 3 rounds of 5 plans; lowest held-out loss", source), source
     redrawn = budget.plan.options["utility"] == "coverage"
     assert (budget.resample.value, budget.sampler) == (("epoch", "uniform") if redrawn else ("never", "magnitude"))
     kept = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", trial="all", resample="never")
@@ -188,8 +189,8 @@ def test_halving_keeps_the_better_half_each_round_and_names_them():
     tried = [
         Candidate(name, None, t) for name, t in (("shift", NORM_SHIFT), ("head", HEAD), ("shift again", NORM_SHIFT))
     ]
-    winner, rounds, steps = halving(module, tried, seen, lr=0.1, steps=24)
-    assert steps == 3 * 16 + 2 * 32  # 24 * 2 // 3 steps for three, then twice as long for two
+    winner, rounds, steps = halving(module, tried, seen, lr=0.1, round_steps=48)
+    assert steps == 3 * 16 + 2 * 24  # each round 48 steps in all, shared by the plans in it
     assert winner.label == "head"
     assert [len(r) for r in rounds] == [3, 2] and rounds[0][0][0] == "head"
     assert all(a[1] <= b[1] for r in rounds for a, b in itertools.pairwise(r))
