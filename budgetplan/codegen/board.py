@@ -9,6 +9,7 @@ gives ``.data`` and ``.bss``. A plan whose memory does not fit the SRAM does not
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -101,12 +102,13 @@ def run_on_board(directory: Path, core: str, sram: int, flash: int, timeout: flo
     output = _call([*machine, *semihosting], directory, timeout)
     sizes = _call(["arm-none-eabi-size", "-A", "bp_run.elf"], directory, timeout)
     section = {m[1]: int(m[2]) for m in re.finditer(r"^(\.\w+)\s+(\d+)", sizes, re.M)}
-    run = _parse(output, directory)
     stack = re.search(r"^stack (\d+)", output, re.M)
-    return Run(
-        run.losses, run.parameters, run.arena_high_water, int(stack[1]) if stack else None,
-        section.get(".data", 0), section.get(".bss", 0),
-    )  # fmt: skip
+    return dataclasses.replace(
+        _parse(output, directory),
+        stack_high_water=int(stack[1]) if stack else None,
+        data_bytes=section.get(".data", 0),
+        bss_bytes=section.get(".bss", 0),
+    )
 
 
 def linker_script(sram: int, flash: int) -> str:

@@ -164,16 +164,10 @@ def _backward(code: StepCode) -> str:
         f"    float loss = bp_cross_entropy({_x(code, last.index)}, labels, {code.batch}, {last.elements}, "
         f"G{last.index});",
     ]
-    readers: dict[int, list[int]] = {node.index: [] for node in code.nodes}
-    for node in code.nodes:
-        for source in node.inputs:
-            readers[source].append(node.index)
     for index in code.schedule.backward:
         node = code.nodes[index]
-        for source in dict.fromkeys(node.inputs):
-            if source in code.schedule.backward and max(readers[source]) == index:  # its first gradient
-                size = code.schedule.buffers[f"g{source}"].size
-                lines.append(f"    memset(G{source}, 0, {size});")
+        for source in code.schedule.zeroed_by.get(index, ()):
+            lines.append(f"    memset(G{source}, 0, {code.schedule.buffers[f'g{source}'].size});")
         lines += [f"    {line}" for line in _backward_node(code, node)]
     return "\n".join([*lines, "    return loss;", "}", ""])
 

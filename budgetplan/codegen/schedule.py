@@ -53,6 +53,7 @@ class Schedule:
     backward: tuple[int, ...]  # nodes whose output gradient is computed, last first
     output_of: dict[int, str]  # node -> buffer holding its output
     arena_bytes: int
+    zeroed_by: dict[int, tuple[int, ...]]  # node -> the gradients its backward writes first (zeroed there)
 
 
 def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, element_bytes: int = 4) -> Schedule:
@@ -93,7 +94,11 @@ def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, el
         what = trained.get(i)
         if what and what.channels:
             add(f"r{i}", row_elements(nodes, node) * element_bytes, 2 * n - i, 2 * n - i)
-    return Schedule(buffers, backward, output_of, place(list(buffers.values())))
+    zeroed_by: dict[int, tuple[int, ...]] = {}
+    for i in backward:  # a gradient is born at its last reader's backward, the first to run
+        if readers[i]:
+            zeroed_by[max(readers[i])] = (*zeroed_by.get(max(readers[i]), ()), i)
+    return Schedule(buffers, backward, output_of, place(list(buffers.values())), zeroed_by)
 
 
 def _depends_on_training(nodes: list[Node], trained: dict[int, Trained]) -> list[bool]:
