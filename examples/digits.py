@@ -55,6 +55,7 @@ class ImageClassifier(pl.LightningModule):
         if fold_norms:  # pairs from the recorded dataflow: EfficientNet-Lite does not trace
             fold_batchnorm(self.net.eval(), self.example_input_array).train()
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -71,6 +72,13 @@ class ImageClassifier(pl.LightningModule):
         self.val_accuracy(logits, y)
         self.log("val_acc", self.val_accuracy, prog_bar=True)
         self.log("val_loss", nn.functional.cross_entropy(logits, y))
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.test_accuracy(logits, y)
+        self.log("test_acc", self.test_accuracy)
+        self.log("test_loss", nn.functional.cross_entropy(logits, y))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         trainable = [p for p in self.parameters() if p.requires_grad]
@@ -112,7 +120,10 @@ class DigitsData(pl.LightningDataModule):
     validation (at most ``val_per_class`` of them), the rest is the training pool, of which
     ``train_per_class`` images per class train. ``tune`` splits those training images
     instead: three quarters of each class train and the rest validate, so that a
-    hyperparameter can be chosen without the validation set."""
+    hyperparameter can be chosen without the validation set (for the photograph tasks, a
+    part of each photograph the training crops never show). ``select``: the same split
+    trains and validates (what the fit chooses with, such as the default's trial), and the
+    validation set becomes the test set (``test_dataloader``)."""
 
     def __init__(
         self,
@@ -124,22 +135,25 @@ class DigitsData(pl.LightningDataModule):
         val_fraction: float = 0.2,
         val_per_class: int | None = None,
         tune: bool = False,
+        select: bool = False,
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         self.image_size, self.batch_size, self.seed, self.task = image_size, batch_size, seed, task
         self.train_per_class, self.val_fraction, self.val_per_class = train_per_class, val_fraction, val_per_class
-        self.tune = tune
+        self.tune, self.select = tune, select
 
     def setup(self, stage: str) -> None:
         dataset = TASKS[self.task]
         size, seed, fraction = self.image_size, self.seed, self.val_fraction
         train = dataset("train", size, seed, self.train_per_class, fraction)
-        if self.tune:
-            self.train_set, self.val_set = tuning_split(train)
+        self.test_set = dataset("val", size, seed, self.val_per_class, fraction) if not self.tune else None
+        if self.tune or self.select:
+            split = getattr(train, "tuning_split", None)  # a dataset that knows how to split itself
+            self.train_set, self.val_set = split() if split is not None else tuning_split(train)
         else:
-            self.train_set, self.val_set = train, dataset("val", size, seed, self.val_per_class, fraction)
+            self.train_set, self.val_set = train, self.test_set
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -147,6 +161,9 @@ class DigitsData(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=128)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=128)
 
 
 def tuning_split(train: DigitsRGB) -> tuple[Subset, Subset]:
@@ -216,9 +233,13 @@ def fit_strategy(
     trainer = quiet_trainer(epochs, [budget, largest], limit, check_val_every_n_epoch=epochs, num_sanity_val_steps=0)
     trainer.fit(model, data)
     assert budget.plan is not None
+    measured = "val"
+    if getattr(data, "select", False):  # validation chose; the test set measures
+        trainer.test(model, data, verbose=False)
+        measured = "test"
     return {
-        "accuracy": float(trainer.callback_metrics["val_acc"]),
-        "loss": float(trainer.callback_metrics["val_loss"]),
+        "accuracy": float(trainer.callback_metrics[f"{measured}_acc"]),
+        "loss": float(trainer.callback_metrics[f"{measured}_loss"]),
         "training_memory": budget.plan.predicted.training_memory_bytes,
         "saved_per_sample": largest.largest,
         "trained_layers": len(budget.plan.updated()),

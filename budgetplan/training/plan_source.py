@@ -34,7 +34,7 @@ from budgetplan.quoting import quote
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_batch, first_tensor
 from budgetplan.training.measure import importance_on_batches
-from budgetplan.training.trials import HELD_OUT, Candidate, halving
+from budgetplan.training.trials import HELD_OUT, VALIDATION_BATCHES, Candidate, halving
 from budgetplan.units import SIZE_EXAMPLES, parse_bytes
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
@@ -91,6 +91,31 @@ def training_loader(trainer: pl.Trainer, pl_module: pl.LightningModule, keep_rng
     # Lightning's own set-up of the loaders given to fit(), reused by the fit: it draws as in any fit
     trainer.fit_loop.setup_data()
     return trainer.train_dataloader
+
+
+def validation_loader(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+    """The fit's (first) validation loader, as ``training_loader`` finds the training one;
+    None when the fit validates nothing (none given, no ``validation_step``, or
+    ``limit_val_batches=0``)."""
+    if trainer.limit_val_batches == 0 or not is_overridden("validation_step", pl_module):
+        return None
+    datamodule = getattr(trainer, "datamodule", None)
+    with isolate_rng():
+        if datamodule is not None:
+            loaders = datamodule.val_dataloader() if is_overridden("val_dataloader", datamodule) else None
+        elif is_overridden("val_dataloader", pl_module):
+            loaders = pl_module.val_dataloader()
+        else:  # Lightning's own set-up of the loaders given to fit(), reused by the fit
+            loop = trainer.fit_loop.epoch_loop.val_loop
+            if not loop._data_source.is_defined():  # no val_dataloaders= given
+                return None
+            loop.setup_data()
+            loaders = trainer.val_dataloaders
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    if isinstance(loaders, dict):
+        return next(iter(loaders.values()), None)
+    return loaders
 
 
 def example_input(trainer: pl.Trainer, pl_module: pl.LightningModule, given: Any = None, keep_rng: bool = False) -> Any:
@@ -160,6 +185,7 @@ class PlanSource:
     sampler: str = "magnitude"  # how the fit draws channels, and so the trials of rival plans
     clip_ratio: float = 0.0  # the fit's clipping, and so the trials'
     loader: Any = None  # the training loader, when importance is measured on it
+    validation: Any = None  # the validation loader, when the trial values on it
     trial: str = "importance"  # what the default's trial tries (TRIALS)
     epochs: int = 1  # the fit's epochs: a redrawn candidate's trial spreads over as many draws (at most 4)
 
@@ -167,6 +193,8 @@ class PlanSource:
         """What ``strategy`` trains in ``pl_module`` for this fit."""
         if self.plan is None and not strategy.dense and self.importance in (None, MEASURED):
             self.loader = training_loader(trainer, pl_module)  # on every rank: it may wait for the others
+            if self.trial != "none":
+                self.validation = validation_loader(trainer, pl_module)
         if strategy.planned:
             return strategy.prepare(self.resolve(strategy, trainer, pl_module), None)
         # every rank computes the same: tracing, the measurement batches and the draws are deterministic
@@ -279,25 +307,38 @@ class PlanSource:
             return None
         return dataclasses.replace(problem, importance=measured)
 
+    def held_batches(self) -> list[Any]:
+        """The first validation batches (at most ``VALIDATION_BATCHES``) the trial values on:
+        images the fit never trains on, where training batches held out may be near copies
+        of the ones that train (crops of one photograph)."""
+        if self.validation is None:
+            return []
+        return list(itertools.islice(iter(self.validation), VALIDATION_BATCHES))
+
     def choose(self, pl_module: pl.LightningModule, candidates: list[Candidate], batches: list[Any]) -> Plan:
         """Of the candidates, the plan whose short trial fine-tunes on ``batches`` reach the
-        lowest held-out loss, by successive halving (``budgetplan.training.trials``); the
-        plan says which won, against what, and what the trials cost."""
+        lowest loss on the validation batches (or, without them, on training batches held
+        out), by successive halving (``budgetplan.training.trials``); the plan says which
+        won, against what, and what the trials cost."""
         first = candidates[0].plan
         if len(candidates) == 1:
             return first
-        if len(batches) <= HELD_OUT:
+        held = self.held_batches()
+        if not held and len(batches) <= HELD_OUT:
             rank_zero_info(f"budgetplan: {len(batches)} training batches are too few to try plans on")
             return first
         prefix = locate(first, pl_module)
-        options = {"seed": self.seed, "clip_ratio": self.clip_ratio}
+        options = {"seed": self.seed, "clip_ratio": self.clip_ratio, "held": held}
         chosen, rounds, steps = halving(pl_module, candidates, batches, prefix, **options)
         last = rounds[-1]
         others = ", ".join(label for label, _ in last[1:])
+        trained = len(batches) if held else len(batches) - HELD_OUT
+        valued = f"{len(held)} validation" if held else f"{HELD_OUT} held-out training"
+        valued += " batch" if len(held) == 1 else " batches"
         how = (
-            f"chosen over {others} by trials on {len(batches) - HELD_OUT} training batches ({steps} steps in "
-            f"{len(rounds)} round{'s' if len(rounds) > 1 else ''} of {len(candidates)} plans; lowest held-out loss "
-            f"{last[0][1]:.4g} vs {last[1][1]:.4g})"
+            f"chosen over {others} by trials on {trained} training batches ({steps} steps in "
+            f"{len(rounds)} round{'s' if len(rounds) > 1 else ''} of {len(candidates)} plans; lowest loss on "
+            f"{valued} {last[0][1]:.4g} vs {last[1][1]:.4g})"
         )
         rank_zero_info(f"budgetplan: importance {chosen.label}; {how}")
         return dataclasses.replace(chosen.plan, importance_source=f"{chosen.plan.importance_source}; {how}")

@@ -30,7 +30,8 @@ from budgetplan.training.clipping import clip_relative
 from budgetplan.training.probe import probing, step_loss
 from budgetplan.training.samplers import draw_seed, get_sampler
 
-HELD_OUT = 3  # batches the trials are valued on; the rest train
+HELD_OUT = 3  # training batches the trials are valued on when no validation batches are given; the rest train
+VALIDATION_BATCHES = 8  # validation batches the trials are valued on, at most
 PLAN_STEPS = 48  # optimizer steps of a plan's trial (about the fit's own on a few hundred images)
 CHECK_EVERY = 8  # steps between held-out checks of a plan's trial
 
@@ -148,12 +149,15 @@ def trial_losses(
     steps: int = PLAN_STEPS,
     check_every: int = CHECK_EVERY,
     held_out: int = HELD_OUT,
+    held: list[Any] | None = None,
     lr: float | None = None,
 ) -> list[float]:
     """The lowest held-out loss each of ``candidates`` reaches in a trial of ``steps`` steps
-    on ``batches`` (the last ``held_out`` value it, the others train) at ``lr`` (by default
-    the module's own); the module is left as it was."""
-    trials = Trials(module, batches[:-held_out], batches[-held_out:], steps, lr or module_lr(module))
+    on ``batches`` at ``lr`` (by default the module's own), valued on ``held`` (validation
+    batches: every batch of ``batches`` trains) or, without them, on the last ``held_out``
+    of ``batches`` (the others train); the module is left as it was."""
+    train, held = (batches, held) if held else (batches[:-held_out], batches[-held_out:])
+    trials = Trials(module, train, held, steps, lr or module_lr(module))
 
     def loss(candidate: Candidate) -> float:
         def draw(epoch: int) -> Trial:

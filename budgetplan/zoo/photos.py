@@ -48,19 +48,22 @@ def _photo(name: str) -> Tensor:
 class PhotoRegions(Dataset[tuple[Tensor, Tensor]]):
     """Crops of the photographs in ``names`` as ``3×size×size`` tensors (ImageNet-normalised),
     labelled by photograph; ``split`` is ``train`` or ``val``, the crops fixed by ``seed``,
-    the first ``per_class`` of each class kept."""
+    the first ``per_class`` of each class kept. ``span`` narrows the split's part of each
+    photograph to that share of it (``tuning_split`` cuts the training part again)."""
 
     names: tuple[str, ...] = COLOUR
 
     def __init__(
         self, split: str = "train", size: int = 128, seed: int = 0, per_class: int | None = None,
-        val_fraction: float = 0.2,
+        val_fraction: float = 0.2, span: tuple[float, float] = (0.0, 1.0),
     ) -> None:  # fmt: skip
         if split not in POOL:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
-        self.split, self.size, self.seed, self.val_fraction = split, size, seed, val_fraction
+        if not 0.0 <= span[0] < span[1] <= 1.0:
+            raise ValueError(f"span must be (start, end) with 0 <= start < end <= 1, got {span}")
+        self.split, self.size, self.seed, self.val_fraction, self.span = split, size, seed, val_fraction, span
         count = min(POOL[split], per_class) if per_class is not None else POOL[split]
         self.labels = torch.arange(len(self.names)).repeat_interleave(count)
         self._count = count
@@ -75,12 +78,23 @@ class PhotoRegions(Dataset[tuple[Tensor, Tensor]]):
             photo = _photo(name)
             axis = 1 if photo.shape[1] >= photo.shape[2] else 2  # the longer side is cut
             cut = round((1.0 - self.val_fraction) * photo.shape[axis])
-            parts.append(
-                photo.narrow(axis, 0, cut)
-                if self.split == "train"
-                else photo.narrow(axis, cut, photo.shape[axis] - cut)
-            )
+            start, length = (0, cut) if self.split == "train" else (cut, photo.shape[axis] - cut)
+            begin, end = (round(share * length) for share in self.span)
+            parts.append(photo.narrow(axis, start + begin, end - begin))
         return parts
+
+    def tuning_split(self, share: float = 0.75) -> tuple[PhotoRegions, PhotoRegions]:
+        """This split's part of each photograph cut again: crops of the first ``share`` of it
+        (``share`` of the crops per class) and of the rest, so that a choice made on the
+        second never sees a pixel the first trains on."""
+        begin, end = self.span
+        cut = begin + share * (end - begin)
+        fit = round(share * self._count)
+        options = {"split": self.split, "size": self.size, "seed": self.seed, "val_fraction": self.val_fraction}
+        return (
+            type(self)(per_class=fit, span=(begin, cut), **options),
+            type(self)(per_class=self._count - fit, span=(cut, end), **options),
+        )
 
     def __len__(self) -> int:
         return self.labels.numel()

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 import torchvision
+from lightning import pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback
@@ -68,6 +69,17 @@ def test_a_trial_that_can_fit_the_batches_ranks_below_one_that_barely_can():
     assert head < shift
 
 
+def test_trials_value_on_the_validation_batches_given_and_train_on_every_training_batch():
+    module = TinyModule(dropout=0.0)
+    batches = learnable_batches(32)
+    flipped = [(x, 3 - y) for x, y in batches[:3]]  # the rule reversed: fitting the training batches hurts here
+    tried = [Candidate("head", None, HEAD), Candidate("shift", None, NORM_SHIFT)]
+    head, shift = trial_losses(module, tried, batches, held=flipped, lr=0.1, steps=24)
+    assert head > shift
+    held_out = trial_losses(module, tried, batches + batches[:3], lr=0.1, steps=24)  # no validation: copies held out
+    assert held_out[0] < held_out[1]
+
+
 def test_checks_keep_the_lowest_held_out_loss_of_a_trial_that_diverges():
     torch.manual_seed(0)  # the same start every run: where a diverging trial's lowest loss falls depends on it
     module = TinyModule(dropout=0.0)
@@ -118,12 +130,39 @@ def test_the_default_tries_the_shipped_tables_plan_against_the_measured_one(stra
         assert source.startswith("shipped table: mobilenet_v2-imagenet") and "chosen" not in source
     elif importance is None:
         assert f"by trials on 5 training batches ({2 * PLAN_STEPS} steps in 1 round of 2 plans; lowest" in source
-        won, lost = (float(x) for x in re.search(r"held-out loss (\S+) vs (\S+)\)", source).groups())
+        won, lost = (float(x) for x in re.search(r"training batches (\S+) vs (\S+)\)", source).groups())
         assert won <= lost
         assert "chosen over shipped table" in source or "chosen over measured: gradient energy" in source
     else:
         assert source.startswith("measured: gradient energy") and "chosen" not in source
     assert untouched.same  # the trials put every parameter back before the fit
+
+
+class _Data(pl.LightningDataModule):
+    def train_dataloader(self):  # type: ignore[no-untyped-def]
+        return mobilenet_data()
+
+    def val_dataloader(self):  # type: ignore[no-untyped-def]
+        return torch.utils.data.DataLoader(mobilenet_data().dataset, batch_size=16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("given", ["fit", "datamodule", "disabled"])
+def test_the_trial_values_on_the_fits_validation_batches(given):
+    """Validation batches (given to fit or by a datamodule) value the trial and every
+    training batch trains; a fit that validates nothing holds training batches out."""
+    module = mobilenet_module()
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8)
+    fit = trainer(1, [budget], limit_train_batches=1, limit_val_batches=0 if given == "disabled" else 1.0)
+    if given == "datamodule":
+        fit.fit(module, datamodule=_Data())
+    else:
+        fit.fit(module, mobilenet_data(), _Data().val_dataloader())
+    source = budget.plan.importance_source
+    if given == "disabled":
+        assert "by trials on 5 training batches" in source and "on 3 held-out training batches" in source, source
+    else:
+        assert "by trials on 8 training batches" in source and "lowest loss on 4 validation batches" in source, source
 
 
 @pytest.mark.slow
@@ -132,7 +171,7 @@ def test_trial_all_tries_kept_and_redrawn_channels_and_trains_with_the_winners_r
     budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all")
     trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data())
     source = budget.plan.importance_source
-    assert re.search(r"\(\d+ steps in 3 rounds of 5 plans; lowest held-out loss", source), source
+    assert re.search(r"\(\d+ steps in 3 rounds of 5 plans; lowest loss on 3 held-out training batches", source), source
     redrawn = budget.plan.options["utility"] == "coverage"
     assert (budget.resample.value, budget.sampler) == (("epoch", "uniform") if redrawn else ("never", "magnitude"))
     kept = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", trial="all", resample="never")

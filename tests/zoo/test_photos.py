@@ -31,3 +31,17 @@ def test_crops_are_fixed_by_the_seed_and_vary_within_a_class():
     assert not torch.equal(first[0][0], first[1][0])
     image, label = first[5]
     assert image.shape == (3, 32, 32) and int(label) == 1
+
+
+def test_the_tuning_split_cuts_the_training_part_again():
+    train = PhotoRegions("train", 32, 0, 8)
+    fit, held = train.tuning_split()
+    assert torch.bincount(fit.labels).tolist() == [6] * 10 and torch.bincount(held.labels).tolist() == [2] * 10
+    for label, name in enumerate(PhotoRegions.names):
+        whole, first, rest = train.regions[label], fit.regions[label], held.regions[label]
+        photo = _photo(name)
+        axis = 1 if photo.shape[1] >= photo.shape[2] else 2  # the photograph's longer side is cut
+        assert torch.equal(torch.cat([first, rest], dim=axis), whole)
+        assert first.shape[axis] == pytest.approx(0.75 * whole.shape[axis], abs=1)
+    with pytest.raises(ValueError, match="span must be"):
+        PhotoRegions("train", 32, 0, 8, span=(0.5, 0.5))
