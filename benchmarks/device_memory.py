@@ -10,8 +10,11 @@ default plan. "predicted" is the plan's peak less the trained weights and biases
 on the host, and on an emulated board where QEMU emulates the core (Cortex-M7:
 mps2-an500, Cortex-M4: mps2-an386): there the linker's RAM region is the profile's
 SRAM, so "measured" is the arena's high-water mark from inside the board when it links,
-else how far over the SRAM it is. The library stores float32 and runs layer by layer;
-profiles that count 8-bit values or a patch stage predict less than it needs.
+else how far over the SRAM it is. The library stores what the profile counts (int8
+weights and activations where it counts 8-bit ones, calibrated on the steps' inputs,
+else float32), passes float32 gradients and runs layer by layer: profiles that count
+8-bit gradients, a patch stage or in-place depthwise convolutions predict less than it
+needs.
 """
 
 from __future__ import annotations
@@ -33,24 +36,25 @@ from budgetplan.zoo.models import build_model
 
 # the core of each shipped microcontroller profile's part (their descriptions), where QEMU emulates it
 CORES = {"cortex-m7": "cortex-m7", "stm32h743": "cortex-m7", "mps2-an500-f32": "cortex-m7",
-         "cortex-m4": "cortex-m4", "nrf52840": "cortex-m4"}  # fmt: skip
+         "mps2-an500-int8": "cortex-m7", "cortex-m4": "cortex-m4", "nrf52840": "cortex-m4"}  # fmt: skip
 
 
 def measure(device: str, steps: int, emulate: bool) -> list[str]:
     torch.manual_seed(0)
     model, _ = build_model()
-    example = torch.zeros(1, 3, 128, 128)
-    plan = solve(model, example, device=device)
+    plan = solve(model, torch.zeros(1, 3, 128, 128), device=device)
     predicted = plan.predicted.peak_bytes - plan.predicted.resident_bytes
-    bits = f"{plan.device.bits.weight}/{plan.device.bits.activation}"
-    row = [device, bits, plan.device.executor.value, format_bytes(plan.predicted.peak_bytes), format_bytes(predicted)]
+    bits = plan.device.bits
+    row = [device, f"{bits.weight}/{bits.activation}/{bits.backward}", plan.device.executor.value]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        library = export_c(model, plan, directory, example)
-        inputs = torch.randn(steps, 1, 3, 128, 128).numpy()
-        write_batches(directory, inputs, np.zeros((steps, 1), "int32"), 0.01)
+        inputs = torch.randn(steps, 1, 3, 128, 128)
+        library = export_c(model, plan, directory, inputs.flatten(0, 1))
+        write_batches(directory, inputs.numpy(), np.zeros((steps, 1), "int32"), 0.01)
         host = run_on_host(directory)
-        row += [format_bytes(library.arena_bytes), f"{host.arena_high_water / predicted - 1:+.3%}"]
+        row += ["int8" if library.code.quant else "float32", format_bytes(plan.predicted.peak_bytes)]
+        gap = f"{host.arena_high_water / predicted - 1:+.3%}"
+        row += [format_bytes(predicted), format_bytes(library.arena_bytes), gap]
         core = CORES.get(device)
         if not emulate or core is None:
             return [*row, "not emulated", "", ""]
@@ -74,8 +78,8 @@ def main() -> None:
     missing = emulator_missing()
     if missing:
         print(f"emulated boards skipped: {missing}")
-    head = ["profile", "bits w/a", "executor", "plan peak", "predicted arena", "layout", "measured - predicted",
-            "on the board", "stack / .data / .bss", "of SRAM"]  # fmt: skip
+    head = ["profile", "bits w/a/g", "executor", "stored", "plan peak", "predicted arena", "layout",
+            "measured - predicted", "on the board", "stack / .data / .bss", "of SRAM"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for name in names:

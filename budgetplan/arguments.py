@@ -285,6 +285,17 @@ def _add_plan_files(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     export.add_argument(
         "--weights", help="for --format c: a state dict saved with torch.save (default: the model's initial weights)"
     )
+    export.add_argument(
+        "--numerics",
+        choices=("int8", "float32"),
+        help="for --format c: how weights and activations are stored (default: int8 where the profile counts 8-bit "
+        "weights and activations, else float32)",
+    )
+    export.add_argument(
+        "--calibration",
+        help="for --format c in int8: a tensor of input samples (N x C x H x W, saved with torch.save) the activation "
+        "scales are calibrated on (default: 8 standard normal samples)",
+    )
 
     show = sub.add_parser("show", help="print a saved plan")
     show.add_argument("plan", help="plan YAML file")

@@ -294,22 +294,46 @@ def _export_library(args: argparse.Namespace, plan: Plan) -> None:
     if not args.out:
         raise BudgetPlanError("--format c writes a directory of C files: name it with --out DIR")
     model, weights = model_for_plan(plan, args.model, args.weights)
-    library = export_c(model, plan, args.out)
+    library = export_c(model, plan, args.out, _calibration(args.calibration), numerics=args.numerics)
     predicted = plan.predicted.peak_bytes - plan.predicted.resident_bytes
+    numerics = "int8" if library.code.quant else "float32"
     print(
         f"C library written to {args.out}: {', '.join(path.name for path in library.files)}\n"
-        f"arena {format_bytes(library.arena_bytes)} (the plan predicts {format_bytes(predicted)} besides the "
-        f"trained parameters); {len(library.selection)} layers train channels; weights: {weights}"
+        f"{numerics}; arena {format_bytes(library.arena_bytes)} (the plan predicts {format_bytes(predicted)} besides "
+        f"the trained parameters); {len(library.selection)} layers train channels; weights: {weights}"
     )
     if library.arena_bytes > 1.01 * predicted:
-        bits = plan.device.bits
-        print(
-            f"budgetplan: warning: the library stores float32 and runs layer by layer; {plan.device.name} counts "
-            f"{bits.activation}-bit activations and {bits.weight}-bit weights"
-            + (" with a patch stage" if plan.predicted.patch_grid else "")
-            + ": on the board it needs more than the plan",
-            file=sys.stderr,
-        )
+        print(f"budgetplan: warning: {_library_gap(plan, numerics)}: on the board it needs more than the plan",
+              file=sys.stderr)  # fmt: skip
+
+
+def _calibration(path: str | None) -> Any:
+    """The samples ``--calibration`` names, or None."""
+    if path is None:
+        return None
+    import torch
+
+    try:
+        samples = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file: say which and what it must hold
+        raise BudgetPlanError(f"--calibration: cannot read {path!r} ({err}); save a tensor with torch.save") from None
+    if not isinstance(samples, torch.Tensor) or samples.dim() < 2 or not samples.is_floating_point():
+        raise BudgetPlanError(f"--calibration: {path!r} holds no float tensor of samples (N x C x H x W)")
+    return samples
+
+
+def _library_gap(plan: Plan, numerics: str) -> str:
+    """Why the library's arena is larger than the plan's prediction."""
+    bits, device = plan.device.bits, plan.device
+    stored = 8 if numerics == "int8" else 32
+    reasons = ["the library runs layer by layer" + (" (no patch stage)" if plan.predicted.patch_grid else "")]
+    if device.executor.value != "layer":
+        reasons[0] += f", {device.name} counts the {device.executor.value} executor"
+    if stored != bits.activation:
+        reasons.append(f"stores {stored}-bit activations where {device.name} counts {bits.activation}-bit")
+    if bits.backward != 32:
+        reasons.append(f"passes float32 gradients where {device.name} counts {bits.backward}-bit")
+    return "; ".join(reasons)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

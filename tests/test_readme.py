@@ -80,7 +80,7 @@ PYTHON = {
     "python examples/finetune_digits.py": "tests/test_examples.py::test_finetune_digits_example",
     "python examples/finetune_transformer.py": "tests/test_examples.py::test_finetune_transformer_example",
     "python benchmarks/transformer_memory.py": ["--models", "lm"],
-    "python benchmarks/device_memory.py": ["--devices", "mps2-an500-f32", "--steps", "1"],
+    "python benchmarks/device_memory.py": ["--devices", "mps2-an500-int8", "--steps", "1"],
     "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
 }
 
@@ -214,6 +214,10 @@ def _shown(pattern: str) -> str:
     return found[1]
 
 
+def _shown_all(pattern: str) -> list[str]:
+    return re.findall(pattern, README)
+
+
 @pytest.mark.slow
 def test_the_memory_numbers_are_what_memory_and_speed_prints(capsys):
     code, out = run_script(capsys, "benchmarks/memory_and_speed.py", "--steps", "3", "--batch-size", "2")
@@ -241,7 +245,9 @@ def test_the_accuracy_numbers_are_what_the_benchmark_report_prints(command, caps
 
 @pytest.mark.slow
 def test_the_device_numbers_are_what_device_memory_prints(capsys):
-    code, out = run_script(capsys, "benchmarks/device_memory.py", "--devices", "mps2-an500-f32", "--steps", "1")
+    boards = ("mps2-an500-f32", "mps2-an500-int8")
+    code, out = run_script(capsys, "benchmarks/device_memory.py", "--devices", ",".join(boards), "--steps", "1")
     assert code == 0, out[-2000:]
-    row = next(line for line in out.splitlines() if line.startswith("| mps2-an500-f32"))
-    assert row.split("|")[7].strip() == _shown(r"the plan's prediction to \*\*([+-][\d.]+%)\*\*")
+    for board, shown in zip(boards, _shown_all(r"the plan's prediction to \*\*([+-][\d.]+%)\*\*"), strict=True):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {board} "))
+        assert row.split("|")[8].strip() == shown, row

@@ -8,37 +8,12 @@ channel, ReLU mask and gradient is a fixed offset into one static arena, as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
+from budgetplan.codegen import emit_int8
+from budgetplan.codegen.code import StepCode, floats
 from budgetplan.codegen.graph import Node
-from budgetplan.codegen.schedule import Schedule, Trained, row_elements
+from budgetplan.codegen.schedule import Trained, row_elements
 
 PAINT = 0xA5  # the arena is filled with this byte to find the highest byte a step wrote
-
-
-@dataclass(frozen=True)
-class Parameters:
-    """A conv or linear layer's weight and bias values (flat, float32) and its name."""
-
-    name: str
-    weight: Sequence[float]
-    bias: Sequence[float] | None
-
-
-@dataclass(frozen=True)
-class StepCode:
-    """Everything the step's C text is made from."""
-
-    nodes: list[Node]
-    schedule: Schedule
-    parameters: dict[int, Parameters]
-    trained: dict[int, Trained]
-    selection: dict[int, list[int]]
-    batch: int
-    clip_ratio: float
-    classifier: int  # the node whose weight is never clipped
-    title: str
 
 
 def header(code: StepCode) -> str:
@@ -49,6 +24,7 @@ def header(code: StepCode) -> str:
             f"/* {code.title} */",
             "#ifndef BP_MODEL_H",
             "#define BP_MODEL_H",
+            "#include <stddef.h>",
             "#include <stdint.h>",
             f"#define BP_BATCH {code.batch}",
             f"#define BP_INPUT_ELEMENTS {first.elements}  /* per sample */",
@@ -56,7 +32,9 @@ def header(code: StepCode) -> str:
             f"#define BP_ARENA_BYTES {code.schedule.arena_bytes}",
             f"#define BP_PARAMS {2 * len(code.parameters)}",
             f"#define BP_TRAINED_LAYERS {sum(1 for t in code.trained.values() if t.channels)}",
-            "float *bp_input(void);  /* write BP_BATCH samples here before each step */",
+            f"#define BP_INT8 {int(code.quant is not None)}  /* 1: weights and activations stored int8 */",
+            *([] if code.quant else ["float *bp_input(void);  /* write BP_BATCH samples here before each step */"]),
+            "void bp_load_input(size_t at, const float *x, size_t n);  /* n input values from element at on */",
             "const float *bp_logits(void);  /* valid after bp_forward */",
             "void bp_forward(void);",
             "float bp_train_step(const int *labels, float lr);  /* forward, loss, sparse backward, update */",
@@ -65,7 +43,8 @@ def header(code: StepCode) -> str:
             "void bp_paint_arena(void);",
             "uint32_t bp_arena_high_water(void);  /* bytes of the arena written since bp_paint_arena */",
             "const char *bp_param_name(int i);",
-            "const float *bp_param(int i);  /* NULL where the layer has no bias */",
+            *([] if code.quant else ["const float *bp_param(int i);  /* NULL where the layer has no bias */"]),
+            "float bp_param_at(int i, int j);  /* element j of parameter i, as a real value */",
             "int bp_param_size(int i);",
             "#endif",
             "",
@@ -76,12 +55,10 @@ def header(code: StepCode) -> str:
 def source(code: StepCode) -> str:
     """``bp_model.c``: parameters, arena, forward, step."""
     parts = [f"/* {code.title} */", '#include "bp_model.h"', '#include "bp_runtime.h"', "#include <string.h>", ""]
-    parts += [_parameter_arrays(code), _arena(code), _forward(code), _backward(code), _accessors(code)]
+    arrays = emit_int8.parameter_arrays(code) if code.quant else _parameter_arrays(code)
+    accessors = emit_int8.accessors(code) if code.quant else _float_accessors(code)
+    parts += [arrays, _arena(code), _forward(code), _backward(code), _accessors(code), accessors]
     return "\n".join(parts)
-
-
-def _floats(values: Sequence[float]) -> str:
-    return "{" + ",".join(f"{float(v).hex()}f" for v in values) + "}"  # exact: C99 hexadecimal floats
 
 
 def _parameter_arrays(code: StepCode) -> str:
@@ -90,10 +67,10 @@ def _parameter_arrays(code: StepCode) -> str:
         what = code.trained.get(index, Trained(0, False))
         weight_kind = "static float" if what.channels else "static const float"
         lines.append(f"/* {params.name} */")
-        lines.append(f"{weight_kind} W{index}[{len(params.weight)}] = {_floats(params.weight)};")
+        lines.append(f"{weight_kind} W{index}[{len(params.weight)}] = {floats(params.weight)};")
         if params.bias is not None:
             bias_kind = "static float" if what.bias else "static const float"
-            lines.append(f"{bias_kind} B{index}[{len(params.bias)}] = {_floats(params.bias)};")
+            lines.append(f"{bias_kind} B{index}[{len(params.bias)}] = {floats(params.bias)};")
     for index, channels in code.selection.items():
         lines.append(f"static int SEL{index}[{len(channels)}] = {{{', '.join(map(str, channels))}}};")
     return "\n".join(lines) + "\n"
@@ -102,13 +79,21 @@ def _parameter_arrays(code: StepCode) -> str:
 def _arena(code: StepCode) -> str:
     lines = [f"static uint8_t bp_arena[{max(8, code.schedule.arena_bytes)}] __attribute__((aligned(8)));"]
     for buffer in sorted(code.schedule.buffers.values(), key=lambda b: b.name):
-        kind = "uint8_t" if buffer.name.startswith("m") else "float"
+        kind = _buffer_type(code, buffer.name)
         lines.append(f"#define {buffer.name.upper()} (({kind} *)(bp_arena + {buffer.offset}))  /* {buffer.size} B */")
     lines.append("")
     for node in code.nodes:
         if node.kind == "conv":
             lines.append(f"static const bp_conv C{node.index} = {_conv_fields(code, node)};")
     return "\n".join(lines) + "\n"
+
+
+def _buffer_type(code: StepCode, name: str) -> str:
+    if name.startswith("m"):
+        return "uint8_t"
+    logits = code.schedule.output_of[code.nodes[-1].index]
+    stored = code.quant is not None and name[0] in "xs" and name != logits
+    return "int8_t" if stored else "float"
 
 
 def _conv_fields(code: StepCode, node: Node) -> str:
@@ -119,7 +104,7 @@ def _conv_fields(code: StepCode, node: Node) -> str:
 
 
 def _x(code: StepCode, index: int) -> str:
-    return code.schedule.output_of[index].upper()
+    return code.buffer(index)
 
 
 def _forward(code: StepCode) -> str:
@@ -130,6 +115,8 @@ def _forward(code: StepCode) -> str:
 
 
 def _forward_node(code: StepCode, node: Node) -> list[str]:
+    if code.quant is not None:
+        return emit_int8.forward_node(code, node)
     x, y, b, n = _x(code, node.inputs[0]), _x(code, node.index), code.batch, node.elements * code.batch
     params = code.parameters.get(node.index)
     bias = f"B{node.index}" if params is not None and params.bias is not None else "NULL"
@@ -184,6 +171,8 @@ def _backward_node(code: StepCode, node: Node) -> list[str]:
         positions = source.elements // source.shape[0]
         return [f"bp_avgpool_grad(G{i}, {b}, {source.shape[0]}, {positions}, G{s});" for s in grads]
     if node.kind in ("conv", "linear") and source is not None:
+        if code.quant is not None:
+            return emit_int8.layer_backward(code, node, source, grads)
         return _layer_backward(code, node, source, grads)
     return []
 
@@ -220,25 +209,21 @@ def _layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) 
 
 def _accessors(code: StepCode) -> str:
     layers = [i for i, t in code.trained.items() if t.channels]
-    names, pointers, sizes = [], [], []
-    for index, params in code.parameters.items():
+    names, sizes = [], []
+    for params in code.parameters.values():
         names += [f'"{params.name}.weight"', f'"{params.name}.bias"']
-        pointers += [f"W{index}", f"B{index}" if params.bias is not None else "NULL"]
         sizes += [str(len(params.weight)), str(len(params.bias) if params.bias is not None else 0)]
     totals = [str(code.nodes[code.nodes[i].inputs[0]].shape[0]) for i in layers]
     counts = [str(len(code.selection[i])) for i in layers]
     return "\n".join(
         [
             f"static const char *const NAMES[] = {{{', '.join(names)}}};",
-            f"static const float *const PARAMS[] = {{{', '.join(pointers)}}};",
             f"static const int SIZES[] = {{{', '.join(sizes)}}};",
             f"static int *const SELECTIONS[] = {{{', '.join(f'SEL{i}' for i in layers) or 'NULL'}}};",
             f"static const int KEPT[] = {{{', '.join(counts) or '0'}}};",
             f"static const int TOTAL[] = {{{', '.join(totals) or '0'}}};",
-            "float *bp_input(void) { return X0; }",
             f"const float *bp_logits(void) {{ return {_x(code, code.nodes[-1].index)}; }}",
             "const char *bp_param_name(int i) { return NAMES[i]; }",
-            "const float *bp_param(int i) { return PARAMS[i]; }",
             "int bp_param_size(int i) { return SIZES[i]; }",
             "void bp_set_channels(int layer, const int *channels) {",
             "    memcpy(SELECTIONS[layer], channels, sizeof(int) * (size_t)KEPT[layer]);",
@@ -253,6 +238,22 @@ def _accessors(code: StepCode) -> str:
             f"    while (top > 0 && bp_arena[top - 1] == {PAINT:#x}) top--;",
             "    return top;",
             "}",
+            "",
+        ]
+    )
+
+
+def _float_accessors(code: StepCode) -> str:
+    pointers = []
+    for index, params in code.parameters.items():
+        pointers += [f"W{index}", f"B{index}" if params.bias is not None else "NULL"]
+    return "\n".join(
+        [
+            f"static const float *const PARAMS[] = {{{', '.join(pointers)}}};",
+            "float *bp_input(void) { return X0; }",
+            "void bp_load_input(size_t at, const float *x, size_t n) { memcpy(X0 + at, x, sizeof(float) * n); }",
+            "const float *bp_param(int i) { return PARAMS[i]; }",
+            "float bp_param_at(int i, int j) { return PARAMS[i][j]; }",
             "",
         ]
     )

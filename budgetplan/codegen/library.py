@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from budgetplan.codegen.board import linker_script
-from budgetplan.codegen.emit import Parameters, StepCode, header, source
+from budgetplan.codegen.code import Parameters, StepCode
+from budgetplan.codegen.emit import header, source
 from budgetplan.codegen.graph import Node, model_graph
+from budgetplan.codegen.quantize import NUMERICS, Quantization, calibrate, numerics_for, quantize_weight
 from budgetplan.codegen.schedule import Schedule, Trained, step_schedule
 from budgetplan.errors import ModelError, PlanError
 from budgetplan.files import write_atomic
@@ -32,16 +34,19 @@ from budgetplan.training.fold import fold_batchnorm
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 FILES = ("bp_model.h", "bp_model.c", "bp_runtime.h", "bp_runtime.c", "bp_board.ld")
+CALIBRATION = 8  # samples the int8 scales are calibrated on when no example is given
 
 
 @dataclass(frozen=True)
 class CLibrary:
-    """What ``export_c`` wrote: the files, the arena's size and the layout behind it."""
+    """What ``export_c`` wrote: the files, the arena's size and the layout behind it, and
+    what it was made from (for ``budgetplan.codegen.reference``)."""
 
     files: tuple[Path, ...]
     arena_bytes: int
     schedule: Schedule
     selection: dict[str, list[int]]
+    code: StepCode
 
 
 def export_c(
@@ -50,23 +55,35 @@ def export_c(
     out: str | Path,
     example_input: torch.Tensor | None = None,
     clip_ratio: float | None = None,
+    numerics: str | None = None,
 ) -> CLibrary:
     """Write the C library of ``plan``'s training step for ``model`` (pretrained values as
     they are; BatchNorm folded into a copy) into the directory ``out``. ``clip_ratio``: the
-    callback's (default: the default strategy's; 0 never clips)."""
+    callback's (default: the default strategy's; 0 never clips). ``numerics``: ``int8``
+    (weights and activations stored 8-bit, activation scales calibrated on
+    ``example_input``, a batch like the data it will train on; without one, on
+    ``CALIBRATION`` standard normal samples) or ``float32``; by default what the plan's
+    profile counts."""
     ratio = STRATEGIES["budgetplan"].clip_ratio if clip_ratio is None else clip_ratio
+    numerics = numerics or numerics_for(plan.device.bits.weight, plan.device.bits.activation)
+    if numerics not in NUMERICS:
+        raise PlanError(f"numerics must be one of {', '.join(NUMERICS)}, not {quote(numerics)}")
     example = example_input if example_input is not None else torch.zeros(1, *plan.input_shape)
     work = fold_batchnorm(copy.deepcopy(model).eval(), example[:1])
     nodes = model_graph(work, example[:1])
     modules = dict(work.named_modules())
     by_module = {node.module: node for node in nodes if node.module}
     trained, selection = _trained(plan, by_module, modules)
-    schedule = step_schedule(nodes, trained, plan.batch_size)
+    schedule = step_schedule(nodes, trained, plan.batch_size, 1 if numerics == "int8" else 4)
     parameters = {node.index: _parameters(node, modules[node.module]) for node in nodes if node.module}
     classifier = max(by_module.values(), key=lambda node: node.index).index
+    if numerics == "int8" and example_input is None:  # ImageNet-normalised images are about standard normal
+        example = torch.randn(CALIBRATION, *plan.input_shape, generator=torch.Generator().manual_seed(0))
+    quant = _quantization(nodes, modules, example) if numerics == "int8" else None
     code = StepCode(
         nodes, schedule, parameters, trained, selection, plan.batch_size, ratio, classifier,
-        f"budgetplan: training step of {plan.model} on {plan.device.name} ({plan.fingerprint})",
+        f"budgetplan: training step of {plan.model} on {plan.device.name} ({plan.fingerprint}), {numerics}",
+        quant,
     )  # fmt: skip
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,7 +98,25 @@ def export_c(
         schedule.arena_bytes,
         schedule,
         {names[i]: channels for i, channels in selection.items()},
+        code,
     )
+
+
+def _quantization(nodes: list[Node], modules: dict[str, nn.Module], example: torch.Tensor) -> Quantization:
+    """The int8 codes and scales of every weight, and the activation scales on ``example``."""
+    if nodes[-1].kind != "linear":
+        raise ModelError("int8 export: the network must end in a Linear layer (its logits stay float32)")
+    weights = {}
+    for node in nodes:
+        if node.module:
+            module = modules[node.module]
+            bias = module.bias if isinstance(module.bias, torch.Tensor) else None
+            weights[node.index] = (_tensor(module, "weight").detach(), None if bias is None else bias.detach())
+    with torch.no_grad():
+        activation = calibrate(nodes, weights, example.detach().float())
+    quantized = {index: quantize_weight(weight) for index, (weight, _) in weights.items()}
+    scales = {i: unit_scales for i, (_, unit_scales) in quantized.items()}
+    return Quantization(activation, scales, {i: codes for i, (codes, _) in quantized.items()})
 
 
 def _trained(

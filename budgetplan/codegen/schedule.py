@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from budgetplan.codegen.graph import Node
 
 ALIGN = 8  # bytes; every buffer starts on a double-word
+FLOAT = 4  # bytes of a gradient, a weight-gradient row and the logits, whatever activations are stored as
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ class Schedule:
     zeroed_by: dict[int, tuple[int, ...]]  # node -> the gradients its backward writes first (zeroed there)
 
 
-def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, element_bytes: int = 4) -> Schedule:
-    """The buffers of a training step of ``nodes`` that trains ``trained`` (node → what)."""
+def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, activation_bytes: int = 4) -> Schedule:
+    """The buffers of a training step of ``nodes`` that trains ``trained`` (node → what);
+    activations and the channels kept for the backward take ``activation_bytes`` each."""
     n = len(nodes)
     readers: dict[int, list[int]] = {node.index: [] for node in nodes}
     for node in nodes:
@@ -80,20 +82,22 @@ def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, el
             buffers[output_of[first]].end = max(buffers[output_of[first]].end, last)
         else:
             output_of[node.index] = f"x{node.index}"
-            add(output_of[node.index], node.elements * batch * element_bytes, node.index, last)
+            size = FLOAT if node.index == n - 1 else activation_bytes  # the logits stay float32
+            add(output_of[node.index], node.elements * batch * size, node.index, last)
         if relu and depends[first]:
             add(f"m{node.index}", (node.elements * batch + 7) // 8, node.index, 2 * n - node.index)
         what = trained.get(node.index)
         if what and what.channels:
             per_channel = nodes[first].elements // nodes[first].shape[0]
-            add(f"s{node.index}", what.channels * per_channel * batch * element_bytes, node.index, 2 * n - node.index)
+            kept = what.channels * per_channel * batch * activation_bytes
+            add(f"s{node.index}", kept, node.index, 2 * n - node.index)
     for i in backward:
         node = nodes[i]
         born = n if not readers[i] else 2 * n - max(readers[i])
-        add(f"g{i}", node.elements * batch * element_bytes, born, 2 * n - i)
+        add(f"g{i}", node.elements * batch * FLOAT, born, 2 * n - i)
         what = trained.get(i)
         if what and what.channels:
-            add(f"r{i}", row_elements(nodes, node) * element_bytes, 2 * n - i, 2 * n - i)
+            add(f"r{i}", row_elements(nodes, node) * FLOAT, 2 * n - i, 2 * n - i)
     zeroed_by: dict[int, tuple[int, ...]] = {}
     for i in backward:  # a gradient is born at its last reader's backward, the first to run
         if readers[i]:

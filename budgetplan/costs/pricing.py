@@ -48,7 +48,7 @@ def layer_bytes(layer: LayerCost, device: DeviceProfile, batch_size: int) -> Lay
         bias=layer.bias_elements * bytes_per_update(device, bits.bias),
         path=batch_size * (layer.mask_elements * bits.mask + layer.path_activation_elements * bits.activation) / 8,
         live_forward=layer.forward_live_elements * act,
-        live_backward=layer.backward_live_elements * act,
+        live_backward=layer.backward_live_elements * batch_size * bits.backward / 8,
     )
 
 

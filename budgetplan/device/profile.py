@@ -48,6 +48,7 @@ class FrozenWeights(EnumStr):
 
 
 _BIT_FIELDS = ("weight", "activation", "gradient", "bias", "optimizer", "mask")
+_OPTIONAL_BITS = ("activation_gradient",)
 _VALID_BITS = (0, 1, 2, 4, 8, 16, 32, 64)
 _TOP_FIELDS = (
     "name", "aliases", "description", "sram", "flash", "clock", "compute", "bits",
@@ -60,7 +61,10 @@ _Choice = TypeVar("_Choice", bound=EnumStr)
 @dataclass(frozen=True)
 class BitWidths:
     """Bits per stored element. ``gradient`` 0: the update is fused into the gradient
-    computation, so no weight gradient is kept; ``optimizer`` is the state per element."""
+    computation, so no weight gradient is kept; ``optimizer`` is the state per element;
+    ``activation_gradient``: the gradients the backward passes between layers, where they
+    are not stored as the activations are (the C library's int8 storage keeps them
+    float32, docs/device.md)."""
 
     weight: int
     activation: int
@@ -68,6 +72,12 @@ class BitWidths:
     bias: int
     optimizer: int
     mask: int
+    activation_gradient: int | None = None
+
+    @property
+    def backward(self) -> int:
+        """Bits of a gradient passed backward between layers."""
+        return self.activation if self.activation_gradient is None else self.activation_gradient
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ class DeviceProfile:
                 "macs_per_second": self.macs_per_second,
                 "assumption": self.compute_assumption,
             },
-            "bits": dataclasses.asdict(self.bits),
+            "bits": {k: v for k, v in dataclasses.asdict(self.bits).items() if v is not None},
             "reserved": self.reserved,
             "budget": self.budget,
             "max_step_latency": self.max_step_latency,
@@ -149,7 +159,7 @@ class _Validator:
         if missing:
             raise self.fail(missing[0], "missing; every profile needs " + ", ".join(_REQUIRED))
         compute = self.mapping(data, "compute", ("macs_per_second", "assumption"))
-        bits = self.mapping(data, "bits", _BIT_FIELDS)
+        bits = self.mapping(data, "bits", _BIT_FIELDS, _OPTIONAL_BITS)
         profile = DeviceProfile(
             name=self.text(data, "name"),
             aliases=self.aliases(data.get("aliases", [])),
@@ -159,7 +169,7 @@ class _Validator:
             clock_hz=self.rate(data["clock"], "clock", "hz"),
             macs_per_second=self.rate(compute["macs_per_second"], "compute.macs_per_second", "mac/s"),
             compute_assumption=self.text(compute, "assumption", "compute.assumption"),
-            bits=BitWidths(**{f: self.bits(bits[f], f) for f in _BIT_FIELDS}),
+            bits=BitWidths(**{f: self.bits(bits[f], f) for f in (*_BIT_FIELDS, *_OPTIONAL_BITS) if f in bits}),
             reserved=self.size(data, "reserved"),
             budget=self.size(data, "budget", positive=True),
             max_step_latency=self.latency(data.get("max_step_latency")),
@@ -176,16 +186,17 @@ class _Validator:
             )
         return profile
 
-    def mapping(self, data: dict, field: str, keys: tuple[str, ...]) -> dict:
+    def mapping(self, data: dict, field: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
         value = data[field]
         if not isinstance(value, dict):
             raise self.fail(field, f"expected a mapping with {', '.join(keys)}")
         for key in keys:
             if key not in value:
                 raise self.fail(f"{field}.{key}", "missing")
-        extra = sorted(set(value) - set(keys))
+        extra = sorted(set(value) - set(keys) - set(optional))
         if extra:
-            raise self.fail(f"{field}.{extra[0]}", f"unknown; expected {', '.join(keys)}")
+            known = ", ".join(keys) + (f" (and optionally {', '.join(optional)})" if optional else "")
+            raise self.fail(f"{field}.{extra[0]}", f"unknown; expected {known}")
         return value
 
     def text(self, data: dict, field: str, label: str | None = None) -> str:
@@ -220,7 +231,7 @@ class _Validator:
     def bits(self, raw: Any, field: str) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int) or raw not in _VALID_BITS:
             raise self.fail(f"bits.{field}", f"expected one of {_VALID_BITS}, got {quote(raw)}")
-        if raw == 0 and field in ("weight", "activation", "bias", "mask"):
+        if raw == 0 and field in ("weight", "activation", "bias", "mask", "activation_gradient"):
             raise self.fail(f"bits.{field}", "must be more than 0")
         return raw
 

@@ -14,6 +14,7 @@ from torch import nn
 from budgetplan import solve
 from budgetplan.codegen.board import emulator_missing, run_on_board, run_on_host, write_batches
 from budgetplan.codegen.library import export_c
+from budgetplan.codegen.reference import Int8Step
 from budgetplan.errors import BudgetPlanError, ModelError
 from budgetplan.training.fold import fold_batchnorm
 from budgetplan.zoo.models import build_model
@@ -57,8 +58,9 @@ def _batches(shape: tuple[int, ...], batch: int, classes: int) -> tuple[torch.Te
     return inputs, torch.randint(0, classes, (STEPS, batch), generator=generator)
 
 
-def _exported(net, plan, tmp_path, inputs, labels):
-    library = export_c(net, plan, tmp_path / "c", inputs[0, :1])
+def _exported(net, plan, tmp_path, inputs, labels, numerics="float32"):
+    """The float32 library is checked against the callback; ``int8`` calibrates on the first batch."""
+    library = export_c(net, plan, tmp_path / "c", inputs[0] if numerics == "int8" else inputs[0, :1], numerics=numerics)
     write_batches(tmp_path / "c", inputs.numpy(), labels.numpy(), LR)
     return library
 
@@ -109,6 +111,64 @@ def test_on_an_emulated_cortex_m7_the_step_is_the_hosts_and_fits_the_sram(tmp_pa
     assert board.stack_high_water is not None and 0 < board.stack_high_water < 8 * 1024
     assert board.data_bytes is not None and board.data_bytes >= plan.predicted.resident_bytes
     assert board.bss_bytes is not None and board.bss_bytes + board.data_bytes <= plan.device.sram
+
+
+def _agrees_with_reference(run, library, inputs, labels) -> None:
+    """The int8 step against its PyTorch reference (docs/device.md, "Int8 storage"): the
+    forward is exact, so the losses differ by the float32 rounding of the loss alone; the
+    weights are codes, equal unless an update fell within float32 rounding of a half, and
+    then one code apart; the biases are float32 sums in another order."""
+    reference = Int8Step(library.code)
+    start = reference.parameters().numpy().copy()
+    losses = reference.train(inputs, labels, LR)
+    want = reference.parameters().numpy()
+    assert run.losses == pytest.approx(losses, rel=1e-6, abs=1e-6)  # the runner prints 6 decimals
+    assert np.abs(want - start).max() > 0  # the steps moved codes
+    offset = 0
+    for index, params in library.code.parameters.items():
+        size, scales = (
+            len(params.weight),
+            np.repeat(library.code.quant.weight[index], len(params.weight) // len(library.code.quant.weight[index])),
+        )
+        got, ref = run.parameters[offset : offset + size], want[offset : offset + size]
+        assert np.all(np.abs(got - ref) <= scales * (1 + 1e-6)), params.name  # at most one code apart
+        assert np.mean(got != ref) <= 0.01, params.name
+        offset += size
+        if params.bias is not None:
+            size = len(params.bias)
+            got, ref = run.parameters[offset : offset + size], want[offset : offset + size]
+            assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), params.name
+            offset += size
+    assert offset == len(run.parameters)
+
+
+def test_the_int8_library_computes_what_its_pytorch_reference_computes(tmp_path):
+    net = _folded(Plain(), torch.zeros(1, 3, 16, 16))
+    inputs, labels = _batches((3, 16, 16), 2, 5)
+    plan = solve(net, inputs[0, :1], device="cortex-m7", training_memory=4000, batch_size=2)
+    library = export_c(net, plan, tmp_path / "c", inputs[0])  # the profile's 8-bit storage by default
+    assert library.code.quant is not None and "int8_t W" in (tmp_path / "c" / "bp_model.c").read_text()
+    write_batches(tmp_path / "c", inputs.numpy(), labels.numpy(), LR)
+    run = run_on_host(tmp_path / "c")
+    _agrees_with_reference(run, library, inputs, labels)
+    assert run.arena_high_water == library.arena_bytes
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_in_int8_matches_its_reference_and_its_arena_is_the_prediction(tmp_path):
+    net, _ = build_model("mobilenet_v2", 10, 0.35)
+    net = _folded(net, torch.zeros(1, 3, 128, 128))
+    inputs, labels = _batches((3, 128, 128), 1, 10)
+    plan = solve(net, inputs[0, :1], device="mps2-an500-int8")
+    library = _exported(net, plan, tmp_path, inputs, labels, numerics="int8")
+    run = run_on_host(tmp_path / "c")
+    _agrees_with_reference(run, library, inputs, labels)
+    outside = plan.predicted.resident_bytes
+    assert abs(run.arena_high_water - (plan.predicted.peak_bytes - outside)) <= 0.01 * plan.predicted.peak_bytes
+    if emulator_missing() is None:  # the board computes what the host computes, bit for bit
+        board = run_on_board(tmp_path / "c", "cortex-m7", plan.device.sram, plan.device.flash)
+        assert board.losses == run.losses and np.array_equal(board.parameters, run.parameters)
+        assert board.arena_high_water == run.arena_high_water
 
 
 @needs_emulator

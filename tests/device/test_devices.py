@@ -60,6 +60,9 @@ def test_user_profile_file_loads(tmp_path):
     assert profile.source.endswith("board.yaml")
 
 
+M7_BITS = {"weight": 8, "activation": 8, "gradient": 0, "bias": 32, "optimizer": 0, "mask": 1}
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "words"),
     [
@@ -78,6 +81,16 @@ def test_user_profile_file_loads(tmp_path):
         ({"sarm": "1KB"}, "sarm", "unknown field"),
         ({"max_step_latency": "soon"}, "max_step_latency", "duration"),
         ({"name": 7}, "name", "non-empty text"),
+        (
+            {"bits": {**M7_BITS, "grad": 32}},
+            "bits.grad",
+            "optionally activation_gradient",
+        ),
+        (
+            {"bits": {**M7_BITS, "activation_gradient": 0}},
+            "bits.activation_gradient",
+            "more than 0",
+        ),
     ],
 )
 def test_bad_profile_names_file_and_field(tmp_path, changes, field, words):
@@ -100,3 +113,30 @@ def test_profile_that_is_not_a_mapping(tmp_path):
 def test_missing_profile_file(tmp_path):
     with pytest.raises(ProfileError, match="cannot read"):
         load_device(tmp_path / "nope.yaml")
+
+
+def test_gradients_passed_backward_are_priced_at_their_own_width():
+    """``activation_gradient`` (the int8 library passes float32 gradients) prices the
+    backward's buffers alone: the saved tensors and the forward keep the activation width."""
+    import torch
+
+    from budgetplan import solve
+    from budgetplan.zoo.models import build_model
+
+    model, _ = build_model("mobilenet_v2", 10, 0.35)
+    example = torch.zeros(1, 3, 64, 64)
+    int8, f32 = load_device("mps2-an500-int8"), load_device("mps2-an500-f32")
+    assert (int8.bits.activation, int8.bits.backward, f32.bits.backward) == (8, 32, 32)
+    assert load_device("cortex-m7").bits.backward == 8  # absent: the activation width
+    # absent from the profile's data, so its plans keep their fingerprint
+    assert "activation_gradient" not in load_device("cortex-m7").to_dict()["bits"]
+    plan = solve(model, example, device=int8, budget="400KB")
+    backward = [layer.backward_buffer_bytes for layer in plan.layers if layer.backward_buffer_bytes]
+    forward = [layer.forward_buffer_bytes for layer in plan.layers]
+    costs = {layer.name: layer for layer in plan.layers}
+    assert backward and forward
+    same = solve(model, example, device=f32, budget="400KB")
+    for layer in same.layers:  # gradients 4 bytes on both boards; activations 1 byte against 4
+        if layer.backward_buffer_bytes and costs[layer.name].backward_buffer_bytes:
+            assert costs[layer.name].backward_buffer_bytes == layer.backward_buffer_bytes
+        assert costs[layer.name].forward_buffer_bytes * 4 == pytest.approx(layer.forward_buffer_bytes)

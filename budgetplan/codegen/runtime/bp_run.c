@@ -1,7 +1,7 @@
 /* budgetplan: run training steps from a file and write the parameters after them.
  * bp_batches.bin: int32 steps, float32 lr, then per step BP_BATCH samples of
  * BP_INPUT_ELEMENTS float32 and BP_BATCH int32 labels. Writes bp_params.bin (every
- * parameter, float32, in bp_param order) and prints the loss of each step and the
+ * parameter's real values, float32, in bp_param_at order) and prints the loss of each step and the
  * arena's high-water mark; built with BP_BOARD, for a Cortex-M through semihosting, also
  * the stack's. */
 #include <stdint.h>
@@ -41,6 +41,19 @@ static unsigned long stack_high_water(void) {
 
 static int read_all(FILE *f, void *to, size_t bytes) { return fread(to, 1, bytes, f) == bytes; }
 
+#define CHUNK 256
+static float chunk[CHUNK]; /* the input passes through this, stored as the model stores it */
+
+static int read_input(FILE *f) {
+    size_t total = (size_t)BP_BATCH * BP_INPUT_ELEMENTS;
+    for (size_t at = 0; at < total; at += CHUNK) {
+        size_t n = total - at < CHUNK ? total - at : CHUNK;
+        if (!read_all(f, chunk, sizeof(float) * n)) return 0;
+        bp_load_input(at, chunk, n);
+    }
+    return 1;
+}
+
 int main(void) {
 #ifdef BP_BOARD
     paint_stack();
@@ -54,8 +67,7 @@ int main(void) {
     }
     bp_paint_arena();
     for (int s = 0; s < steps; s++) {
-        if (!read_all(in, bp_input(), sizeof(float) * BP_BATCH * BP_INPUT_ELEMENTS) ||
-            !read_all(in, labels, sizeof labels)) {
+        if (!read_input(in) || !read_all(in, labels, sizeof labels)) {
             printf("bp_run: bp_batches.bin ends before step %d\n", s);
             return 1;
         }
@@ -69,7 +81,11 @@ int main(void) {
     FILE *out = fopen("bp_params.bin", "wb");
     if (!out) return 1;
     for (int i = 0; i < BP_PARAMS; i++)
-        if (bp_param(i)) fwrite(bp_param(i), sizeof(float), (size_t)bp_param_size(i), out);
+        for (int j = 0; j < bp_param_size(i); j += CHUNK) {
+            int n = bp_param_size(i) - j < CHUNK ? bp_param_size(i) - j : CHUNK;
+            for (int e = 0; e < n; e++) chunk[e] = bp_param_at(i, j + e);
+            fwrite(chunk, sizeof(float), (size_t)n, out);
+        }
     fclose(out);
     return 0;
 }

@@ -1,8 +1,13 @@
-/* budgetplan runtime: float32 kernels of a sparse training step (C99, libc and libm only).
- * Tensors are NCHW, row-major. Gradient kernels accumulate (+=) into their output. */
+/* budgetplan runtime: kernels of a sparse training step (C99, libc and libm only).
+ * Tensors are NCHW, row-major. Gradient kernels accumulate (+=) into their output.
+ * The _q8 kernels work on int8 codes: a real value is code * scale (one scale per tensor
+ * for activations, per output unit for weights); sums are exact int32, each output is
+ * requantised as (float)acc * m + b * r and rounded half to even into [-127, 127];
+ * gradients stay float32. */
 #ifndef BP_RUNTIME_H
 #define BP_RUNTIME_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,5 +41,33 @@ void bp_update_bias(const float *gy, int batch, int channels, int positions, flo
 void bp_update_row(float *w, float *row, int n, float lr, float ratio);
 /* k distinct channels of total, uniformly, from a xorshift32 state */
 void bp_draw(uint32_t *state, int total, int k, int *sel);
+
+/* int8 storage */
+static inline int8_t bp_q8(float v) {
+    float r = rintf(v); /* half to even in the default rounding mode */
+    return (int8_t)(r > 127.0f ? 127 : (r < -127.0f ? -127 : (int)r));
+}
+/* y = q8((float)acc * m[o] + b[o] * r) (b may be NULL) */
+void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const int8_t *w, const float *m, const float *b, float r,
+                  int8_t *y);
+/* as bp_conv2d_q8 into yq, or with yq NULL the float32 value into yf (the logits) */
+void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const int8_t *w, const float *m, const float *b,
+                  float r, int8_t *yq, float *yf);
+void bp_relu_q8(const int8_t *x, size_t n, int cap, int8_t *y); /* cap <= 0: no upper bound */
+void bp_relu_mask_q8(const int8_t *y, size_t n, int cap, uint8_t *mask);
+void bp_add_q8(const int8_t *a, float ma, const int8_t *b, float mb, size_t n, int8_t *y);
+void bp_avgpool_q8(const int8_t *x, int batch, int channels, int positions, float m, int8_t *y);
+void bp_gather_q8(const int8_t *x, int batch, int channels, int positions, const int *sel, int k, int8_t *saved);
+/* the real weight of unit o is w[o] * sw[o] */
+void bp_conv2d_grad_input_q8(const bp_conv *c, const float *gy, const int8_t *w, const float *sw, float *gx);
+void bp_linear_grad_input_q8(int batch, int in_f, int out_f, const float *gy, const int8_t *w, const float *sw,
+                             float *gx);
+/* as the float32 rows, from saved codes of scale sx */
+void bp_conv2d_grad_row_q8(const bp_conv *c, const float *gy, const int8_t *saved, float sx, const int *sel, int k,
+                           int unit, float *row);
+void bp_linear_grad_row_q8(int batch, int in_f, int out_f, const float *gy, const int8_t *saved, float sx,
+                           const int *sel, int k, int unit, float *row);
+/* as bp_update_row on the real weights w * s, then w = q8(w - (lr * row) / s) */
+void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float ratio);
 
 #endif

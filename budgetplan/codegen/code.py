@@ -1,0 +1,52 @@
+"""What a training step's C text is made from: the graph, the layout, the parameters, what
+trains, and how values are stored (float32, or int8 with ``budgetplan.codegen.quantize``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from budgetplan.codegen.graph import Node
+from budgetplan.codegen.quantize import Quantization
+from budgetplan.codegen.schedule import Schedule, Trained
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """A conv or linear layer's weight and bias values (flat, float32) and its name."""
+
+    name: str
+    weight: Sequence[float]
+    bias: Sequence[float] | None
+
+
+@dataclass(frozen=True)
+class StepCode:
+    """Everything the step's C text is made from."""
+
+    nodes: list[Node]
+    schedule: Schedule
+    parameters: dict[int, Parameters]
+    trained: dict[int, Trained]
+    selection: dict[int, list[int]]
+    batch: int
+    clip_ratio: float
+    classifier: int  # the node whose weight is never clipped
+    title: str
+    quant: Quantization | None = None  # None: float32 everywhere
+
+    def buffer(self, index: int) -> str:
+        """The C name of the buffer holding node ``index``'s output."""
+        return self.schedule.output_of[index].upper()
+
+    def what(self, index: int) -> Trained:
+        return self.trained.get(index, Trained(0, False))
+
+
+def floats(values: Sequence[float]) -> str:
+    """A C initialiser of float32 values, exact (C99 hexadecimal floats)."""
+    return "{" + ",".join(f"{float(v).hex()}f" for v in values) + "}"
+
+
+def literal(value: float) -> str:
+    return f"{float(value).hex()}f"

@@ -1,0 +1,146 @@
+"""The C text where a profile stores 8-bit values: int8 weights with one scale per output
+unit, int8 activations with one scale per tensor, float32 biases and gradients
+(``budgetplan.codegen.quantize`` defines the arithmetic; docs/device.md, "Int8 storage")."""
+
+from __future__ import annotations
+
+from budgetplan.codegen.code import StepCode, floats, literal
+from budgetplan.codegen.graph import Node
+from budgetplan.codegen.quantize import (
+    Quantization,
+    add_multipliers,
+    multipliers,
+    pool_multiplier,
+    reciprocal,
+    relu6_cap,
+)
+from budgetplan.codegen.schedule import row_elements
+
+
+def _quant(code: StepCode) -> Quantization:
+    assert code.quant is not None
+    return code.quant
+
+
+def parameter_arrays(code: StepCode) -> str:
+    """Per layer: the int8 codes ``W``, the unit scales ``SW``, the requantising
+    multipliers ``MW`` and the float32 bias ``B``; ``const`` (flash) unless trained."""
+    q = _quant(code)
+    lines = []
+    for index, params in code.parameters.items():
+        what = code.what(index)
+        node = code.nodes[index]
+        codes, weight_kind = q.codes[index], "static int8_t" if what.channels else "static const int8_t"
+        lines.append(f"/* {params.name} */")
+        lines.append(f"{weight_kind} W{index}[{len(codes)}] = {{{','.join(map(str, codes))}}};")
+        lines.append(f"static const float SW{index}[{node.shape[0]}] = {floats(q.weight[index])};")
+        lines.append(f"static const float MW{index}[{node.shape[0]}] = {floats(multipliers(q, code.nodes, node))};")
+        if params.bias is not None:
+            bias_kind = "static float" if what.bias else "static const float"
+            lines.append(f"{bias_kind} B{index}[{len(params.bias)}] = {floats(params.bias)};")
+    for index, channels in code.selection.items():
+        lines.append(f"static int SEL{index}[{len(channels)}] = {{{', '.join(map(str, channels))}}};")
+    return "\n".join(lines) + "\n"
+
+
+def forward_node(code: StepCode, node: Node) -> list[str]:
+    """One operator on int8 codes (the logits come out float32)."""
+    q = _quant(code)
+    x, y, b, n = code.buffer(node.inputs[0]), code.buffer(node.index), code.batch, node.elements * code.batch
+    source = code.nodes[node.inputs[0]]
+    params = code.parameters.get(node.index)
+    bias = f"B{node.index}" if params is not None and params.bias is not None else "NULL"
+    keep = code.selection.get(node.index)
+    if node.kind in ("conv", "linear"):
+        r = literal(reciprocal(q, node.index))
+        last = node.index == code.nodes[-1].index
+        if node.kind == "conv":
+            if last:
+                raise ValueError("the int8 library ends in a linear layer: its logits stay float32")
+            lines = [f"bp_conv2d_q8(&C{node.index}, {x}, W{node.index}, MW{node.index}, {bias}, {r}, {y});"]
+            positions = source.elements // source.shape[0]
+        else:
+            out = f"NULL, {y}" if last else f"{y}, NULL"
+            lines = [
+                f"bp_linear_q8({b}, {source.elements}, {node.elements}, {x}, W{node.index}, MW{node.index}, {bias}, "
+                f"{r}, {out});"
+            ]
+            positions = 1
+        channels = source.shape[0] if node.kind == "conv" else source.elements
+        if keep:
+            selected = f"SEL{node.index}, {len(keep)}, S{node.index}"
+            lines.append(f"bp_gather_q8({x}, {b}, {channels}, {positions}, {selected});")
+        return lines
+    if node.kind in ("relu", "relu6"):
+        cap = relu6_cap(q.activation[node.index]) if node.kind == "relu6" else 0
+        lines = [f"bp_relu_q8({x}, {n}, {cap}, {y});"]
+        if f"m{node.index}" in code.schedule.buffers:
+            lines.append(f"bp_relu_mask_q8({y}, {n}, {cap}, M{node.index});")
+        return lines
+    if node.kind == "add":
+        ma, mb = (literal(m) for m in add_multipliers(q, node))
+        return [f"bp_add_q8({x}, {ma}, {code.buffer(node.inputs[1])}, {mb}, {n}, {y});"]
+    if node.kind == "avgpool":
+        m = literal(pool_multiplier(q, code.nodes, node))
+        return [f"bp_avgpool_q8({x}, {b}, {source.shape[0]}, {source.elements // source.shape[0]}, {m}, {y});"]
+    raise ValueError(f"no forward for {node.kind}")
+
+
+def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -> list[str]:
+    """A conv or linear layer's backward: float32 gradients through the int8 weights, the
+    bias and the selected channels' rows updated, the weight rows requantised."""
+    q = _quant(code)
+    i, b = node.index, code.batch
+    conv = node.kind == "conv"
+    lines = [
+        f"bp_conv2d_grad_input_q8(&C{i}, G{i}, W{i}, SW{i}, G{s});"
+        if conv
+        else f"bp_linear_grad_input_q8({b}, {source.elements}, {node.elements}, G{i}, W{i}, SW{i}, G{s});"
+        for s in grads
+    ]
+    what = code.what(i)
+    positions = node.elements // node.shape[0]
+    if what.bias:
+        lines.append(f"bp_update_bias(G{i}, {b}, {node.shape[0]}, {positions}, lr, B{i});")
+    if what.channels:
+        k, ratio = len(code.selection[i]), 0.0 if i == code.classifier else code.clip_ratio
+        row, sx = row_elements(code.nodes, node), literal(q.activation[source.index])
+        grad_row = (
+            f"bp_conv2d_grad_row_q8(&C{i}, G{i}, S{i}, {sx}, SEL{i}, {k}, o, R{i});"
+            if conv
+            else f"bp_linear_grad_row_q8({b}, {source.elements}, {node.elements}, G{i}, S{i}, {sx}, SEL{i}, {k}, o, "
+            f"R{i});"
+        )
+        lines += [
+            f"for (int o = 0; o < {node.shape[0]}; o++) {{",
+            f"    {grad_row}",
+            f"    bp_update_row_q8(W{i} + (size_t)o * {row}, SW{i}[o], R{i}, {row}, lr, {ratio!r}f);",
+            "}",
+        ]
+    return lines
+
+
+def accessors(code: StepCode) -> str:
+    """Loading a float input into int8 codes, and reading a parameter's real values."""
+    codes, scales, plain, rows = [], [], [], []
+    for index, params in code.parameters.items():
+        codes += [f"W{index}", "NULL"]
+        scales += [f"SW{index}", "NULL"]
+        plain += ["NULL", f"B{index}" if params.bias is not None else "NULL"]
+        rows += [str(len(params.weight) // code.nodes[index].shape[0]), "1"]
+    r_in = literal(reciprocal(_quant(code), code.nodes[0].index))
+    return "\n".join(
+        [
+            f"static const int8_t *const CODES[] = {{{', '.join(codes)}}};",
+            f"static const float *const SCALES[] = {{{', '.join(scales)}}};",
+            f"static const float *const PLAIN[] = {{{', '.join(plain)}}};",
+            f"static const int ROWS[] = {{{', '.join(rows)}}};",
+            "void bp_load_input(size_t at, const float *x, size_t n) {",
+            f"    for (size_t i = 0; i < n; i++) X0[at + i] = bp_q8(x[i] * {r_in});",
+            "}",
+            "float bp_param_at(int i, int j) {",
+            "    return CODES[i] ? (float)CODES[i][j] * SCALES[i][j / ROWS[i]] : PLAIN[i][j];",
+            "}",
+            "",
+        ]
+    )
