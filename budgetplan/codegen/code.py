@@ -39,6 +39,10 @@ class StepCode:
         """The C name of the buffer holding node ``index``'s output."""
         return self.schedule.output_of[index].upper()
 
+    @property
+    def int8_gradients(self) -> bool:
+        return self.quant is not None and self.quant.gradients
+
     def what(self, index: int) -> Trained:
         return self.trained.get(index, Trained(0, False))
 

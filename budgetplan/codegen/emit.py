@@ -78,6 +78,8 @@ def _parameter_arrays(code: StepCode) -> str:
 
 def _arena(code: StepCode) -> str:
     lines = [f"static uint8_t bp_arena[{max(8, code.schedule.arena_bytes)}] __attribute__((aligned(8)));"]
+    if code.int8_gradients:
+        lines.append(f"static float bp_gs[{len(code.nodes)}];  /* each int8 gradient's scale */")
     for buffer in sorted(code.schedule.buffers.values(), key=lambda b: b.name):
         kind = _buffer_type(code, buffer.name)
         lines.append(f"#define {buffer.name.upper()} (({kind} *)(bp_arena + {buffer.offset}))  /* {buffer.size} B */")
@@ -93,7 +95,7 @@ def _buffer_type(code: StepCode, name: str) -> str:
         return "uint8_t"
     logits = code.schedule.output_of[code.nodes[-1].index]
     stored = code.quant is not None and name[0] in "xs" and name != logits
-    return "int8_t" if stored else "float"
+    return "int8_t" if stored or (code.int8_gradients and name[0] == "g") else "float"
 
 
 def _conv_fields(code: StepCode, node: Node) -> str:
@@ -144,22 +146,27 @@ def _forward_node(code: StepCode, node: Node) -> list[str]:
 
 
 def _backward(code: StepCode) -> str:
-    last = code.nodes[-1]
+    last, g8 = code.nodes[-1], code.int8_gradients
+    loss = "bp_cross_entropy_g8" if g8 else "bp_cross_entropy"
+    scale = f", &bp_gs[{last.index}]" if g8 else ""
     lines = [
         "float bp_train_step(const int *labels, float lr) {",
         "    bp_forward();",
-        f"    float loss = bp_cross_entropy({_x(code, last.index)}, labels, {code.batch}, {last.elements}, "
-        f"G{last.index});",
+        f"    float loss = {loss}({_x(code, last.index)}, labels, {code.batch}, {last.elements}, "
+        f"G{last.index}{scale});",
     ]
     for index in code.schedule.backward:
         node = code.nodes[index]
         for source in code.schedule.zeroed_by.get(index, ()):
             lines.append(f"    memset(G{source}, 0, {code.schedule.buffers[f'g{source}'].size});")
+            lines += [f"    bp_gs[{source}] = 0.0f;"] if g8 else []
         lines += [f"    {line}" for line in _backward_node(code, node)]
     return "\n".join([*lines, "    return loss;", "}", ""])
 
 
 def _backward_node(code: StepCode, node: Node) -> list[str]:
+    if code.int8_gradients:
+        return emit_int8.backward_g8(code, node)
     i, b, n = node.index, code.batch, node.elements * code.batch
     grads = [s for s in node.inputs if s in code.schedule.backward]
     source = code.nodes[node.inputs[0]] if node.inputs else None

@@ -86,30 +86,55 @@ def forward_node(code: StepCode, node: Node) -> list[str]:
     raise ValueError(f"no forward for {node.kind}")
 
 
+def backward_g8(code: StepCode, node: Node) -> list[str]:
+    """One node's backward where gradients are int8: each gradient it writes is combined
+    with the codes and scale already there (``bp_gs``)."""
+    i, b, n = node.index, code.batch, node.elements * code.batch
+    grads = [s for s in node.inputs if s in code.schedule.backward]
+    source = code.nodes[node.inputs[0]] if node.inputs else None
+    if node.kind in ("relu", "relu6"):
+        return [f"bp_relu_grad_g8(G{i}, bp_gs[{i}], M{i}, {n}, G{s}, &bp_gs[{s}]);" for s in grads]
+    if node.kind == "add":
+        return [f"bp_accumulate_g8(G{i}, bp_gs[{i}], {n}, G{s}, &bp_gs[{s}]);" for s in node.inputs if s in grads]
+    if node.kind == "avgpool" and source is not None:
+        positions = source.elements // source.shape[0]
+        shape = f"{b}, {source.shape[0]}, {positions}"
+        return [f"bp_avgpool_grad_g8(G{i}, bp_gs[{i}], {shape}, G{s}, &bp_gs[{s}]);" for s in grads]
+    if node.kind in ("conv", "linear") and source is not None:
+        return layer_backward(code, node, source, grads)
+    return []
+
+
 def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -> list[str]:
-    """A conv or linear layer's backward: float32 gradients through the int8 weights, the
-    bias and the selected channels' rows updated, the weight rows requantised."""
-    q = _quant(code)
+    """A conv or linear layer's backward: gradients (float32, or int8 with ``g8``) through
+    the int8 weights, the bias and the selected channels' rows updated, the weight rows
+    requantised."""
+    q, g8 = _quant(code), code.int8_gradients
     i, b = node.index, code.batch
     conv = node.kind == "conv"
+    gy = f"G{i}, bp_gs[{i}]" if g8 else f"G{i}"
+    kind = "g8" if g8 else "q8"
     lines = [
-        f"bp_conv2d_grad_input_q8(&C{i}, G{i}, W{i}, SW{i}, G{s});"
-        if conv
-        else f"bp_linear_grad_input_q8({b}, {source.elements}, {node.elements}, G{i}, W{i}, SW{i}, G{s});"
+        (
+            f"bp_conv2d_grad_input_{kind}(&C{i}, {gy}, W{i}, SW{i}, G{s}"
+            if conv
+            else f"bp_linear_grad_input_{kind}({b}, {source.elements}, {node.elements}, {gy}, W{i}, SW{i}, G{s}"
+        )
+        + (f", &bp_gs[{s}]);" if g8 else ");")
         for s in grads
     ]
     what = code.what(i)
     positions = node.elements // node.shape[0]
     if what.bias:
-        lines.append(f"bp_update_bias(G{i}, {b}, {node.shape[0]}, {positions}, lr, B{i});")
+        lines.append(f"bp_update_bias{'_g8' if g8 else ''}({gy}, {b}, {node.shape[0]}, {positions}, lr, B{i});")
     if what.channels:
         k, ratio = len(code.selection[i]), 0.0 if i == code.classifier else code.clip_ratio
         row, sx = row_elements(code.nodes, node), literal(q.activation[source.index])
         grad_row = (
-            f"bp_conv2d_grad_row_q8(&C{i}, G{i}, S{i}, {sx}, SEL{i}, {k}, o, R{i});"
+            f"bp_conv2d_grad_row_{kind}(&C{i}, {gy}, S{i}, {sx}, SEL{i}, {k}, o, R{i});"
             if conv
-            else f"bp_linear_grad_row_q8({b}, {source.elements}, {node.elements}, G{i}, S{i}, {sx}, SEL{i}, {k}, o, "
-            f"R{i});"
+            else f"bp_linear_grad_row_{kind}({b}, {source.elements}, {node.elements}, {gy}, S{i}, {sx}, SEL{i}, {k}, "
+            f"o, R{i});"
         )
         lines += [
             f"for (int o = 0; o < {node.shape[0]}; o++) {{",

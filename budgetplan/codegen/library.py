@@ -74,12 +74,14 @@ def export_c(
     modules = dict(work.named_modules())
     by_module = {node.module: node for node in nodes if node.module}
     trained, selection = _trained(plan, by_module, modules)
-    schedule = step_schedule(nodes, trained, plan.batch_size, 1 if numerics == "int8" else 4)
+    int8_gradients = numerics == "int8" and plan.device.bits.backward == 8  # else float32, as the profile prices
+    stored = 1 if numerics == "int8" else 4
+    schedule = step_schedule(nodes, trained, plan.batch_size, stored, 1 if int8_gradients else 4)
     parameters = {node.index: _parameters(node, modules[node.module]) for node in nodes if node.module}
     classifier = max(by_module.values(), key=lambda node: node.index).index
     if numerics == "int8" and example_input is None:  # ImageNet-normalised images are about standard normal
         example = torch.randn(CALIBRATION, *plan.input_shape, generator=torch.Generator().manual_seed(0))
-    quant = _quantization(nodes, modules, example) if numerics == "int8" else None
+    quant = _quantization(nodes, modules, example, int8_gradients) if numerics == "int8" else None
     code = StepCode(
         nodes, schedule, parameters, trained, selection, plan.batch_size, ratio, classifier,
         f"budgetplan: training step of {plan.model} on {plan.device.name} ({plan.fingerprint}), {numerics}",
@@ -102,7 +104,9 @@ def export_c(
     )
 
 
-def _quantization(nodes: list[Node], modules: dict[str, nn.Module], example: torch.Tensor) -> Quantization:
+def _quantization(
+    nodes: list[Node], modules: dict[str, nn.Module], example: torch.Tensor, gradients: bool
+) -> Quantization:
     """The int8 codes and scales of every weight, and the activation scales on ``example``."""
     if nodes[-1].kind != "linear":
         raise ModelError("int8 export: the network must end in a Linear layer (its logits stay float32)")
@@ -116,7 +120,7 @@ def _quantization(nodes: list[Node], modules: dict[str, nn.Module], example: tor
         activation = calibrate(nodes, weights, example.detach().float())
     quantized = {index: quantize_weight(weight) for index, (weight, _) in weights.items()}
     scales = {i: unit_scales for i, (_, unit_scales) in quantized.items()}
-    return Quantization(activation, scales, {i: codes for i, (codes, _) in quantized.items()})
+    return Quantization(activation, scales, {i: codes for i, (codes, _) in quantized.items()}, gradients)
 
 
 def _trained(

@@ -6,7 +6,9 @@ once at export on the example batch (a ReLU's output keeps its input's scale; a 
 only a ReLU6 reads is scaled to ``[-6, 6]``). The real value of a stored ``q`` is
 ``q * scale``. Forward sums are exact int32; each output is requantised in float32 by
 ``(float)acc * m + b * r`` (``m = s_in * s_w / s_out``, ``r = 1 / s_out``, both rounded
-to float32 here) and rounded half to even into ``[-127, 127]``. Gradients are float32.
+to float32 here) and rounded half to even into ``[-127, 127]``. Gradients passed backward
+are float32, or, where the profile counts 8-bit ones, int8 with one scale per tensor
+chosen as each writer combines its part into it (``largest |value| / 127``; two passes).
 
 ``multipliers`` and friends are the one definition of those constants: the emitted C and
 the PyTorch reference (``budgetplan.codegen.reference``) both take them from here.
@@ -33,6 +35,7 @@ class Quantization:
     activation: dict[int, float]  # node -> scale of its output (the logits: 1.0, they stay float32)
     weight: dict[int, list[float]]  # conv/linear node -> one scale per output unit
     codes: dict[int, list[int]]  # conv/linear node -> its int8 weight, flat
+    gradients: bool = False  # int8 gradients (one scale per tensor, set as they are written), else float32
 
 
 def numerics_for(weight_bits: int, activation_bits: int) -> str:

@@ -5,9 +5,12 @@
 The forward is exact: int32 sums are computed in float64 (every sum of int8 products
 here is far below 2**53) and requantised with the same float32 operations in the same
 order, so its codes and logits equal the C library's bit for bit. The backward is the
-same mathematics in float32 with PyTorch's summation order: its gradients differ from
-the C library's by float32 rounding only, and a weight update can differ by one code
-where ``w - lr * g / s`` falls within that rounding of a half.
+same mathematics in float32 with PyTorch's summation order: its float32 gradients differ
+from the C library's by float32 rounding only, and a weight update can differ by one code
+where ``w - lr * g / s`` falls within that rounding of a half. Int8 gradients are
+requantised at each write as the C library requantises them; a code there can differ by
+one where a value falls within float32 rounding of a half, and that difference travels
+down the backward (docs/device.md, "Int8 storage").
 
 >>> import torch
 >>> from budgetplan.codegen.reference import requantize
@@ -109,15 +112,19 @@ class Int8Step:
         return float(loss.detach())
 
     def _backward(self, codes: dict[int, Tensor], grad_logits: Tensor, lr: Tensor) -> None:
-        nodes, code = self.code.nodes, self.code
-        grads: dict[int, Tensor] = {nodes[-1].index: grad_logits}
+        nodes, code, g8 = self.code.nodes, self.code, self.q.gradients
+        grads: dict[int, Tensor] = {nodes[-1].index: combine(None, grad_logits) if g8 else grad_logits}
         updates = []
         for index in code.schedule.backward:
             node, g = nodes[index], grads.pop(index, None)
             if g is None:
                 continue
             for source, part in self._input_grads(node, g, codes).items():
-                if source in code.schedule.backward:
+                if source not in code.schedule.backward:
+                    continue
+                if g8:
+                    grads[source] = combine(grads.get(source), part)
+                else:
                     grads[source] = grads[source] + part if source in grads else part
             if node.kind in ("conv", "linear"):
                 updates.append((node, g, codes[node.inputs[0]]))
@@ -180,6 +187,15 @@ class Int8Step:
             if params.bias is not None:
                 parts.append(self.biases[index])
         return torch.cat(parts)
+
+
+def combine(old: Tensor | None, part: Tensor) -> Tensor:
+    """An int8 gradient after a writer adds ``part`` to ``old`` (real values): requantised
+    with the new largest magnitude, as ``bp_runtime.c``'s ``combine``; its real values."""
+    value = part if old is None else old + part
+    top = float(value.abs().max())
+    scale = torch.tensor(top, dtype=torch.float32) / torch.tensor(127.0) if top > 0 else torch.tensor(1.0)
+    return q8(value / scale) * scale
 
 
 def _selected(shape: torch.Size, node: Node, channels: list[int]) -> Tensor:

@@ -57,9 +57,12 @@ class Schedule:
     zeroed_by: dict[int, tuple[int, ...]]  # node -> the gradients its backward writes first (zeroed there)
 
 
-def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, activation_bytes: int = 4) -> Schedule:
+def step_schedule(
+    nodes: list[Node], trained: dict[int, Trained], batch: int, activation_bytes: int = 4, gradient_bytes: int = FLOAT
+) -> Schedule:
     """The buffers of a training step of ``nodes`` that trains ``trained`` (node → what);
-    activations and the channels kept for the backward take ``activation_bytes`` each."""
+    activations and the channels kept for the backward take ``activation_bytes`` each,
+    gradients passed backward ``gradient_bytes``."""
     n = len(nodes)
     readers: dict[int, list[int]] = {node.index: [] for node in nodes}
     for node in nodes:
@@ -94,7 +97,7 @@ def step_schedule(nodes: list[Node], trained: dict[int, Trained], batch: int, ac
     for i in backward:
         node = nodes[i]
         born = n if not readers[i] else 2 * n - max(readers[i])
-        add(f"g{i}", node.elements * batch * FLOAT, born, 2 * n - i)
+        add(f"g{i}", node.elements * batch * gradient_bytes, born, 2 * n - i)
         what = trained.get(i)
         if what and what.channels:
             add(f"r{i}", row_elements(nodes, node) * FLOAT, 2 * n - i, 2 * n - i)

@@ -376,3 +376,192 @@ void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float rat
     }
     for (int i = 0; i < n; i++) w[i] = bp_q8((float)w[i] - (lr * row[i]) / s);
 }
+
+/* int8 gradients: every writer is a contribution per element, combined in two passes */
+
+typedef float (*contribution)(const void *ctx, size_t e);
+
+static void combine(int8_t *g, float *gs, size_t n, contribution f, const void *ctx) {
+    float old = *gs, top = 0.0f;
+    for (size_t e = 0; e < n; e++) top = fmaxf(top, fabsf((float)g[e] * old + f(ctx, e)));
+    float s = top > 0.0f ? top / 127.0f : 1.0f;
+    for (size_t e = 0; e < n; e++) g[e] = bp_q8(((float)g[e] * old + f(ctx, e)) / s);
+    *gs = s;
+}
+
+typedef struct {
+    const float *logits;
+    const int *labels;
+    int batch, classes;
+} ce_ctx;
+
+static float ce_at(const void *p, size_t e) {
+    const ce_ctx *c = p;
+    int n = (int)(e / (size_t)c->classes), k = (int)(e % (size_t)c->classes);
+    const float *z = c->logits + (size_t)n * c->classes;
+    float top = z[0], sum = 0.0f;
+    for (int j = 1; j < c->classes; j++) top = z[j] > top ? z[j] : top;
+    for (int j = 0; j < c->classes; j++) sum += expf(z[j] - top);
+    return expf(z[k] - top) / sum / (float)c->batch - (k == c->labels[n] ? 1.0f / (float)c->batch : 0.0f);
+}
+
+float bp_cross_entropy_g8(const float *logits, const int *labels, int batch, int classes, int8_t *g, float *gs) {
+    ce_ctx c = {logits, labels, batch, classes};
+    memset(g, 0, (size_t)batch * classes);
+    *gs = 0.0f;
+    combine(g, gs, (size_t)batch * classes, ce_at, &c);
+    float loss = 0.0f;
+    for (int n = 0; n < batch; n++) {
+        const float *z = logits + (size_t)n * classes;
+        float top = z[0], sum = 0.0f;
+        for (int j = 1; j < classes; j++) top = z[j] > top ? z[j] : top;
+        for (int j = 0; j < classes; j++) sum += expf(z[j] - top);
+        loss += (logf(sum) + top - z[labels[n]]) / (float)batch;
+    }
+    return loss;
+}
+
+typedef struct {
+    const int8_t *gy;
+    float gys;
+    const uint8_t *mask;
+    int positions;
+} elementwise_ctx;
+
+static float relu_at(const void *p, size_t e) {
+    const elementwise_ctx *c = p;
+    return (c->mask[e / 8] & (1u << (e % 8))) ? (float)c->gy[e] * c->gys : 0.0f;
+}
+
+static float identity_at(const void *p, size_t e) {
+    const elementwise_ctx *c = p;
+    return (float)c->gy[e] * c->gys;
+}
+
+static float pool_at(const void *p, size_t e) {
+    const elementwise_ctx *c = p;
+    return ((float)c->gy[e / (size_t)c->positions] * c->gys) / (float)c->positions;
+}
+
+void bp_relu_grad_g8(const int8_t *gy, float gys, const uint8_t *mask, size_t n, int8_t *gx, float *gxs) {
+    elementwise_ctx c = {gy, gys, mask, 1};
+    combine(gx, gxs, n, relu_at, &c);
+}
+
+void bp_accumulate_g8(const int8_t *gy, float gys, size_t n, int8_t *gx, float *gxs) {
+    elementwise_ctx c = {gy, gys, NULL, 1};
+    combine(gx, gxs, n, identity_at, &c);
+}
+
+void bp_avgpool_grad_g8(const int8_t *gy, float gys, int batch, int channels, int positions, int8_t *gx, float *gxs) {
+    elementwise_ctx c = {gy, gys, NULL, positions};
+    combine(gx, gxs, (size_t)batch * channels * positions, pool_at, &c);
+}
+
+typedef struct {
+    const bp_conv *c;
+    const int8_t *gy, *w;
+    const float *sw;
+    float gys;
+} conv_ctx;
+
+static float conv_input_at(const void *p, size_t e) {
+    const conv_ctx *x = p;
+    const bp_conv *c = x->c;
+    int in_g = c->in_c / c->groups, out_g = c->out_c / c->groups;
+    int iw = (int)(e % (size_t)c->in_w), ih = (int)(e / (size_t)c->in_w % (size_t)c->in_h);
+    int ch = (int)(e / ((size_t)c->in_w * c->in_h) % (size_t)c->in_c), n = (int)(e / ((size_t)c->in_w * c->in_h * c->in_c));
+    int g = ch / in_g, j = ch % in_g;
+    float acc = 0.0f;
+    for (int o = g * out_g; o < (g + 1) * out_g; o++) {
+        const int8_t *go = x->gy + ((size_t)n * c->out_c + o) * c->out_h * c->out_w;
+        const int8_t *wc = x->w + ((size_t)o * in_g + j) * c->k_h * c->k_w;
+        float unit = 0.0f; /* products of codes: exact */
+        for (int kh = 0; kh < c->k_h; kh++) {
+            int th = ih + c->pad_h - kh;
+            if (th < 0 || th % c->stride_h || th / c->stride_h >= c->out_h) continue;
+            for (int kw = 0; kw < c->k_w; kw++) {
+                int tw = iw + c->pad_w - kw;
+                if (tw < 0 || tw % c->stride_w || tw / c->stride_w >= c->out_w) continue;
+                unit += (float)go[(th / c->stride_h) * c->out_w + tw / c->stride_w] * (float)wc[kh * c->k_w + kw];
+            }
+        }
+        acc += unit * x->sw[o];
+    }
+    return acc * x->gys;
+}
+
+void bp_conv2d_grad_input_g8(const bp_conv *c, const int8_t *gy, float gys, const int8_t *w, const float *sw,
+                             int8_t *gx, float *gxs) {
+    conv_ctx x = {c, gy, w, sw, gys};
+    combine(gx, gxs, (size_t)c->batch * c->in_c * c->in_h * c->in_w, conv_input_at, &x);
+}
+
+typedef struct {
+    int in_f, out_f;
+    const int8_t *gy, *w;
+    const float *sw;
+    float gys;
+} linear_ctx;
+
+static float linear_input_at(const void *p, size_t e) {
+    const linear_ctx *x = p;
+    int n = (int)(e / (size_t)x->in_f), i = (int)(e % (size_t)x->in_f);
+    float acc = 0.0f;
+    for (int o = 0; o < x->out_f; o++)
+        acc += ((float)x->gy[(size_t)n * x->out_f + o] * (float)x->w[(size_t)o * x->in_f + i]) * x->sw[o];
+    return acc * x->gys;
+}
+
+void bp_linear_grad_input_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const int8_t *w,
+                             const float *sw, int8_t *gx, float *gxs) {
+    linear_ctx x = {in_f, out_f, gy, w, sw, gys};
+    combine(gx, gxs, (size_t)batch * in_f, linear_input_at, &x);
+}
+
+void bp_conv2d_grad_row_g8(const bp_conv *c, const int8_t *gy, float gys, const int8_t *saved, float sx,
+                           const int *sel, int k, int unit, float *row) {
+    int in_g = c->in_c / c->groups, out_g = c->out_c / c->groups, g = unit / out_g, taps = c->k_h * c->k_w;
+    float scale = gys * sx;
+    memset(row, 0, sizeof(float) * (size_t)in_g * taps);
+    for (int s = 0; s < k; s++) {
+        if (sel[s] / in_g != g) continue;
+        float *rw = row + (size_t)(sel[s] % in_g) * taps;
+        for (int n = 0; n < c->batch; n++) {
+            const int8_t *go = gy + ((size_t)n * c->out_c + unit) * c->out_h * c->out_w;
+            const int8_t *xs = saved + ((size_t)n * k + s) * c->in_h * c->in_w;
+            for (int kh = 0; kh < c->k_h; kh++)
+                for (int kw = 0; kw < c->k_w; kw++) {
+                    float acc = 0.0f;
+                    for (int oh = 0; oh < c->out_h; oh++) {
+                        int ih = oh * c->stride_h - c->pad_h + kh;
+                        if (ih < 0 || ih >= c->in_h) continue;
+                        for (int ow = 0; ow < c->out_w; ow++) {
+                            int iw = ow * c->stride_w - c->pad_w + kw;
+                            if (iw < 0 || iw >= c->in_w) continue;
+                            acc += (float)go[oh * c->out_w + ow] * (float)xs[ih * c->in_w + iw];
+                        }
+                    }
+                    rw[kh * c->k_w + kw] += acc * scale;
+                }
+        }
+    }
+}
+
+void bp_linear_grad_row_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const int8_t *saved, float sx,
+                           const int *sel, int k, int unit, float *row) {
+    memset(row, 0, sizeof(float) * (size_t)in_f);
+    for (int n = 0; n < batch; n++) {
+        float v = (float)gy[(size_t)n * out_f + unit] * (gys * sx);
+        for (int s = 0; s < k; s++) row[sel[s]] += v * (float)saved[(size_t)n * k + s];
+    }
+}
+
+void bp_update_bias_g8(const int8_t *gy, float gys, int batch, int channels, int positions, float lr, float *b) {
+    for (int o = 0; o < channels; o++) {
+        float acc = 0.0f; /* a sum of codes: exact below 2^24 */
+        for (int n = 0; n < batch; n++)
+            for (int p = 0; p < positions; p++) acc += (float)gy[((size_t)n * channels + o) * positions + p];
+        b[o] -= lr * (acc * gys);
+    }
+}

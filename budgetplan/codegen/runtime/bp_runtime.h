@@ -70,4 +70,22 @@ void bp_linear_grad_row_q8(int batch, int in_f, int out_f, const float *gy, cons
 /* as bp_update_row on the real weights w * s, then w = q8(w - (lr * row) / s) */
 void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float ratio);
 
+/* int8 gradients (where the profile counts 8-bit ones): a gradient tensor is codes g with
+ * one scale *gs. Each writer combines v = g * *gs + its contribution, element by element,
+ * in two passes: the largest |v| gives the new scale (largest / 127, 1 for all zero), then
+ * g = q8(v / scale). A gradient's first writer starts from g = 0, *gs = 0. */
+float bp_cross_entropy_g8(const float *logits, const int *labels, int batch, int classes, int8_t *g, float *gs);
+void bp_relu_grad_g8(const int8_t *gy, float gys, const uint8_t *mask, size_t n, int8_t *gx, float *gxs);
+void bp_accumulate_g8(const int8_t *gy, float gys, size_t n, int8_t *gx, float *gxs);
+void bp_avgpool_grad_g8(const int8_t *gy, float gys, int batch, int channels, int positions, int8_t *gx, float *gxs);
+void bp_conv2d_grad_input_g8(const bp_conv *c, const int8_t *gy, float gys, const int8_t *w, const float *sw,
+                             int8_t *gx, float *gxs);
+void bp_linear_grad_input_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const int8_t *w,
+                             const float *sw, int8_t *gx, float *gxs);
+void bp_conv2d_grad_row_g8(const bp_conv *c, const int8_t *gy, float gys, const int8_t *saved, float sx,
+                           const int *sel, int k, int unit, float *row);
+void bp_linear_grad_row_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const int8_t *saved, float sx,
+                           const int *sel, int k, int unit, float *row);
+void bp_update_bias_g8(const int8_t *gy, float gys, int batch, int channels, int positions, float lr, float *b);
+
 #endif
