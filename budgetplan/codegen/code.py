@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from budgetplan.codegen.graph import Node
+from budgetplan.codegen.patches import PatchStage
 from budgetplan.codegen.quantize import Quantization
 from budgetplan.codegen.schedule import Schedule, Trained
 
@@ -34,6 +35,7 @@ class StepCode:
     classifier: int  # the node whose weight is never clipped
     title: str
     quant: Quantization | None = None  # None: float32 everywhere
+    patch: PatchStage | None = None  # the leading operators run patch by patch
 
     def buffer(self, index: int) -> str:
         """The C name of the buffer holding node ``index``'s output."""

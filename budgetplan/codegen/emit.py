@@ -110,8 +110,8 @@ def _x(code: StepCode, index: int) -> str:
 
 
 def _forward(code: StepCode) -> str:
-    lines = ["void bp_forward(void) {"]
-    for node in code.nodes[1:]:
+    lines = emit_int8.patch_forward(code) if code.patch else ["void bp_forward(void) {"]
+    for node in code.nodes[code.patch.split if code.patch else 1 :]:
         lines += [f"    {line}" for line in _forward_node(code, node)]
     return "\n".join([*lines, "}", ""])
 

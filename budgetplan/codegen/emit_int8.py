@@ -169,3 +169,48 @@ def accessors(code: StepCode) -> str:
             "",
         ]
     )
+
+
+def patch_forward(code: StepCode) -> list[str]:
+    """The operators before the patch stage's split, one patch at a time: ``PW[p]`` holds
+    each one's region in patch ``p``; a buffer holds its writer's region, or the whole
+    tensor (the input, the stage's output)."""
+    stage, q = code.patch, _quant(code)
+    assert stage is not None
+    whole = {code.buffer(0), code.buffer(stage.output)}
+
+    def window(index: int) -> str:
+        name = code.buffer(index)
+        if name in whole:
+            height, width = code.nodes[index].shape[1:]
+            return f"(bp_window){{0, 0, {height}, {width}}}"
+        return f"pw[{int(name[1:])}]"  # the region of the node that writes the buffer
+
+    regions = ",\n".join(
+        "    {"
+        + ", ".join(f"{{{r[0]}, {c[0]}, {r[1] - r[0]}, {c[1] - c[0]}}}" for r, c in (p[k] for k in range(stage.split)))
+        + "}"
+        for p in stage.regions
+    )
+    lines = [
+        f"static const bp_window PW[{len(stage.regions)}][{stage.split}] = {{\n{regions}\n}};",
+        "void bp_forward(void) {",
+        f"    for (int p = 0; p < {len(stage.regions)}; p++) {{",
+        "        const bp_window *pw = PW[p];",
+    ]
+    for node in code.nodes[1 : stage.split]:
+        i, source = node.index, node.inputs[0]
+        x, y = code.buffer(source), code.buffer(i)
+        if node.kind == "conv":
+            bias = f"B{i}" if code.parameters[i].bias is not None else "NULL"
+            r = literal(reciprocal(q, i))
+            lines.append(
+                f"        bp_conv2d_patch_q8(&C{i}, {x}, {window(source)}, W{i}, MW{i}, {bias}, {r}, {y}, {window(i)}, "
+                f"pw[{i}]);"
+            )
+        else:
+            cap = relu6_cap(q.activation[i]) if node.kind == "relu6" else 0
+            if x != y:
+                raise ValueError("the patch stage runs a ReLU in place")
+            lines.append(f"        bp_relu_patch_q8({y}, {window(i)}, pw[{i}], {code.batch}, {node.shape[0]}, {cap});")
+    return [*lines, "    }"]

@@ -22,6 +22,7 @@ from budgetplan.codegen.board import linker_script
 from budgetplan.codegen.code import Parameters, StepCode
 from budgetplan.codegen.emit import header, source
 from budgetplan.codegen.graph import Node, model_graph
+from budgetplan.codegen.patches import PatchStage, patch_stage
 from budgetplan.codegen.quantize import NUMERICS, Quantization, calibrate, numerics_for, quantize_weight
 from budgetplan.codegen.schedule import Schedule, Trained, step_schedule
 from budgetplan.errors import ModelError, PlanError
@@ -76,7 +77,8 @@ def export_c(
     trained, selection = _trained(plan, by_module, modules)
     int8_gradients = numerics == "int8" and plan.device.bits.backward == 8  # else float32, as the profile prices
     stored = 1 if numerics == "int8" else 4
-    schedule = step_schedule(nodes, trained, plan.batch_size, stored, 1 if int8_gradients else 4)
+    patch = _patch_stage(plan, nodes, by_module, trained) if numerics == "int8" else None
+    schedule = step_schedule(nodes, trained, plan.batch_size, stored, 1 if int8_gradients else 4, patch)
     parameters = {node.index: _parameters(node, modules[node.module]) for node in nodes if node.module}
     classifier = max(by_module.values(), key=lambda node: node.index).index
     if numerics == "int8" and example_input is None:  # ImageNet-normalised images are about standard normal
@@ -85,7 +87,7 @@ def export_c(
     code = StepCode(
         nodes, schedule, parameters, trained, selection, plan.batch_size, ratio, classifier,
         f"budgetplan: training step of {plan.model} on {plan.device.name} ({plan.fingerprint}), {numerics}",
-        quant,
+        quant, patch,
     )  # fmt: skip
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,23 @@ def export_c(
         {names[i]: channels for i, channels in selection.items()},
         code,
     )
+
+
+def _patch_stage(
+    plan: Plan, nodes: list[Node], by_module: dict[str, Node], trained: dict[int, Trained]
+) -> PatchStage | None:
+    """The plan's patch stage on the library's graph (int8 storage runs it), or None."""
+    grid, until = plan.predicted.patch_grid, plan.predicted.patch_until
+    if not grid or not until:
+        return None
+    if until not in by_module:
+        raise PlanError(f"the plan's patch stage ends before {quote(until)}, a layer the model does not run")
+    split = by_module[until].index
+    if any(index < split for index in trained):
+        raise PlanError(
+            f"the plan trains a layer before its patch stage ends ({quote(until)}): those layers are frozen"
+        )
+    return patch_stage(nodes, split, grid)
 
 
 def _quantization(

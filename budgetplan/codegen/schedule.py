@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from budgetplan.codegen.graph import Node
+from budgetplan.codegen.patches import PatchStage
 
 ALIGN = 8  # bytes; every buffer starts on a double-word
 FLOAT = 4  # bytes of a gradient, a weight-gradient row and the logits, whatever activations are stored as
@@ -58,11 +59,18 @@ class Schedule:
 
 
 def step_schedule(
-    nodes: list[Node], trained: dict[int, Trained], batch: int, activation_bytes: int = 4, gradient_bytes: int = FLOAT
+    nodes: list[Node],
+    trained: dict[int, Trained],
+    batch: int,
+    activation_bytes: int = 4,
+    gradient_bytes: int = FLOAT,
+    patch: PatchStage | None = None,
 ) -> Schedule:
     """The buffers of a training step of ``nodes`` that trains ``trained`` (node → what);
     activations and the channels kept for the backward take ``activation_bytes`` each,
-    gradients passed backward ``gradient_bytes``."""
+    gradients passed backward ``gradient_bytes``. With a ``patch`` stage, the operators
+    before its split hold their largest region, and the input and the stage's output live
+    through every patch."""
     n = len(nodes)
     readers: dict[int, list[int]] = {node.index: [] for node in nodes}
     for node in nodes:
@@ -101,11 +109,25 @@ def step_schedule(
         what = trained.get(i)
         if what and what.channels:
             add(f"r{i}", row_elements(nodes, node) * FLOAT, 2 * n - i, 2 * n - i)
+    if patch is not None:
+        _patch_buffers(nodes, patch, buffers, output_of, batch * activation_bytes)
     zeroed_by: dict[int, tuple[int, ...]] = {}
     for i in backward:  # a gradient is born at its last reader's backward, the first to run
         if readers[i]:
             zeroed_by[max(readers[i])] = (*zeroed_by.get(max(readers[i]), ()), i)
     return Schedule(buffers, backward, output_of, place(list(buffers.values())), zeroed_by)
+
+
+def _patch_buffers(
+    nodes: list[Node], patch: PatchStage, buffers: dict[str, Buffer], output_of: dict[int, str], bytes_per: int
+) -> None:
+    whole = {output_of[0], output_of[patch.output]}
+    for node in nodes[1 : patch.split]:
+        name = output_of[node.index]
+        if name not in whole and name == f"x{node.index}":
+            buffers[name].size = _aligned(patch.largest(node.index) * node.shape[0] * bytes_per)
+    for name in whole:  # written or read by every patch
+        buffers[name].start, buffers[name].end = 0, max(buffers[name].end, patch.split - 1)
 
 
 def _depends_on_training(nodes: list[Node], trained: dict[int, Trained]) -> list[bool]:

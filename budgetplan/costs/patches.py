@@ -55,10 +55,11 @@ class PatchRegions:
 
     def tile(self, i: int, j: int) -> tuple[Interval, Interval]:
         """The part of the outputs that patch ``(i, j)`` writes."""
-        return _tile(self.size[0], self.grid, i), _tile(self.size[1], self.grid, j)
+        return tile(self.size[0], self.grid, i), tile(self.size[1], self.grid, j)
 
 
-def _tile(size: int, grid: int, index: int) -> Interval:
+def tile(size: int, grid: int, index: int) -> Interval:
+    """Patch ``index``'s part of ``size`` positions on a grid of ``grid``."""
     step = math.ceil(size / grid)
     return (min(size, index * step), min(size, (index + 1) * step))
 
@@ -118,7 +119,7 @@ def _intervals(trace: Trace, end: int, outputs: Iterable[int], grid: int, index:
     need: dict[int, Interval] = {}
     shapes = trace.shapes
     for t in outputs:
-        need[t] = _tile(shapes[t][2 + dim], grid, index)
+        need[t] = tile(shapes[t][2 + dim], grid, index)
     for op in reversed(trace.ops[:end]):
         held = [need[t] for t in op.outputs if t in need]
         if not held:  # an output nothing reads: computed whole

@@ -183,6 +183,28 @@ def test_mobilenet_v2_in_int8_matches_its_reference_and_its_arena_is_the_predict
         assert board.arena_high_water == run.arena_high_water
 
 
+@pytest.mark.slow
+def test_the_shipped_cortex_m7_plan_runs_its_patch_stage_within_the_predicted_arena(tmp_path):
+    """The default plan of the reference board (int8, 8-bit gradients, a 3x3 patch stage):
+    the patched forward computes what the whole one computes (the reference runs whole),
+    and the arena is the plan's prediction; on the emulated board it links into 320 KB."""
+    torch.manual_seed(0)
+    net, _ = build_model()
+    inputs, labels = _batches((3, 128, 128), 1, 10)
+    plan = solve(net, inputs[0, :1], device="cortex-m7")
+    assert plan.predicted.patch_grid == 3
+    library = export_c(net, plan, tmp_path / "c", inputs[0])
+    stage = library.code.patch
+    assert stage is not None and stage.grid == 3 and "bp_conv2d_patch_q8" in (tmp_path / "c" / "bp_model.c").read_text()
+    run = _agrees_with_reference(tmp_path / "c", library, inputs[:2], labels[:2])
+    predicted = plan.predicted.peak_bytes - plan.predicted.resident_bytes
+    assert abs(run.arena_high_water - predicted) <= 0.01 * plan.predicted.peak_bytes
+    if emulator_missing() is None:
+        board = run_on_board(tmp_path / "c", "cortex-m7", plan.device.sram, plan.device.flash)
+        assert board.losses == run.losses and np.array_equal(board.parameters, run.parameters)
+        assert board.data_bytes + board.bss_bytes + board.stack_high_water <= plan.device.sram
+
+
 @needs_emulator
 def test_a_plan_that_does_not_fit_the_sram_does_not_link(tmp_path):
     net = _folded(Plain(), torch.zeros(1, 3, 16, 16))

@@ -565,3 +565,46 @@ void bp_update_bias_g8(const int8_t *gy, float gys, int batch, int channels, int
         b[o] -= lr * (acc * gys);
     }
 }
+
+/* the patch stage */
+
+void bp_conv2d_patch_q8(const bp_conv *c, const int8_t *x, bp_window xw, const int8_t *w, const float *m,
+                        const float *b, float r, int8_t *y, bp_window yw, bp_window out) {
+    int in_g = c->in_c / c->groups, out_g = c->out_c / c->groups;
+    size_t x_plane = (size_t)xw.height * xw.width, y_plane = (size_t)yw.height * yw.width;
+    for (int n = 0; n < c->batch; n++)
+        for (int o = 0; o < c->out_c; o++) {
+            int g = o / out_g;
+            float shift = b ? b[o] * r : 0.0f;
+            int8_t *yo = y + ((size_t)n * c->out_c + o) * y_plane;
+            for (int oh = out.row; oh < out.row + out.height; oh++)
+                for (int ow = out.col; ow < out.col + out.width; ow++) {
+                    int32_t acc = 0;
+                    for (int j = 0; j < in_g; j++) {
+                        const int8_t *xc = x + ((size_t)n * c->in_c + g * in_g + j) * x_plane;
+                        const int8_t *wc = w + ((size_t)o * in_g + j) * c->k_h * c->k_w;
+                        for (int kh = 0; kh < c->k_h; kh++) {
+                            int ih = oh * c->stride_h - c->pad_h + kh;
+                            if (ih < 0 || ih >= c->in_h) continue; /* the whole input's padding */
+                            for (int kw = 0; kw < c->k_w; kw++) {
+                                int iw = ow * c->stride_w - c->pad_w + kw;
+                                if (iw < 0 || iw >= c->in_w) continue;
+                                acc += (int32_t)xc[(size_t)(ih - xw.row) * xw.width + (iw - xw.col)] * wc[kh * c->k_w + kw];
+                            }
+                        }
+                    }
+                    yo[(size_t)(oh - yw.row) * yw.width + (ow - yw.col)] = bp_q8((float)acc * m[o] + shift);
+                }
+        }
+}
+
+void bp_relu_patch_q8(int8_t *y, bp_window yw, bp_window out, int batch, int channels, int cap) {
+    size_t plane = (size_t)yw.height * yw.width;
+    for (int p = 0; p < batch * channels; p++)
+        for (int h = out.row; h < out.row + out.height; h++)
+            for (int w = out.col; w < out.col + out.width; w++) {
+                int8_t *v = y + (size_t)p * plane + (size_t)(h - yw.row) * yw.width + (w - yw.col);
+                int q = *v > 0 ? *v : 0;
+                *v = (int8_t)((cap > 0 && q > cap) ? cap : q);
+            }
+}

@@ -70,6 +70,16 @@ void bp_linear_grad_row_q8(int batch, int in_f, int out_f, const float *gy, cons
 /* as bp_update_row on the real weights w * s, then w = q8(w - (lr * row) / s) */
 void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float ratio);
 
+/* the patch stage: a buffer holds rows [row, row + height) and columns [col, col + width)
+ * of the whole tensor (for every sample and channel); a kernel computes the output
+ * positions of out into y, reading zero padding outside the whole input */
+typedef struct {
+    int row, col, height, width;
+} bp_window;
+void bp_conv2d_patch_q8(const bp_conv *c, const int8_t *x, bp_window xw, const int8_t *w, const float *m,
+                        const float *b, float r, int8_t *y, bp_window yw, bp_window out);
+void bp_relu_patch_q8(int8_t *y, bp_window yw, bp_window out, int batch, int channels, int cap);
+
 /* int8 gradients (where the profile counts 8-bit ones): a gradient tensor is codes g with
  * one scale *gs. Each writer combines v = g * *gs + its contribution, element by element,
  * in two passes: the largest |v| gives the new scale (largest / 127, 1 for all zero), then
