@@ -94,7 +94,7 @@ def _buffer_type(code: StepCode, name: str) -> str:
     if name.startswith("m"):
         return "uint8_t"
     logits = code.schedule.output_of[code.nodes[-1].index]
-    stored = code.quant is not None and name[0] in "xs" and name != logits
+    stored = code.quant is not None and name[0] in "xst" and name != logits
     return "int8_t" if stored or (code.int8_gradients and name[0] == "g") else "float"
 
 
@@ -125,9 +125,12 @@ def _forward_node(code: StepCode, node: Node) -> list[str]:
     source = code.nodes[node.inputs[0]]
     keep = code.selection.get(node.index)
     if node.kind == "conv":
-        lines = [f"bp_conv2d(&C{node.index}, {x}, W{node.index}, {bias}, {y});"]
         positions = source.elements // source.shape[0]
         gather = f"bp_gather_channels({x}, {b}, {source.shape[0]}, {positions}, SEL{node.index}, {len(keep or [])}, "
+        if x == y:  # written over its input: what the backward keeps is gathered first
+            conv = f"bp_dwconv_inplace(&C{node.index}, {x}, W{node.index}, {bias}, T{node.index});"
+            return [f"{gather}S{node.index});", conv] if keep else [conv]
+        lines = [f"bp_conv2d(&C{node.index}, {x}, W{node.index}, {bias}, {y});"]
         return [*lines, f"{gather}S{node.index});"] if keep else lines
     if node.kind == "linear":
         lines = [f"bp_linear({b}, {source.elements}, {node.elements}, {x}, W{node.index}, {bias}, {y});"]

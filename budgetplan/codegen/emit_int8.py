@@ -57,8 +57,12 @@ def forward_node(code: StepCode, node: Node) -> list[str]:
         if node.kind == "conv":
             if last:
                 raise ValueError("the int8 library ends in a linear layer: its logits stay float32")
-            lines = [f"bp_conv2d_q8(&C{node.index}, {x}, W{node.index}, MW{node.index}, {bias}, {r}, {y});"]
             positions = source.elements // source.shape[0]
+            if x == y:  # written over its input: what the backward keeps is gathered first
+                conv = f"bp_dwconv_inplace_q8(&C{node.index}, {x}, W{node.index}, MW{node.index}, {bias}, {r}, "
+                gather = f"bp_gather_q8({x}, {b}, {source.shape[0]}, {positions}, SEL{node.index}, {len(keep or [])}, "
+                return [*([f"{gather}S{node.index});"] if keep else []), f"{conv}T{node.index});"]
+            lines = [f"bp_conv2d_q8(&C{node.index}, {x}, W{node.index}, MW{node.index}, {bias}, {r}, {y});"]
         else:
             out = f"NULL, {y}" if last else f"{y}, NULL"
             lines = [

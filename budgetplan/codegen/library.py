@@ -78,7 +78,8 @@ def export_c(
     int8_gradients = numerics == "int8" and plan.device.bits.backward == 8  # else float32, as the profile prices
     stored = 1 if numerics == "int8" else 4
     patch = _patch_stage(plan, nodes, by_module, trained) if numerics == "int8" else None
-    schedule = step_schedule(nodes, trained, plan.batch_size, stored, 1 if int8_gradients else 4, patch)
+    inplace = plan.device.executor.inplace_depthwise
+    schedule = step_schedule(nodes, trained, plan.batch_size, stored, 1 if int8_gradients else 4, patch, inplace)
     parameters = {node.index: _parameters(node, modules[node.module]) for node in nodes if node.module}
     classifier = max(by_module.values(), key=lambda node: node.index).index
     if numerics == "int8" and example_input is None:  # ImageNet-normalised images are about standard normal

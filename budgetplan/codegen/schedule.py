@@ -4,8 +4,8 @@ A step runs the forward operators in order (times ``0 .. n-1``), the loss (``n``
 backward of node ``i`` at time ``2n - i``. Every buffer lives from the step that writes it
 to the last that reads it:
 
-* a node's output, until its last reader (a ReLU computes in place where it is its
-  input's only reader);
+* a node's output, until its last reader (a ReLU and a residual add compute in place
+  where they are an input's only reader, as the cost model counts elementwise ops);
 * the input channels a trained layer keeps for its weight gradient, and the 1-bit mask a
   ReLU keeps for its backward, from the forward to the layer's backward;
 * the gradient of a node's output, from its first consumer's backward to its own;
@@ -18,7 +18,10 @@ Buffers are placed greedily, largest first, at the lowest offset free over their
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from budgetplan.codegen.graph import Node
 from budgetplan.codegen.patches import PatchStage
@@ -65,12 +68,14 @@ def step_schedule(
     activation_bytes: int = 4,
     gradient_bytes: int = FLOAT,
     patch: PatchStage | None = None,
+    inplace_depthwise: bool = False,
 ) -> Schedule:
     """The buffers of a training step of ``nodes`` that trains ``trained`` (node → what);
     activations and the channels kept for the backward take ``activation_bytes`` each,
     gradients passed backward ``gradient_bytes``. With a ``patch`` stage, the operators
     before its split hold their largest region, and the input and the stage's output live
-    through every patch."""
+    through every patch. ``inplace_depthwise``: a depthwise convolution whose input nothing
+    else reads writes over it, through a one-plane buffer (``t``)."""
     n = len(nodes)
     readers: dict[int, list[int]] = {node.index: [] for node in nodes}
     for node in nodes:
@@ -88,9 +93,15 @@ def step_schedule(
         last = max(readers[node.index], default=n)  # the logits are read by the loss
         first = node.inputs[0] if node.inputs else -1
         relu = node.kind in ("relu", "relu6")
-        if relu and readers.get(first) == [node.index] and nodes[first].kind != "input":
+        if node.kind == "add":  # elementwise: over an input it reads last, as the cost model counts it
+            first = next((s for s in node.inputs if readers[s] == [node.index] and nodes[s].kind != "input"), first)
+        alone = readers.get(first) == [node.index] and nodes[first].kind != "input"
+        over = inplace_depthwise and _depthwise(nodes, node) and (patch is None or node.index >= patch.split)
+        if alone and (relu or over or node.kind == "add"):
             output_of[node.index] = output_of[first]  # in place
             buffers[output_of[first]].end = max(buffers[output_of[first]].end, last)
+            if over:
+                add(f"t{node.index}", node.shape[1] * node.shape[2] * activation_bytes, node.index, node.index)
         else:
             output_of[node.index] = f"x{node.index}"
             size = FLOAT if node.index == n - 1 else activation_bytes  # the logits stay float32
@@ -116,6 +127,14 @@ def step_schedule(
         if readers[i]:
             zeroed_by[max(readers[i])] = (*zeroed_by.get(max(readers[i]), ()), i)
     return Schedule(buffers, backward, output_of, place(list(buffers.values())), zeroed_by)
+
+
+def _depthwise(nodes: list[Node], node: Node) -> bool:
+    """A depthwise convolution whose output is no larger than its input."""
+    if node.kind != "conv" or node.groups <= 1:
+        return False
+    source = nodes[node.inputs[0]]
+    return node.groups == node.shape[0] == source.shape[0] and node.elements <= source.elements
 
 
 def _patch_buffers(
@@ -149,22 +168,47 @@ def _aligned(size: int) -> int:
     return (size + ALIGN - 1) // ALIGN * ALIGN
 
 
+ORDERS = (  # the orders greedy placement tries; the smallest arena wins
+    lambda b: (-b.size, b.start, b.name),  # largest first, as TensorFlow Lite Micro places
+    lambda b: (b.start, -b.size, b.name),  # in the order the step writes them
+    lambda b: (-(b.end - b.start), -b.size, b.name),  # longest-lived first
+)
+
+
 def place(buffers: list[Buffer]) -> int:
-    """Give each buffer the lowest offset free over its lifetime, largest first; the
-    arena's size in bytes.
+    """Give each buffer an offset free over its lifetime, in each of ``ORDERS``, at the
+    lowest free offset and in the tightest gap, and keep the smallest layout; the arena's
+    size in bytes.
 
     >>> a, b, c = Buffer("a", 16, 0, 1), Buffer("b", 8, 1, 2), Buffer("c", 16, 2, 3)
     >>> place([a, b, c]), (a.offset, b.offset, c.offset)
     (24, (0, 16, 0))
     """
-    placed: list[Buffer] = []
-    for buffer in sorted(buffers, key=lambda b: (-b.size, b.start, b.name)):
-        busy = sorted((b.offset, b.offset + b.size) for b in placed if b.start <= buffer.end and buffer.start <= b.end)
-        offset = 0
-        for low, high in busy:
-            if offset + buffer.size <= low:
-                break
-            offset = max(offset, high)
+    best: tuple[int, list[int]] | None = None
+    for order, best_fit in itertools.product(ORDERS, (False, True)):
+        size = _place(buffers, order, best_fit)
+        if best is None or size < best[0]:
+            best = (size, [b.offset for b in buffers])
+    assert best is not None
+    for buffer, offset in zip(buffers, best[1], strict=True):
         buffer.offset = offset
+    return best[0]
+
+
+def _place(buffers: list[Buffer], order: Callable[[Buffer], Any], best_fit: bool = False) -> int:
+    """Place in ``order`` at the lowest free offset, or with ``best_fit`` in the tightest
+    gap that holds the buffer (the top when none does)."""
+    placed: list[Buffer] = []
+    for buffer in sorted(buffers, key=order):
+        busy = sorted((b.offset, b.offset + b.size) for b in placed if b.start <= buffer.end and buffer.start <= b.end)
+        gaps, offset = [], 0
+        for low, high in busy:
+            if low - offset >= buffer.size:
+                gaps.append((low - offset, offset))
+            offset = max(offset, high)
+        if not gaps:
+            buffer.offset = offset
+        else:
+            buffer.offset = min(gaps)[1] if best_fit else gaps[0][1]
         placed.append(buffer)
     return max((b.offset + b.size for b in buffers), default=0)

@@ -74,6 +74,7 @@ def test_the_plain_network_trains_in_c_as_the_callback_trains_it(tmp_path):
     partial = [layer for layer in plan.updated() if layer.update == "weight" and layer.channels < layer.total_channels]
     assert partial, "a plan that trains every channel would not test the selection"
     library = _exported(net, plan, tmp_path, inputs, labels)
+    assert "bp_dwconv_inplace(" in (tmp_path / "c" / "bp_model.c").read_text()  # cortex-m7: in place
     run = run_on_host(tmp_path / "c")
     want = callback_parameters(net, plan, inputs, labels, LR, tmp_path)
     assert np.abs(want - parameters(net)).max() > 1e-3  # the steps moved the weights
@@ -158,7 +159,9 @@ def test_the_int8_library_computes_what_its_pytorch_reference_computes(tmp_path)
     inputs, labels = _batches((3, 16, 16), 2, 5)
     plan = solve(net, inputs[0, :1], device="cortex-m7", training_memory=4000, batch_size=2)
     library = export_c(net, plan, tmp_path / "c", inputs[0])  # the profile's 8-bit storage by default
-    assert library.code.int8_gradients and "int8_t W" in (tmp_path / "c" / "bp_model.c").read_text()
+    text = (tmp_path / "c" / "bp_model.c").read_text()
+    assert library.code.int8_gradients and "int8_t W" in text
+    assert "bp_dwconv_inplace_q8(" in text  # cortex-m7 writes a depthwise convolution over its input
     run = _agrees_with_reference(tmp_path / "c", library, inputs, labels)
     assert run.arena_high_water == library.arena_bytes
 

@@ -608,3 +608,31 @@ void bp_relu_patch_q8(int8_t *y, bp_window yw, bp_window out, int batch, int cha
                 *v = (int8_t)((cap > 0 && q > cap) ? cap : q);
             }
 }
+
+/* in-place depthwise convolutions: one plane at a time through a one-plane buffer */
+
+void bp_dwconv_inplace(const bp_conv *c, float *x, const float *w, const float *b, float *plane) {
+    bp_conv one = *c;
+    size_t in_plane = (size_t)c->in_h * c->in_w, out_plane = (size_t)c->out_h * c->out_w;
+    one.batch = 1, one.in_c = 1, one.out_c = 1, one.groups = 1;
+    for (int n = 0; n < c->batch; n++)
+        for (int ch = 0; ch < c->in_c; ch++) {
+            size_t at = (size_t)n * c->in_c + ch;
+            bp_conv2d(&one, x + at * in_plane, w + (size_t)ch * c->k_h * c->k_w, b ? b + ch : NULL, plane);
+            memcpy(x + at * out_plane, plane, sizeof(float) * out_plane);
+        }
+}
+
+void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const int8_t *w, const float *m, const float *b, float r,
+                          int8_t *plane) {
+    bp_conv one = *c;
+    size_t in_plane = (size_t)c->in_h * c->in_w, out_plane = (size_t)c->out_h * c->out_w;
+    one.batch = 1, one.in_c = 1, one.out_c = 1, one.groups = 1;
+    for (int n = 0; n < c->batch; n++)
+        for (int ch = 0; ch < c->in_c; ch++) {
+            size_t at = (size_t)n * c->in_c + ch;
+            bp_conv2d_q8(&one, x + at * in_plane, w + (size_t)ch * c->k_h * c->k_w, m + ch, b ? b + ch : NULL, r,
+                         plane);
+            memcpy(x + at * out_plane, plane, out_plane);
+        }
+}

@@ -70,6 +70,13 @@ void bp_linear_grad_row_q8(int batch, int in_f, int out_f, const float *gy, cons
 /* as bp_update_row on the real weights w * s, then w = q8(w - (lr * row) / s) */
 void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float ratio);
 
+/* a depthwise convolution written over its input (in_c == out_c == groups, output no
+ * larger): each plane is computed into plane (one output plane) and copied over the
+ * input, whose planes before it are read already */
+void bp_dwconv_inplace(const bp_conv *c, float *x, const float *w, const float *b, float *plane);
+void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const int8_t *w, const float *m, const float *b, float r,
+                          int8_t *plane);
+
 /* the patch stage: a buffer holds rows [row, row + height) and columns [col, col + width)
  * of the whole tensor (for every sample and channel); a kernel computes the output
  * positions of out into y, reading zero padding outside the whole input */
