@@ -26,14 +26,17 @@ void board_start(void) { /* the startup file calls this once .data and .bss are 
 }
 #endif
 
-static void make_sample(int index, float *x) { /* stripes: class = index % 2, phase = index / 2 */
+static void load_sample(int index) { /* stripes: class = index % 2, phase = index / 2 */
     int vertical = index % 2, phase = index / 2;
+    float row[SIDE]; /* one row at a time: the library stores it as its profile says (int8 or float32) */
     for (int c = 0; c < 3; c++)
-        for (int h = 0; h < SIDE; h++)
+        for (int h = 0; h < SIDE; h++) {
             for (int w = 0; w < SIDE; w++) {
                 int along = vertical ? w : h;
-                x[(c * SIDE + h) * SIDE + w] = ((along / 8 + phase) % 2) ? 1.0f : -1.0f;
+                row[w] = ((along / 8 + phase) % 2) ? 1.0f : -1.0f;
             }
+            bp_load_input((size_t)(c * SIDE + h) * SIDE, row, SIDE);
+        }
 }
 
 int main(void) {
@@ -46,7 +49,7 @@ int main(void) {
         float total = 0.0f;
         for (int i = 0; i < SAMPLES; i++) {
             int label = i % 2;
-            make_sample(i, bp_input());
+            load_sample(i);
             total += bp_train_step(&label, 0.05f);
         }
         printf("epoch %d: mean loss %.4f\n", epoch, (double)(total / SAMPLES));
