@@ -336,7 +336,7 @@ class PlanSource:
         valued = f"{len(held)} validation" if held else f"{HELD_OUT} held-out training"
         valued += " batch" if len(held) == 1 else " batches"
         how = (
-            f"chosen over {others} by trials on {trained} training batches ({steps} steps in "
+            f"{chosen.label} chosen over {others} by trials on {trained} training batches ({steps} steps in "
             f"{len(rounds)} round{'s' if len(rounds) > 1 else ''} of {len(candidates)} plans; lowest loss on "
             f"{valued} {last[0][1]:.4g} vs {last[1][1]:.4g})"
         )
