@@ -439,6 +439,44 @@ def paired(rows: list[dict[str, Any]]) -> str:
 RECIPES = ("bias", "classifier", "sparse-update", "trady")  # the fixed recipes the default must beat
 
 
+def trial_label(importance: str) -> str | None:
+    """The trial's winner as the plan's importance source names it (``X chosen over``):
+    ``shipped table``, ``measured``, either ``+ redrawn``, or ``biases alone``."""
+    found = re.search(r"; (.+?) chosen over ", importance)
+    if found is None:
+        return None
+    label = found[1]
+    return label.split(":")[0] + (" + redrawn" if "redrawn" in label else "")
+
+
+def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
+    """Per variant whose plan a trial chooses, and budget: its fits, the trial's optimizer
+    steps (the fit's own: epochs × batches), the fit's seconds, and how often each
+    candidate won (fits recorded before the winner was named count as unnamed)."""
+    lines = [
+        "| variant | budget | fits | trial steps | fit seconds | trial won by |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        for budget in budgets:
+            cell = [
+                r for r in rows if r["variant"] == variant and r["budget"] == budget and "steps in" in r["importance"]
+            ]
+            if not cell:
+                continue
+            steps = [int(re.search(r"\((\d+) steps in", r["importance"])[1]) for r in cell]  # type: ignore[index]
+            won: dict[str, int] = {}
+            for r in cell:
+                label = trial_label(r["importance"]) or "unnamed"
+                won[label] = won.get(label, 0) + 1
+            wins = ", ".join(f"{label} {count}" for label, count in sorted(won.items(), key=lambda kv: -kv[1]))
+            seconds = statistics.mean(r["seconds"] for r in cell)
+            lines.append(
+                f"| {variant} | {budget} | {len(cell)} | {statistics.mean(steps):.0f} | {seconds:.0f} | {wins} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def against_recipes(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     """One line per task, network and budget: each strategy's mean accuracy, and the default
     against the best fixed recipe of that cell, paired by seed."""
@@ -668,6 +706,10 @@ def main() -> None:
     if versus:
         print()
         print(versus)
+    trials = trial_report(wanted, budgets)
+    if trials:
+        print()
+        print(trials)
     if output is not None:
         plot(wanted, output)
         print(f"\nplot written to {args.plot}")
