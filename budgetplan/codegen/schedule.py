@@ -93,14 +93,11 @@ def step_schedule(
         last = max(readers[node.index], default=n)  # the logits are read by the loss
         first = node.inputs[0] if node.inputs else -1
         relu = node.kind in ("relu", "relu6")
-        if node.kind == "add":  # elementwise: over an input it reads last, as the cost model counts it
-            first = next((s for s in node.inputs if readers[s] == [node.index] and nodes[s].kind != "input"), first)
-        alone = readers.get(first) == [node.index] and nodes[first].kind != "input"
-        over = inplace_depthwise and _depthwise(nodes, node) and (patch is None or node.index >= patch.split)
-        if alone and (relu or over or node.kind == "add"):
-            output_of[node.index] = output_of[first]  # in place
-            buffers[output_of[first]].end = max(buffers[output_of[first]].end, last)
-            if over:
+        over = _written_over(nodes, node, readers, inplace_depthwise and (patch is None or node.index >= patch.split))
+        if over is not None:
+            output_of[node.index] = output_of[over]  # in place
+            buffers[output_of[over]].end = max(buffers[output_of[over]].end, last)
+            if node.kind == "conv":  # a depthwise convolution's one-plane buffer
                 add(f"t{node.index}", node.shape[1] * node.shape[2] * activation_bytes, node.index, node.index)
         else:
             output_of[node.index] = f"x{node.index}"
@@ -122,11 +119,27 @@ def step_schedule(
             add(f"r{i}", row_elements(nodes, node) * FLOAT, 2 * n - i, 2 * n - i)
     if patch is not None:
         _patch_buffers(nodes, patch, buffers, output_of, batch * activation_bytes)
+    return Schedule(buffers, backward, output_of, place(list(buffers.values())), _zeroed_by(backward, readers))
+
+
+def _zeroed_by(backward: tuple[int, ...], readers: dict[int, list[int]]) -> dict[int, tuple[int, ...]]:
+    """Node -> the gradients its backward writes first: a gradient is born at its last
+    reader's backward, the first to run."""
     zeroed_by: dict[int, tuple[int, ...]] = {}
-    for i in backward:  # a gradient is born at its last reader's backward, the first to run
+    for i in backward:
         if readers[i]:
             zeroed_by[max(readers[i])] = (*zeroed_by.get(max(readers[i]), ()), i)
-    return Schedule(buffers, backward, output_of, place(list(buffers.values())), zeroed_by)
+    return zeroed_by
+
+
+def _written_over(nodes: list[Node], node: Node, readers: dict[int, list[int]], depthwise: bool) -> int | None:
+    """The input whose buffer ``node`` writes over, or None: a ReLU's or a residual add's
+    (as the cost model counts elementwise ops), and with ``depthwise`` a depthwise
+    convolution's, where the node is that input's only reader and it is not the network's."""
+    if node.kind not in ("relu", "relu6", "add") and not (depthwise and _depthwise(nodes, node)):
+        return None
+    candidates = node.inputs if node.kind == "add" else node.inputs[:1]
+    return next((s for s in candidates if readers[s] == [node.index] and nodes[s].kind != "input"), None)
 
 
 def _depthwise(nodes: list[Node], node: Node) -> bool:
