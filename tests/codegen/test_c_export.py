@@ -232,3 +232,29 @@ def test_parameters_that_are_not_finite_are_refused(tmp_path):
         net.head.weight[0, 0] = float("nan")
     with pytest.raises(ModelError, match=r"^layer 'head': its weight holds values that are not finite"):
         export_c(net, plan, tmp_path / "c", torch.zeros(1, 3, 16, 16))
+
+
+def test_the_cli_stores_what_it_is_told_and_names_a_bad_calibration_file(tmp_path, capsys):
+    from budgetplan import cli
+
+    plan = tmp_path / "plan.yaml"
+    assert cli.main(["solve", "--device", "cortex-m7", "--input-size", "32", "--out", str(plan)]) == 0
+    samples = tmp_path / "samples.pt"
+    torch.save(torch.randn(4, 3, 32, 32), samples)
+    capsys.readouterr()
+    assert (
+        cli.main(["export", str(plan), "--format", "c", "--out", str(tmp_path / "i8"), "--calibration", str(samples)])
+        == 0
+    )
+    assert "\nint8; arena" in capsys.readouterr().out
+    assert "#define BP_INT8 1" in (tmp_path / "i8" / "bp_model.h").read_text()
+    assert (
+        cli.main(["export", str(plan), "--format", "c", "--out", str(tmp_path / "f32"), "--numerics", "float32"]) == 0
+    )
+    assert "\nfloat32; arena" in capsys.readouterr().out
+    assert "#define BP_INT8 0" in (tmp_path / "f32" / "bp_model.h").read_text()
+    torch.save({"not": "samples"}, tmp_path / "bad.pt")
+    code = cli.main(
+        ["export", str(plan), "--format", "c", "--out", str(tmp_path / "x"), "--calibration", str(tmp_path / "bad.pt")]
+    )
+    assert code == 2 and f"--calibration: '{tmp_path / 'bad.pt'}' holds no float tensor" in capsys.readouterr().err
