@@ -234,6 +234,7 @@ def test_parameters_that_are_not_finite_are_refused(tmp_path):
         export_c(net, plan, tmp_path / "c", torch.zeros(1, 3, 16, 16))
 
 
+@pytest.mark.slow
 def test_the_cli_stores_what_it_is_told_and_names_a_bad_calibration_file(tmp_path, capsys):
     from budgetplan import cli
 
