@@ -118,9 +118,10 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         trial: what the default strategy's trial tries where a table ships for the network:
             ``"importance"`` (default) the plans of the table and of measured importance,
             channels kept; ``"all"`` each also planned for and trained with its channels
-            redrawn every epoch (uniformly), and biases alone, by successive halving; the
-            winner's rule then trains the fit (unless ``resample`` or ``sampler`` is given);
-            ``"none"`` the table's plan alone (docs/importance.md).
+            redrawn every epoch (uniformly), biases alone and TraDy's layers, by successive
+            halving; the winner's rule then trains the fit (unless ``resample`` or
+            ``sampler`` is given); ``"none"`` the table's plan alone. A trial values on the
+            fit's validation batches where it has them (docs/importance.md).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
             ``utility`` defaults to the one that values the channel rule: ``linear`` when
             the channels are kept (``resample="never"``), else ``coverage``.
@@ -197,7 +198,7 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         source.epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else MAX_DRAWS
         training = source.training(self.strategy, trainer, pl_module)
         self.plan, self._fit.draws_plan = training.plan, training.plan is None
-        self._adopt_trials_rule()
+        self._adopt_trials_rule(source.chosen)
         if self.strategy.dense:
             return  # stock training: nothing frozen, BatchNorm statistics train too
         prefix = locate(training.plan, pl_module, unplanned=True) if training.plan is not None else ""

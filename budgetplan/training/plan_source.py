@@ -31,6 +31,7 @@ from budgetplan.planning.assemble import plan_problem
 from budgetplan.planning.options import Utility
 from budgetplan.planning.problem import Problem
 from budgetplan.quoting import quote
+from budgetplan.strategies import STRATEGIES
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_batch, first_tensor
 from budgetplan.training.measure import importance_on_batches
@@ -186,6 +187,7 @@ class PlanSource:
     clip_ratio: float = 0.0  # the fit's clipping, and so the trials'
     loader: Any = None  # the training loader, when importance is measured on it
     validation: Any = None  # the validation loader, when the trial values on it
+    chosen: Candidate | None = None  # the trial's winner, once it has run
     trial: str = "importance"  # what the default's trial tries (TRIALS)
     epochs: int = 1  # the fit's epochs: a redrawn candidate's trial spreads over as many draws (at most 4)
 
@@ -260,7 +262,10 @@ class PlanSource:
                 batches = self.batches()  # drawn once: measured on, then tried on
                 rival = self.rival_importance(problem, pl_module, batches)
                 problems = [problem] if rival is None else [problem, rival]
-                return self.choose(pl_module, self.candidates(strategy, plan, problems), batches)
+                candidates = self.candidates(strategy, plan, problems)
+                if self.trial == "all":
+                    candidates += self.recipe_candidates(strategy, problems[0], pl_module, batches)
+                return self.choose(pl_module, candidates, batches)
 
         return plan_on_every_rank(trainer, solve)
 
@@ -279,11 +284,28 @@ class PlanSource:
                 draws = min(self.epochs, MAX_DRAWS)
                 label = f"{name}, channels redrawn every epoch"
                 found.append(Candidate(label, redrawn, strategy.prepare(redrawn, None), "uniform", draws))
-        if self.trial == "all":  # the recipe that wins at the smallest budgets: biases alone (TinyTL)
-            biases = dataclasses.replace(problems[0].options, bias_only=True)
-            alone = plan_problem(dataclasses.replace(problems[0], options=biases))
-            found.append(Candidate("biases alone", alone, strategy.prepare(alone, None), self.sampler))
         return [c for i, c in enumerate(found) if not any(_same(c, d) for d in found[:i])]
+
+    def recipe_candidates(
+        self, strategy: Strategy, problem: Problem, pl_module: pl.LightningModule, batches: list[Any]
+    ) -> list[Candidate]:
+        """The recipes' plans at the same memory, for ``trial="all"``: biases alone (TinyTL;
+        it wins at the smallest budgets), and TraDy's layers (its own score measured on
+        ``batches``, its first draw's channel counts), redrawn uniformly every epoch."""
+        biases = dataclasses.replace(problem.options, bias_only=True)
+        alone = plan_problem(dataclasses.replace(problem, options=biases))
+        found = [Candidate("biases alone", alone, strategy.prepare(alone, None), self.sampler)]
+        try:
+            score = importance_on_batches(pl_module, batches, problem.costs, "the training data", "rgn")
+            trady = STRATEGIES["trady"]()  # its own: a draw keeps the problem it drew from
+            trady.prepare(None, dataclasses.replace(problem, importance=score))
+            drawn = trady.draw(self.seed).plan
+        except BudgetPlanError as err:  # no TraDy plan at this memory: the others are tried
+            rank_zero_info(f"budgetplan: TraDy's plan is not tried ({err})")
+            return found
+        label = "TraDy's layers, channels redrawn every epoch"
+        found.append(Candidate(label, drawn, strategy.prepare(drawn, None), "uniform", min(self.epochs, MAX_DRAWS)))
+        return found
 
     def batches(self) -> list[Any]:
         """The training batches importance is measured on, and rival plans tried on."""
@@ -341,6 +363,7 @@ class PlanSource:
             f"{valued} {last[0][1]:.4g} vs {last[1][1]:.4g})"
         )
         rank_zero_info(f"budgetplan: importance {chosen.label}; {how}")
+        self.chosen = chosen
         return dataclasses.replace(chosen.plan, importance_source=f"{chosen.plan.importance_source}; {how}")
 
 

@@ -10,6 +10,7 @@ from budgetplan.strategies.base import Resample
 from budgetplan.training.plan_source import PlanSource
 from budgetplan.training.samplers import ChannelSampler, get_sampler
 from budgetplan.training.selection import ChannelSelection
+from budgetplan.training.trials import Candidate
 
 
 class Sourcing:
@@ -49,12 +50,11 @@ class Sourcing:
             trial=self.trial,
         )
 
-    def _adopt_trials_rule(self) -> None:
-        """With ``trial="all"``, train with the channel rule the chosen plan was planned for:
-        the coverage utility values channels redrawn every epoch (docs/planner.md)."""
-        plan = self.plan
-        if self.trial != "all" or self._given_plan is not None or self._rule_given or plan is None:
+    def _adopt_trials_rule(self, chosen: Candidate | None) -> None:
+        """With ``trial="all"``, train with the channel rule the trial's winner was tried
+        with: its sampler, redrawn every epoch where its trial redrew."""
+        if self.trial != "all" or self._given_plan is not None or self._rule_given or chosen is None:
             return
-        if plan.options.get("utility") == "coverage" and self.resample is Resample.NEVER:
-            self.resample, self._sampler = Resample.EPOCH, get_sampler("uniform")
+        if chosen.draws > 1 and self.resample is Resample.NEVER:
+            self.resample, self._sampler = Resample.EPOCH, get_sampler(chosen.sampler)
             self._channels.sampler, self.sampler = self._sampler, self._sampler.name

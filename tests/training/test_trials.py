@@ -166,13 +166,16 @@ def test_the_trial_values_on_the_fits_validation_batches(given):
 
 
 @pytest.mark.slow
-def test_trial_all_tries_kept_and_redrawn_channels_and_trains_with_the_winners_rule():
+def test_trial_all_tries_kept_and_redrawn_channels_and_the_recipes_and_trains_with_the_winners_rule():
     module = mobilenet_module()
     budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all")
     trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data())
     source = budget.plan.importance_source
-    assert re.search(r"\(\d+ steps in 3 rounds of 5 plans; lowest loss on 3 held-out training batches", source), source
-    redrawn = budget.plan.options["utility"] == "coverage"
+    assert re.search(r"\(\d+ steps in 3 rounds of 6 plans; lowest loss on 3 held-out training batches", source), source
+    winner = re.search(r"; (.+?) chosen over ", source)[1]  # type: ignore[index]
+    tried = ("shipped table", "measured", "biases alone", "TraDy's layers")
+    assert winner.startswith(tried), winner
+    redrawn = "redrawn every epoch" in winner
     assert (budget.resample.value, budget.sampler) == (("epoch", "uniform") if redrawn else ("never", "magnitude"))
     kept = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", trial="all", resample="never")
     assert kept._rule_given  # a rule given is never replaced by the trial's
@@ -233,3 +236,19 @@ def test_halving_keeps_the_better_half_each_round_and_names_them():
     assert winner.label == "head"
     assert [len(r) for r in rounds] == [3, 2] and rounds[0][0][0] == "head"
     assert all(a[1] <= b[1] for r in rounds for a, b in itertools.pairwise(r))
+
+
+@pytest.mark.slow
+def test_the_recipes_candidates_are_biases_alone_and_tradys_layers_at_the_same_memory():
+    from budgetplan.training.plan_source import PlanSource
+
+    module = mobilenet_module()
+    source = PlanSource(device="cortex-m7", budget="24KB", trial="all", epochs=3)
+    problem = source.problem(BudgetPlanCallback(trial="all").strategy, module, module.example_input_array)
+    batches = list(itertools.islice(iter(mobilenet_data()), 4))
+    alone, trady = source.recipe_candidates(BudgetPlanCallback().strategy, problem, module, batches)
+    weights = [layer.name for layer in alone.plan.updated() if layer.update == "weight"]
+    assert alone.label == "biases alone" and weights == [problem.costs.layers[-1].name]  # and the classifier
+    assert trady.label.startswith("TraDy's layers") and (trady.sampler, trady.draws) == ("uniform", 3)
+    assert trady.plan.predicted.peak_bytes <= 24 * 1024  # TraDy's draw at the default's memory
+    assert any(layer.update == "weight" for layer in trady.plan.updated())
