@@ -168,18 +168,24 @@ def _backward(code: StepCode) -> str:
 
 
 def _backward_node(code: StepCode, node: Node) -> list[str]:
-    if code.int8_gradients:
-        return emit_int8.backward_g8(code, node)
+    """One node's backward; with int8 gradients each gradient it writes is combined with
+    the codes and the scale (``bp_gs``) already there."""
     i, b, n = node.index, code.batch, node.elements * code.batch
     grads = [s for s in node.inputs if s in code.schedule.backward]
     source = code.nodes[node.inputs[0]] if node.inputs else None
+    g8 = "_g8" if code.int8_gradients else ""
+    gy = f"G{i}, bp_gs[{i}]" if g8 else f"G{i}"
+
+    def gx(s: int) -> str:
+        return f"G{s}, &bp_gs[{s}]" if g8 else f"G{s}"
+
     if node.kind in ("relu", "relu6"):
-        return [f"bp_relu_grad(G{i}, M{i}, {n}, G{s});" for s in grads]
+        return [f"bp_relu_grad{g8}({gy}, M{i}, {n}, {gx(s)});" for s in grads]
     if node.kind == "add":
-        return [f"bp_accumulate(G{i}, {n}, G{s});" for s in node.inputs if s in grads]
+        return [f"bp_accumulate{g8}({gy}, {n}, {gx(s)});" for s in node.inputs if s in grads]
     if node.kind == "avgpool" and source is not None:
         positions = source.elements // source.shape[0]
-        return [f"bp_avgpool_grad(G{i}, {b}, {source.shape[0]}, {positions}, G{s});" for s in grads]
+        return [f"bp_avgpool_grad{g8}({gy}, {b}, {source.shape[0]}, {positions}, {gx(s)});" for s in grads]
     if node.kind in ("conv", "linear") and source is not None:
         if code.quant is not None:
             return emit_int8.layer_backward(code, node, source, grads)

@@ -90,25 +90,6 @@ def forward_node(code: StepCode, node: Node) -> list[str]:
     raise ValueError(f"no forward for {node.kind}")
 
 
-def backward_g8(code: StepCode, node: Node) -> list[str]:
-    """One node's backward where gradients are int8: each gradient it writes is combined
-    with the codes and scale already there (``bp_gs``)."""
-    i, b, n = node.index, code.batch, node.elements * code.batch
-    grads = [s for s in node.inputs if s in code.schedule.backward]
-    source = code.nodes[node.inputs[0]] if node.inputs else None
-    if node.kind in ("relu", "relu6"):
-        return [f"bp_relu_grad_g8(G{i}, bp_gs[{i}], M{i}, {n}, G{s}, &bp_gs[{s}]);" for s in grads]
-    if node.kind == "add":
-        return [f"bp_accumulate_g8(G{i}, bp_gs[{i}], {n}, G{s}, &bp_gs[{s}]);" for s in node.inputs if s in grads]
-    if node.kind == "avgpool" and source is not None:
-        positions = source.elements // source.shape[0]
-        shape = f"{b}, {source.shape[0]}, {positions}"
-        return [f"bp_avgpool_grad_g8(G{i}, bp_gs[{i}], {shape}, G{s}, &bp_gs[{s}]);" for s in grads]
-    if node.kind in ("conv", "linear") and source is not None:
-        return layer_backward(code, node, source, grads)
-    return []
-
-
 def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -> list[str]:
     """A conv or linear layer's backward: gradients (float32, or int8 with ``g8``) through
     the int8 weights, the bias and the selected channels' rows updated, the weight rows
