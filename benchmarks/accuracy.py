@@ -176,7 +176,7 @@ def contribution_file(
     during the learning-rate choice."""
     lr = analysis_rate(protocol)
     network_part = "" if network == "mobilenet_v2" else f"-{network}"
-    part = "-tune" if tune or protocol["selection"] == "split" else ""
+    part = "-tune" if tune or protocol.get("selection") == "split" else ""
     name = f"{task}{network_part}-seed{seed}-{protocol['train_per_class']}pc{part}-{protocol['norms']}-lr{lr}.yaml"
     path = CONTRIBUTIONS / name
     if path.exists():
@@ -221,7 +221,7 @@ def analysis_rate(protocol: dict[str, Any]) -> float:
 def task_data(task: str, seed: int, protocol: dict[str, Any], tune: bool = False) -> DigitsData:
     return DigitsData(
         128, 32, seed, task, protocol["train_per_class"], protocol["val_fraction"], protocol["val_per_class"], tune,
-        select=protocol["selection"] == "split" and not tune,
+        select=protocol.get("selection") == "split" and not tune,
     )  # fmt: skip
 
 

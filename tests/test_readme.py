@@ -248,6 +248,6 @@ def test_the_device_numbers_are_what_device_memory_prints(capsys):
     boards = ("cortex-m7", "mps2-an500-f32")
     code, out = run_script(capsys, "benchmarks/device_memory.py", "--devices", ",".join(boards), "--steps", "1")
     assert code == 0, out[-2000:]
-    for board, shown in zip(boards, _shown_all(r"within \*\*([+-][\d.]+%)\*\* of its prediction"), strict=True):
+    for board, shown in zip(boards, _shown_all(r"within \*\*([+-][\d.]+%)\*\* of its\s+prediction"), strict=True):
         row = next(line for line in out.splitlines() if line.startswith(f"| {board} "))
         assert row.split("|")[8].strip() == shown, row

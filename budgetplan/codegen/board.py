@@ -163,9 +163,10 @@ def _call(command: list[str], directory: Path, timeout: float) -> str:
     except subprocess.TimeoutExpired:
         raise BudgetPlanError(f"{command[0]} did not finish in {timeout:.0f} s") from None
     if done.returncode != 0:
-        overflow = re.search(r"region `RAM' overflowed by (\d+) bytes", done.stderr)
+        overflow = re.search(r"region `(RAM|FLASH)' overflowed by (\d+) bytes", done.stderr)
         if overflow:
-            raise BudgetPlanError(f"the program does not fit the board's SRAM: {overflow[1]} bytes over")
+            memory = "SRAM" if overflow[1] == "RAM" else "flash"
+            raise BudgetPlanError(f"the program does not fit the board's {memory}: {overflow[2]} bytes over")
         raise BudgetPlanError(f"{command[0]} failed ({done.returncode}): {(done.stderr or done.stdout)[-1500:]}")
     return done.stdout
 

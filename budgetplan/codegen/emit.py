@@ -110,7 +110,9 @@ def _x(code: StepCode, index: int) -> str:
 
 
 def _forward(code: StepCode) -> str:
-    lines = emit_int8.patch_forward(code) if code.patch else ["void bp_forward(void) {"]
+    lines = ["static void bp_load_trained(void);"]
+    lines += emit_int8.patch_forward(code) if code.patch else ["void bp_forward(void) {"]
+    lines.insert(lines.index("void bp_forward(void) {") + 1, "    bp_load_trained();")
     for node in code.nodes[code.patch.split if code.patch else 1 :]:
         lines += [f"    {line}" for line in _forward_node(code, node)]
     return "\n".join([*lines, "}", ""])
@@ -241,12 +243,17 @@ def _accessors(code: StepCode) -> str:
             f"const float *bp_logits(void) {{ return {_x(code, code.nodes[-1].index)}; }}",
             "const char *bp_param_name(int i) { return NAMES[i]; }",
             "int bp_param_size(int i) { return SIZES[i]; }",
+            "static void bp_selected(int layer);  /* what a new selection changes besides it */",
             "void bp_set_channels(int layer, const int *channels) {",
             "    memcpy(SELECTIONS[layer], channels, sizeof(int) * (size_t)KEPT[layer]);",
+            "    bp_selected(layer);",
             "}",
             "void bp_redraw(uint32_t seed) {",
             "    uint32_t state = seed;",
-            f"    for (int l = 0; l < {len(layers)}; l++) bp_draw(&state, TOTAL[l], KEPT[l], SELECTIONS[l]);",
+            f"    for (int l = 0; l < {len(layers)}; l++) {{",
+            "        bp_draw(&state, TOTAL[l], KEPT[l], SELECTIONS[l]);",
+            "        bp_selected(l);",
+            "    }",
             "}",
             f"void bp_paint_arena(void) {{ memset(bp_arena, {PAINT:#x}, sizeof bp_arena); }}",
             "uint32_t bp_arena_high_water(void) {",
@@ -270,6 +277,8 @@ def _float_accessors(code: StepCode) -> str:
             "void bp_load_input(size_t at, const float *x, size_t n) { memcpy(X0 + at, x, sizeof(float) * n); }",
             "const float *bp_param(int i) { return PARAMS[i]; }",
             "float bp_param_at(int i, int j) { return PARAMS[i][j]; }",
+            "static void bp_selected(int layer) { (void)layer; }  /* whole weights in SRAM: nothing to load */",
+            "static void bp_load_trained(void) {}",
             "",
         ]
     )

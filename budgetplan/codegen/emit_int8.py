@@ -14,7 +14,6 @@ from budgetplan.codegen.quantize import (
     reciprocal,
     relu6_cap,
 )
-from budgetplan.codegen.schedule import row_elements
 
 
 def _quant(code: StepCode) -> Quantization:
@@ -22,22 +21,41 @@ def _quant(code: StepCode) -> Quantization:
     return code.quant
 
 
+def _geometry(code: StepCode, index: int) -> tuple[int, int, int]:
+    """A layer's input channels per group, units per group and taps."""
+    node, source = code.nodes[index], code.nodes[code.nodes[index].inputs[0]]
+    if node.kind == "linear":
+        return source.elements, node.elements, 1
+    return source.shape[0] // node.groups, node.shape[0] // node.groups, node.kernel[0] * node.kernel[1]
+
+
 def parameter_arrays(code: StepCode) -> str:
-    """Per layer: the int8 codes ``W``, the unit scales ``SW``, the requantising
-    multipliers ``MW`` and the float32 bias ``B``; ``const`` (flash) unless trained."""
+    """Per layer: the int8 codes ``W`` (flash), the unit scales ``SW``, the requantising
+    multipliers ``MW``, the float32 bias ``B`` (SRAM where it trains) and the weight
+    ``WA`` the kernels read; where channels train, their codes ``WT`` and slots ``SLOT``
+    in SRAM, as much as the plan counts (``bp_w8`` in bp_runtime.h; a layer that trains
+    every channel needs no slots)."""
     q = _quant(code)
     lines = []
     for index, params in code.parameters.items():
-        what = code.what(index)
-        node = code.nodes[index]
-        codes, weight_kind = q.codes[index], "static int8_t" if what.channels else "static const int8_t"
+        what, node, codes = code.what(index), code.nodes[index], q.codes[index]
+        in_g, out_g, taps = _geometry(code, index)
         lines.append(f"/* {params.name} */")
-        lines.append(f"{weight_kind} W{index}[{len(codes)}] = {{{','.join(map(str, codes))}}};")
+        lines.append(f"static const int8_t W{index}[{len(codes)}] = {{{','.join(map(str, codes))}}};")
         lines.append(f"static const float SW{index}[{node.shape[0]}] = {floats(q.weight[index])};")
         lines.append(f"static const float MW{index}[{node.shape[0]}] = {floats(multipliers(q, code.nodes, node))};")
         if params.bias is not None:
             bias_kind = "static float" if what.bias else "static const float"
             lines.append(f"{bias_kind} B{index}[{len(params.bias)}] = {floats(params.bias)};")
+        trained = "NULL, NULL"
+        if what.channels:  # loaded from flash before the first step (bp_load_trained)
+            k = len(code.selection[index])
+            whole = k == in_g * node.groups
+            lines.append(f"static int8_t WT{index}[{len(codes) if whole else k * out_g * taps}];")
+            if not whole:
+                lines.append(f"static int16_t SLOT{index}[{in_g * node.groups}];")
+            trained = f"WT{index}, {'NULL' if whole else f'SLOT{index}'}"
+        lines.append(f"static const bp_w8 WA{index} = {{W{index}, {trained}, {in_g}, {out_g}, {taps}}};")
     for index, channels in code.selection.items():
         lines.append(f"static int SEL{index}[{len(channels)}] = {{{', '.join(map(str, channels))}}};")
     return "\n".join(lines) + "\n"
@@ -59,14 +77,14 @@ def forward_node(code: StepCode, node: Node) -> list[str]:
                 raise ValueError("the int8 library ends in a linear layer: its logits stay float32")
             positions = source.elements // source.shape[0]
             if x == y:  # written over its input: what the backward keeps is gathered first
-                conv = f"bp_dwconv_inplace_q8(&C{node.index}, {x}, W{node.index}, MW{node.index}, {bias}, {r}, "
+                conv = f"bp_dwconv_inplace_q8(&C{node.index}, {x}, &WA{node.index}, MW{node.index}, {bias}, {r}, "
                 gather = f"bp_gather_q8({x}, {b}, {source.shape[0]}, {positions}, SEL{node.index}, {len(keep or [])}, "
                 return [*([f"{gather}S{node.index});"] if keep else []), f"{conv}T{node.index});"]
-            lines = [f"bp_conv2d_q8(&C{node.index}, {x}, W{node.index}, MW{node.index}, {bias}, {r}, {y});"]
+            lines = [f"bp_conv2d_q8(&C{node.index}, {x}, &WA{node.index}, MW{node.index}, {bias}, {r}, {y});"]
         else:
             out = f"NULL, {y}" if last else f"{y}, NULL"
             lines = [
-                f"bp_linear_q8({b}, {source.elements}, {node.elements}, {x}, W{node.index}, MW{node.index}, {bias}, "
+                f"bp_linear_q8({b}, {source.elements}, {node.elements}, {x}, &WA{node.index}, MW{node.index}, {bias}, "
                 f"{r}, {out});"
             ]
             positions = 1
@@ -101,9 +119,9 @@ def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -
     kind = "g8" if g8 else "q8"
     lines = [
         (
-            f"bp_conv2d_grad_input_{kind}(&C{i}, {gy}, W{i}, SW{i}, G{s}"
+            f"bp_conv2d_grad_input_{kind}(&C{i}, {gy}, &WA{i}, SW{i}, G{s}"
             if conv
-            else f"bp_linear_grad_input_{kind}({b}, {source.elements}, {node.elements}, {gy}, W{i}, SW{i}, G{s}"
+            else f"bp_linear_grad_input_{kind}({b}, {source.elements}, {node.elements}, {gy}, &WA{i}, SW{i}, G{s}"
         )
         + (f", &bp_gs[{s}]);" if g8 else ");")
         for s in grads
@@ -114,7 +132,7 @@ def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -
         lines.append(f"bp_update_bias{'_g8' if g8 else ''}({gy}, {b}, {node.shape[0]}, {positions}, lr, B{i});")
     if what.channels:
         k, ratio = len(code.selection[i]), 0.0 if i == code.classifier else code.clip_ratio
-        row, sx = row_elements(code.nodes, node), literal(q.activation[source.index])
+        sx = literal(q.activation[source.index])
         grad_row = (
             f"bp_conv2d_grad_row_{kind}(&C{i}, {gy}, S{i}, {sx}, SEL{i}, {k}, o, R{i});"
             if conv
@@ -124,7 +142,7 @@ def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -
         lines += [
             f"for (int o = 0; o < {node.shape[0]}; o++) {{",
             f"    {grad_row}",
-            f"    bp_update_row_q8(W{i} + (size_t)o * {row}, SW{i}[o], R{i}, {row}, lr, {ratio!r}f);",
+            f"    bp_update_row_q8(&WA{i}, o, SW{i}[o], R{i}, lr, {ratio!r}f);",
             "}",
         ]
     return lines
@@ -132,24 +150,38 @@ def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -
 
 def accessors(code: StepCode) -> str:
     """Loading a float input into int8 codes, and reading a parameter's real values."""
-    codes, scales, plain, rows = [], [], [], []
+    weights, scales, plain, rows = [], [], [], []
     for index, params in code.parameters.items():
-        codes += [f"W{index}", "NULL"]
+        weights += [f"&WA{index}", "NULL"]
         scales += [f"SW{index}", "NULL"]
         plain += ["NULL", f"B{index}" if params.bias is not None else "NULL"]
         rows += [str(len(params.weight) // code.nodes[index].shape[0]), "1"]
+    layers = [i for i, t in code.trained.items() if t.channels]
     r_in = literal(reciprocal(_quant(code), code.nodes[0].index))
     return "\n".join(
         [
-            f"static const int8_t *const CODES[] = {{{', '.join(codes)}}};",
+            f"static const bp_w8 *const WEIGHTS[] = {{{', '.join(weights)}}};",
             f"static const float *const SCALES[] = {{{', '.join(scales)}}};",
             f"static const float *const PLAIN[] = {{{', '.join(plain)}}};",
             f"static const int ROWS[] = {{{', '.join(rows)}}};",
+            f"static const bp_w8 *const TRAINED[] = {{{', '.join(f'&WA{i}' for i in layers) or 'NULL'}}};",
             "void bp_load_input(size_t at, const float *x, size_t n) {",
             f"    for (size_t i = 0; i < n; i++) X0[at + i] = bp_q8(x[i] * {r_in});",
             "}",
             "float bp_param_at(int i, int j) {",
-            "    return CODES[i] ? (float)CODES[i][j] * SCALES[i][j / ROWS[i]] : PLAIN[i][j];",
+            "    const bp_w8 *w = WEIGHTS[i];",
+            "    bp_load_trained();",
+            "    if (!w) return PLAIN[i][j];",
+            "    int o = j / ROWS[i], rest = j % ROWS[i];",
+            "    return (float)bp_w8_read(w, o, rest / w->taps)[rest % w->taps] * SCALES[i][o];",
+            "}",
+            "static void bp_selected(int layer) { /* the new channels' codes from flash */",
+            "    bp_w8_select(TRAINED[layer], TOTAL[layer], SELECTIONS[layer], KEPT[layer]);",
+            "}",
+            "static void bp_load_trained(void) { /* once: the trained channels' codes into SRAM */",
+            "    static int loaded;",
+            f"    for (int l = 0; l < {len(layers)} && !loaded; l++) bp_selected(l);",
+            "    loaded = 1;",
             "}",
             "",
         ]

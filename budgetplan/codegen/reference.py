@@ -14,8 +14,8 @@ down the backward (docs/device.md, "Int8 storage").
 
 >>> import torch
 >>> from budgetplan.codegen.reference import requantize
->>> requantize(torch.tensor([3.0, 5.0]), torch.tensor([0.5, 0.5]), None, 1.0)  # 1.5 and 2.5: half to even
-tensor([2., 2.])
+>>> requantize(torch.tensor([[3.0, 5.0]]), torch.tensor([0.5, 0.5]), None, 1.0)  # 1.5 and 2.5: half to even
+tensor([[2., 2.]])
 """
 
 from __future__ import annotations

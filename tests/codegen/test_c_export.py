@@ -259,3 +259,57 @@ def test_the_cli_stores_what_it_is_told_and_names_a_bad_calibration_file(tmp_pat
         ["export", str(plan), "--format", "c", "--out", str(tmp_path / "x"), "--calibration", str(tmp_path / "bad.pt")]
     )
     assert code == 2 and f"--calibration: '{tmp_path / 'bad.pt'}' holds no float tensor" in capsys.readouterr().err
+
+
+DRIVER = """
+#include <stdio.h>
+#include "bp_model.h"
+int main(void) {
+    static const int kept[] = {%s};
+    float row[64];
+    for (int i = 0; i < 64; i++) row[i] = (float)((i %% 7) - 3) / 3.0f;
+    for (size_t at = 0; at < (size_t)BP_BATCH * BP_INPUT_ELEMENTS; at += 64) bp_load_input(at, row, 64);
+    int labels[BP_BATCH] = {1};
+    for (int step = 0; step < 3; step++) bp_train_step(labels, 0.5f);
+    for (int j = 0; j < bp_param_size(%d); j++) printf("%%.9g\\n", (double)bp_param_at(%d, j));
+    bp_set_channels(0, kept);
+    for (int j = 0; j < bp_param_size(%d); j++) printf("%%.9g\\n", (double)bp_param_at(%d, j));
+    return 0;
+}
+"""
+
+
+def test_the_int8_library_keeps_only_the_trained_channels_in_sram_and_reloads_them_from_flash(tmp_path):
+    """The trained weights in SRAM are the selected channels' codes, as much as the plan
+    counts; choosing channels again starts them from the flash codes (their updates are
+    dropped: nothing else holds them)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc")
+    net = _folded(Plain(), torch.zeros(1, 3, 16, 16))
+    inputs, _ = _batches((3, 16, 16), 2, 5)
+    plan = solve(net, inputs[0, :1], device="cortex-m7", training_memory=4000, batch_size=2)
+    library = export_c(net, plan, tmp_path / "c", inputs[0])
+    code = library.code
+    first = next(i for i, t in code.trained.items() if t.channels)  # bp_set_channels' layer 0
+    text = (tmp_path / "c" / "bp_model.c").read_text()
+    in_g = code.nodes[code.nodes[first].inputs[0]].shape[0] // code.nodes[first].groups
+    taps = code.nodes[first].kernel[0] * code.nodes[first].kernel[1]
+    slice_bytes = len(code.selection[first]) * code.nodes[first].shape[0] // code.nodes[first].groups * taps
+    assert f"static int8_t WT{first}[{slice_bytes}]" in text and in_g >= len(code.selection[first])
+    assert f"static const int8_t W{first}[" in text  # every code stays in flash
+    index = 2 * list(code.parameters).index(first)  # bp_param_at's index of its weight
+    (tmp_path / "c" / "main.c").write_text(
+        DRIVER % (", ".join(map(str, code.selection[first])), index, index, index, index)
+    )
+    build = ["gcc", "-std=c99", "-O1", "-Wall", "-I.", "main.c", "bp_model.c", "bp_runtime.c", "-lm", "-o", "main"]
+    subprocess.run(build, cwd=tmp_path / "c", check=True, capture_output=True)
+    out = subprocess.run(["./main"], cwd=tmp_path / "c", check=True, capture_output=True, text=True).stdout
+    values = np.array([float(v) for v in out.split()])
+    trained, reloaded = values[: len(values) // 2], values[len(values) // 2 :]
+    scales = np.repeat(code.quant.weight[first], len(code.quant.codes[first]) // len(code.quant.weight[first]))
+    exported = np.array(code.quant.codes[first]) * scales
+    assert not np.allclose(trained, exported)  # the steps moved the trained channels' codes
+    np.testing.assert_allclose(reloaded, exported, rtol=1e-6)  # and choosing them again starts from flash

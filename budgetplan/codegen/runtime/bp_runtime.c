@@ -213,7 +213,7 @@ void bp_draw(uint32_t *state, int total, int k, int *sel) {
 
 /* int8 storage: the same loops on codes, exact int32 sums, float32 requantisation */
 
-void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const int8_t *w, const float *m, const float *b, float r,
+void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
                   int8_t *y) {
     int in_g = c->in_c / c->groups, out_g = c->out_c / c->groups;
     for (int n = 0; n < c->batch; n++)
@@ -226,7 +226,7 @@ void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const int8_t *w, const floa
                     int32_t acc = 0;
                     for (int j = 0; j < in_g; j++) {
                         const int8_t *xc = x + ((size_t)n * c->in_c + g * in_g + j) * c->in_h * c->in_w;
-                        const int8_t *wc = w + ((size_t)o * in_g + j) * c->k_h * c->k_w;
+                        const int8_t *wc = bp_w8_read(w, o, j);
                         for (int kh = 0; kh < c->k_h; kh++) {
                             int ih = oh * c->stride_h - c->pad_h + kh;
                             if (ih < 0 || ih >= c->in_h) continue;
@@ -242,12 +242,12 @@ void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const int8_t *w, const floa
         }
 }
 
-void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const int8_t *w, const float *m, const float *b,
+void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const bp_w8 *w, const float *m, const float *b,
                   float r, int8_t *yq, float *yf) {
     for (int n = 0; n < batch; n++)
         for (int o = 0; o < out_f; o++) {
             int32_t acc = 0;
-            for (int i = 0; i < in_f; i++) acc += (int32_t)x[(size_t)n * in_f + i] * w[(size_t)o * in_f + i];
+            for (int i = 0; i < in_f; i++) acc += (int32_t)x[(size_t)n * in_f + i] * *bp_w8_read(w, o, i);
             float v = (float)acc * m[o] + (b ? b[o] * r : 0.0f);
             if (yq)
                 yq[(size_t)n * out_f + o] = bp_q8(v);
@@ -288,7 +288,7 @@ void bp_gather_q8(const int8_t *x, int batch, int channels, int positions, const
                    (size_t)positions);
 }
 
-void bp_conv2d_grad_input_q8(const bp_conv *c, const float *gy, const int8_t *w, const float *sw, float *gx) {
+void bp_conv2d_grad_input_q8(const bp_conv *c, const float *gy, const bp_w8 *w, const float *sw, float *gx) {
     int in_g = c->in_c / c->groups, out_g = c->out_c / c->groups;
     for (int n = 0; n < c->batch; n++)
         for (int o = 0; o < c->out_c; o++) {
@@ -296,7 +296,7 @@ void bp_conv2d_grad_input_q8(const bp_conv *c, const float *gy, const int8_t *w,
             const float *go = gy + ((size_t)n * c->out_c + o) * c->out_h * c->out_w;
             for (int j = 0; j < in_g; j++) {
                 float *gxc = gx + ((size_t)n * c->in_c + g * in_g + j) * c->in_h * c->in_w;
-                const int8_t *wc = w + ((size_t)o * in_g + j) * c->k_h * c->k_w;
+                const int8_t *wc = bp_w8_read(w, o, j);
                 for (int oh = 0; oh < c->out_h; oh++)
                     for (int ow = 0; ow < c->out_w; ow++) {
                         float v = go[oh * c->out_w + ow] * sw[o];
@@ -314,12 +314,12 @@ void bp_conv2d_grad_input_q8(const bp_conv *c, const float *gy, const int8_t *w,
         }
 }
 
-void bp_linear_grad_input_q8(int batch, int in_f, int out_f, const float *gy, const int8_t *w, const float *sw,
+void bp_linear_grad_input_q8(int batch, int in_f, int out_f, const float *gy, const bp_w8 *w, const float *sw,
                              float *gx) {
     for (int n = 0; n < batch; n++)
         for (int o = 0; o < out_f; o++) {
             float v = gy[(size_t)n * out_f + o] * sw[o];
-            for (int i = 0; i < in_f; i++) gx[(size_t)n * in_f + i] += v * (float)w[(size_t)o * in_f + i];
+            for (int i = 0; i < in_f; i++) gx[(size_t)n * in_f + i] += v * (float)*bp_w8_read(w, o, i);
         }
 }
 
@@ -360,13 +360,18 @@ void bp_linear_grad_row_q8(int batch, int in_f, int out_f, const float *gy, cons
     }
 }
 
-void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float ratio) {
+void bp_update_row_q8(const bp_w8 *w, int o, float s, float *row, float lr, float ratio) {
+    int taps = w->taps, n = w->in_g * taps;
     if (ratio > 0.0f) {
         float wn = 0.0f, gn = 0.0f;
-        for (int i = 0; i < n; i++) {
-            float v = (float)w[i] * s;
-            wn += v * v, gn += row[i] * row[i];
+        for (int j = 0; j < w->in_g; j++) {
+            const int8_t *wj = bp_w8_read(w, o, j);
+            for (int t = 0; t < taps; t++) {
+                float v = (float)wj[t] * s;
+                wn += v * v;
+            }
         }
+        for (int i = 0; i < n; i++) gn += row[i] * row[i];
         float limit = ratio * fmaxf(sqrtf(wn), 1e-3f);
         gn = sqrtf(gn);
         if (gn > limit) {
@@ -374,7 +379,29 @@ void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float rat
             for (int i = 0; i < n; i++) row[i] *= scale;
         }
     }
-    for (int i = 0; i < n; i++) w[i] = bp_q8((float)w[i] - (lr * row[i]) / s);
+    for (int j = 0; j < w->in_g && w->trained; j++) { /* only the trained channels' codes change */
+        int slot = w->slot ? w->slot[(o / w->out_g) * w->in_g + j] : -2;
+        if (slot == -1) continue;
+        int8_t *wj = w->trained + (slot >= 0 ? ((size_t)slot * w->out_g + o % w->out_g) * taps
+                                             : ((size_t)o * w->in_g + j) * taps);
+        for (int t = 0; t < taps; t++) wj[t] = bp_q8((float)wj[t] - (lr * row[j * taps + t]) / s);
+    }
+}
+
+void bp_w8_select(const bp_w8 *w, int in_c, const int *sel, int k) {
+    int16_t *slot = w->slot;
+    if (!slot) { /* every channel trains */
+        memcpy(w->trained, w->frozen, (size_t)in_c * w->out_g * w->taps);
+        return;
+    }
+    for (int c = 0; c < in_c; c++) slot[c] = -1;
+    for (int s = 0; s < k; s++) {
+        int c = sel[s], g = c / w->in_g, j = c % w->in_g;
+        for (int u = 0; u < w->out_g; u++)
+            memcpy(w->trained + ((size_t)s * w->out_g + u) * w->taps,
+                   w->frozen + ((size_t)(g * w->out_g + u) * w->in_g + j) * w->taps, (size_t)w->taps);
+        slot[c] = (int16_t)s;
+    }
 }
 
 /* int8 gradients: every writer is a contribution per element, combined in two passes */
@@ -460,7 +487,8 @@ void bp_avgpool_grad_g8(const int8_t *gy, float gys, int batch, int channels, in
 
 typedef struct {
     const bp_conv *c;
-    const int8_t *gy, *w;
+    const int8_t *gy;
+    const bp_w8 *w;
     const float *sw;
     float gys;
 } conv_ctx;
@@ -475,7 +503,7 @@ static float conv_input_at(const void *p, size_t e) {
     float acc = 0.0f;
     for (int o = g * out_g; o < (g + 1) * out_g; o++) {
         const int8_t *go = x->gy + ((size_t)n * c->out_c + o) * c->out_h * c->out_w;
-        const int8_t *wc = x->w + ((size_t)o * in_g + j) * c->k_h * c->k_w;
+        const int8_t *wc = bp_w8_read(x->w, o, j);
         float unit = 0.0f; /* products of codes: exact */
         for (int kh = 0; kh < c->k_h; kh++) {
             int th = ih + c->pad_h - kh;
@@ -491,7 +519,7 @@ static float conv_input_at(const void *p, size_t e) {
     return acc * x->gys;
 }
 
-void bp_conv2d_grad_input_g8(const bp_conv *c, const int8_t *gy, float gys, const int8_t *w, const float *sw,
+void bp_conv2d_grad_input_g8(const bp_conv *c, const int8_t *gy, float gys, const bp_w8 *w, const float *sw,
                              int8_t *gx, float *gxs) {
     conv_ctx x = {c, gy, w, sw, gys};
     combine(gx, gxs, (size_t)c->batch * c->in_c * c->in_h * c->in_w, conv_input_at, &x);
@@ -499,7 +527,8 @@ void bp_conv2d_grad_input_g8(const bp_conv *c, const int8_t *gy, float gys, cons
 
 typedef struct {
     int in_f, out_f;
-    const int8_t *gy, *w;
+    const int8_t *gy;
+    const bp_w8 *w;
     const float *sw;
     float gys;
 } linear_ctx;
@@ -509,11 +538,11 @@ static float linear_input_at(const void *p, size_t e) {
     int n = (int)(e / (size_t)x->in_f), i = (int)(e % (size_t)x->in_f);
     float acc = 0.0f;
     for (int o = 0; o < x->out_f; o++)
-        acc += ((float)x->gy[(size_t)n * x->out_f + o] * (float)x->w[(size_t)o * x->in_f + i]) * x->sw[o];
+        acc += ((float)x->gy[(size_t)n * x->out_f + o] * (float)*bp_w8_read(x->w, o, i)) * x->sw[o];
     return acc * x->gys;
 }
 
-void bp_linear_grad_input_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const int8_t *w,
+void bp_linear_grad_input_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const bp_w8 *w,
                              const float *sw, int8_t *gx, float *gxs) {
     linear_ctx x = {in_f, out_f, gy, w, sw, gys};
     combine(gx, gxs, (size_t)batch * in_f, linear_input_at, &x);
@@ -623,7 +652,7 @@ void bp_dwconv_inplace(const bp_conv *c, float *x, const float *w, const float *
         }
 }
 
-void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const int8_t *w, const float *m, const float *b, float r,
+void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
                           int8_t *plane) {
     bp_conv one = *c;
     size_t in_plane = (size_t)c->in_h * c->in_w, out_plane = (size_t)c->out_h * c->out_w;
@@ -631,8 +660,8 @@ void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const int8_t *w, const fl
     for (int n = 0; n < c->batch; n++)
         for (int ch = 0; ch < c->in_c; ch++) {
             size_t at = (size_t)n * c->in_c + ch;
-            bp_conv2d_q8(&one, x + at * in_plane, w + (size_t)ch * c->k_h * c->k_w, m + ch, b ? b + ch : NULL, r,
-                         plane);
+            bp_w8 unit = {bp_w8_read(w, ch, 0), NULL, NULL, 1, 1, w->taps}; /* this channel's taps */
+            bp_conv2d_q8(&one, x + at * in_plane, &unit, m + ch, b ? b + ch : NULL, r, plane);
             memcpy(x + at * out_plane, plane, out_plane);
         }
 }

@@ -43,15 +43,34 @@ void bp_update_row(float *w, float *row, int n, float lr, float ratio);
 void bp_draw(uint32_t *state, int total, int k, int *sel);
 
 /* int8 storage */
+
+/* an int8 weight: every unit's codes in flash (frozen: [out_c][in_c/groups][taps]), and
+ * where the plan trains input channels, their codes in SRAM (trained: [slot][unit in the
+ * group][taps], slot[c] input channel c's slot or -1); a layer that trains every channel
+ * has no slots and its trained codes in frozen's layout; nothing trains: trained NULL */
+typedef struct {
+    const int8_t *frozen;
+    int8_t *trained;
+    int16_t *slot;
+    int in_g, out_g, taps;
+} bp_w8;
+/* the taps of unit o's weight on input channel j of its group */
+static inline const int8_t *bp_w8_read(const bp_w8 *w, int o, int j) {
+    if (!w->slot) return (w->trained ? w->trained : w->frozen) + ((size_t)o * w->in_g + j) * w->taps;
+    int s = w->slot[(o / w->out_g) * w->in_g + j];
+    if (s >= 0) return w->trained + ((size_t)s * w->out_g + o % w->out_g) * w->taps;
+    return w->frozen + ((size_t)o * w->in_g + j) * w->taps;
+}
+
 static inline int8_t bp_q8(float v) {
     float r = rintf(v); /* half to even in the default rounding mode */
     return (int8_t)(r > 127.0f ? 127 : (r < -127.0f ? -127 : (int)r));
 }
 /* y = q8((float)acc * m[o] + b[o] * r) (b may be NULL) */
-void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const int8_t *w, const float *m, const float *b, float r,
+void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
                   int8_t *y);
 /* as bp_conv2d_q8 into yq, or with yq NULL the float32 value into yf (the logits) */
-void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const int8_t *w, const float *m, const float *b,
+void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const bp_w8 *w, const float *m, const float *b,
                   float r, int8_t *yq, float *yf);
 void bp_relu_q8(const int8_t *x, size_t n, int cap, int8_t *y); /* cap <= 0: no upper bound */
 void bp_relu_mask_q8(const int8_t *y, size_t n, int cap, uint8_t *mask);
@@ -59,22 +78,26 @@ void bp_add_q8(const int8_t *a, float ma, const int8_t *b, float mb, size_t n, i
 void bp_avgpool_q8(const int8_t *x, int batch, int channels, int positions, float m, int8_t *y);
 void bp_gather_q8(const int8_t *x, int batch, int channels, int positions, const int *sel, int k, int8_t *saved);
 /* the real weight of unit o is w[o] * sw[o] */
-void bp_conv2d_grad_input_q8(const bp_conv *c, const float *gy, const int8_t *w, const float *sw, float *gx);
-void bp_linear_grad_input_q8(int batch, int in_f, int out_f, const float *gy, const int8_t *w, const float *sw,
+void bp_conv2d_grad_input_q8(const bp_conv *c, const float *gy, const bp_w8 *w, const float *sw, float *gx);
+void bp_linear_grad_input_q8(int batch, int in_f, int out_f, const float *gy, const bp_w8 *w, const float *sw,
                              float *gx);
 /* as the float32 rows, from saved codes of scale sx */
 void bp_conv2d_grad_row_q8(const bp_conv *c, const float *gy, const int8_t *saved, float sx, const int *sel, int k,
                            int unit, float *row);
 void bp_linear_grad_row_q8(int batch, int in_f, int out_f, const float *gy, const int8_t *saved, float sx,
                            const int *sel, int k, int unit, float *row);
-/* as bp_update_row on the real weights w * s, then w = q8(w - (lr * row) / s) */
-void bp_update_row_q8(int8_t *w, float s, float *row, int n, float lr, float ratio);
+/* as bp_update_row on unit o's real weights (codes * s), then each trained code
+ * w = q8(w - (lr * row) / s); row is the unit's in_g x taps */
+void bp_update_row_q8(const bp_w8 *w, int o, float s, float *row, float lr, float ratio);
+/* the slots and trained codes of channels sel (k of them), from the flash codes (every
+ * channel's, where the layer trains them all) */
+void bp_w8_select(const bp_w8 *w, int in_c, const int *sel, int k);
 
 /* a depthwise convolution written over its input (in_c == out_c == groups, output no
  * larger): each plane is computed into plane (one output plane) and copied over the
  * input, whose planes before it are read already */
 void bp_dwconv_inplace(const bp_conv *c, float *x, const float *w, const float *b, float *plane);
-void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const int8_t *w, const float *m, const float *b, float r,
+void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
                           int8_t *plane);
 
 /* the patch stage: a buffer holds rows [row, row + height) and columns [col, col + width)
@@ -95,9 +118,9 @@ float bp_cross_entropy_g8(const float *logits, const int *labels, int batch, int
 void bp_relu_grad_g8(const int8_t *gy, float gys, const uint8_t *mask, size_t n, int8_t *gx, float *gxs);
 void bp_accumulate_g8(const int8_t *gy, float gys, size_t n, int8_t *gx, float *gxs);
 void bp_avgpool_grad_g8(const int8_t *gy, float gys, int batch, int channels, int positions, int8_t *gx, float *gxs);
-void bp_conv2d_grad_input_g8(const bp_conv *c, const int8_t *gy, float gys, const int8_t *w, const float *sw,
+void bp_conv2d_grad_input_g8(const bp_conv *c, const int8_t *gy, float gys, const bp_w8 *w, const float *sw,
                              int8_t *gx, float *gxs);
-void bp_linear_grad_input_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const int8_t *w,
+void bp_linear_grad_input_g8(int batch, int in_f, int out_f, const int8_t *gy, float gys, const bp_w8 *w,
                              const float *sw, int8_t *gx, float *gxs);
 void bp_conv2d_grad_row_g8(const bp_conv *c, const int8_t *gy, float gys, const int8_t *saved, float sx,
                            const int *sel, int k, int unit, float *row);
