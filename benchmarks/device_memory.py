@@ -61,7 +61,7 @@ def measure(device: str, steps: int, emulate: bool) -> list[str]:
         try:
             board = run_on_board(directory, core, plan.device.sram, plan.device.flash)
         except BudgetPlanError as err:
-            return [*row, str(err).split(": ")[-1], "", ""]
+            return [*row, str(err).split("board's ")[-1], "", ""]  # which memory, and by how much
         stack, data, bss = board.stack_high_water or 0, board.data_bytes or 0, board.bss_bytes or 0
         used = f"{format_bytes(stack)} / {format_bytes(data)} / {format_bytes(bss)}"
         return [*row, format_bytes(board.arena_high_water), used, f"{(stack + data + bss) / plan.device.sram:.1%}"]
