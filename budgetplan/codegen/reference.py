@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.grad import conv2d_input, conv2d_weight
 
 from budgetplan.codegen.code import StepCode
 from budgetplan.codegen.graph import Node
@@ -148,7 +149,7 @@ class Int8Step:
             shape = codes[source].shape
             if node.kind == "linear":
                 return {source: (g @ w).reshape(shape)}
-            return {source: torch.nn.grad.conv2d_input(shape, w, g, node.stride, node.padding, 1, node.groups)}
+            return {source: conv2d_input(shape, w, g, node.stride, node.padding, 1, node.groups)}
         return {}
 
     def _update(self, node: Node, g: Tensor, a: Tensor, lr: Tensor) -> None:
@@ -163,7 +164,7 @@ class Int8Step:
         if node.kind == "linear":
             row = g.t() @ real_input.flatten(1)
         else:
-            row = torch.nn.grad.conv2d_weight(real_input, weight.shape, g, node.stride, node.padding, 1, node.groups)
+            row = conv2d_weight(real_input, weight.shape, g, node.stride, node.padding, 1, node.groups)
         row = row * _selected(weight.shape, node, self.code.selection[node.index])
         ratio = 0.0 if node.index == self.code.classifier else self.code.clip_ratio
         scale = self._unit_scales(node.index)

@@ -299,10 +299,12 @@ class PlanSource:
             score = importance_on_batches(pl_module, batches, problem.costs, "the training data", "rgn")
             trady = STRATEGIES["trady"]()  # its own: a draw keeps the problem it drew from
             trady.prepare(None, dataclasses.replace(problem, importance=score))
-            drawn = trady.draw(self.seed).plan
+            draw = trady.draw(self.seed)
         except BudgetPlanError as err:  # no TraDy plan at this memory: the others are tried
             rank_zero_info(f"budgetplan: TraDy's plan is not tried ({err})")
             return found
+        assert draw is not None, "trady draws its own plan"
+        drawn = draw.plan
         label = "TraDy's layers, channels redrawn every epoch"
         found.append(Candidate(label, drawn, strategy.prepare(drawn, None), "uniform", min(self.epochs, MAX_DRAWS)))
         return found

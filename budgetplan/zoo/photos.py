@@ -90,10 +90,10 @@ class PhotoRegions(Dataset[tuple[Tensor, Tensor]]):
         begin, end = self.span
         cut = begin + share * (end - begin)
         fit = round(share * self._count)
-        options = {"split": self.split, "size": self.size, "seed": self.seed, "val_fraction": self.val_fraction}
+        split, size, seed, fraction = self.split, self.size, self.seed, self.val_fraction
         return (
-            type(self)(per_class=fit, span=(begin, cut), **options),
-            type(self)(per_class=self._count - fit, span=(cut, end), **options),
+            type(self)(split, size, seed, fit, fraction, (begin, cut)),
+            type(self)(split, size, seed, self._count - fit, fraction, (cut, end)),
         )
 
     def __len__(self) -> int:
