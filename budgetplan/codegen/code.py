@@ -49,6 +49,19 @@ class StepCode:
         return self.trained.get(index, Trained(0, False))
 
 
+def unit_updates(code: StepCode, node: Node, grad_row: str, update: str) -> list[str]:
+    """The loop over a trained layer's output units: each unit's weight-gradient row
+    (``grad_row``, into ``R``), then its update (``update``, given the unit's clip ratio:
+    the classifier is never clipped)."""
+    ratio = 0.0 if node.index == code.classifier else code.clip_ratio
+    return [
+        f"for (int o = 0; o < {node.shape[0]}; o++) {{",
+        f"    {grad_row}",
+        f"    {update.format(ratio=f'{ratio!r}f')}",
+        "}",
+    ]
+
+
 def floats(values: Sequence[float]) -> str:
     """A C initialiser of float32 values, exact (C99 hexadecimal floats)."""
     return "{" + ",".join(f"{float(v).hex()}f" for v in values) + "}"

@@ -9,7 +9,7 @@ channel, ReLU mask and gradient is a fixed offset into one static arena, as
 from __future__ import annotations
 
 from budgetplan.codegen import emit_int8
-from budgetplan.codegen.code import StepCode, floats
+from budgetplan.codegen.code import StepCode, floats, unit_updates
 from budgetplan.codegen.graph import Node
 from budgetplan.codegen.schedule import Trained, row_elements
 
@@ -57,7 +57,7 @@ def source(code: StepCode) -> str:
     parts = [f"/* {code.title} */", '#include "bp_model.h"', '#include "bp_runtime.h"', "#include <string.h>", ""]
     arrays = emit_int8.parameter_arrays(code) if code.quant else _parameter_arrays(code)
     accessors = emit_int8.accessors(code) if code.quant else _float_accessors(code)
-    parts += [arrays, _arena(code), _forward(code), _backward(code), _accessors(code), accessors]
+    parts += [arrays, _selections(code), _arena(code), _forward(code), _backward(code), _accessors(code), accessors]
     return "\n".join(parts)
 
 
@@ -71,8 +71,12 @@ def _parameter_arrays(code: StepCode) -> str:
         if params.bias is not None:
             bias_kind = "static float" if what.bias else "static const float"
             lines.append(f"{bias_kind} B{index}[{len(params.bias)}] = {floats(params.bias)};")
-    for index, channels in code.selection.items():
-        lines.append(f"static int SEL{index}[{len(channels)}] = {{{', '.join(map(str, channels))}}};")
+    return "\n".join(lines) + "\n"
+
+
+def _selections(code: StepCode) -> str:
+    """Each trained layer's input channels, the kept ones to start with."""
+    lines = [f"static int SEL{i}[{len(c)}] = {{{', '.join(map(str, c))}}};" for i, c in code.selection.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -111,8 +115,7 @@ def _x(code: StepCode, index: int) -> str:
 
 def _forward(code: StepCode) -> str:
     lines = ["static void bp_load_trained(void);"]
-    lines += emit_int8.patch_forward(code) if code.patch else ["void bp_forward(void) {"]
-    lines.insert(lines.index("void bp_forward(void) {") + 1, "    bp_load_trained();")
+    lines += emit_int8.patch_forward(code) if code.patch else ["void bp_forward(void) {", "    bp_load_trained();"]
     for node in code.nodes[code.patch.split if code.patch else 1 :]:
         lines += [f"    {line}" for line in _forward_node(code, node)]
     return "\n".join([*lines, "}", ""])
@@ -209,19 +212,15 @@ def _layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) 
     if what.bias:
         lines.append(f"bp_update_bias(G{i}, {b}, {node.shape[0]}, {positions}, lr, B{i});")
     if what.channels:
-        k, ratio = len(code.selection[i]), 0.0 if i == code.classifier else code.clip_ratio
-        row = row_elements(code.nodes, node)
+        k, row = len(code.selection[i]), row_elements(code.nodes, node)
         grad_row = (
             f"bp_conv2d_grad_row(&C{i}, G{i}, S{i}, SEL{i}, {k}, o, R{i});"
             if conv
             else f"bp_linear_grad_row({b}, {source.elements}, {node.elements}, G{i}, S{i}, SEL{i}, {k}, o, R{i});"
         )
-        lines += [
-            f"for (int o = 0; o < {node.shape[0]}; o++) {{",
-            f"    {grad_row}",
-            f"    bp_update_row(W{i} + (size_t)o * {row}, R{i}, {row}, lr, {ratio!r}f);",
-            "}",
-        ]
+        lines += unit_updates(
+            code, node, grad_row, f"bp_update_row(W{i} + (size_t)o * {row}, R{i}, {row}, lr, {{ratio}});"
+        )
     return lines
 
 

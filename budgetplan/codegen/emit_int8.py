@@ -4,7 +4,7 @@ unit, int8 activations with one scale per tensor, float32 biases and gradients
 
 from __future__ import annotations
 
-from budgetplan.codegen.code import StepCode, floats, literal
+from budgetplan.codegen.code import StepCode, floats, literal, unit_updates
 from budgetplan.codegen.graph import Node
 from budgetplan.codegen.quantize import (
     Quantization,
@@ -56,8 +56,6 @@ def parameter_arrays(code: StepCode) -> str:
                 lines.append(f"static int16_t SLOT{index}[{in_g * node.groups}];")
             trained = f"WT{index}, {'NULL' if whole else f'SLOT{index}'}"
         lines.append(f"static const bp_w8 WA{index} = {{W{index}, {trained}, {in_g}, {out_g}, {taps}}};")
-    for index, channels in code.selection.items():
-        lines.append(f"static int SEL{index}[{len(channels)}] = {{{', '.join(map(str, channels))}}};")
     return "\n".join(lines) + "\n"
 
 
@@ -131,20 +129,14 @@ def layer_backward(code: StepCode, node: Node, source: Node, grads: list[int]) -
     if what.bias:
         lines.append(f"bp_update_bias{'_g8' if g8 else ''}({gy}, {b}, {node.shape[0]}, {positions}, lr, B{i});")
     if what.channels:
-        k, ratio = len(code.selection[i]), 0.0 if i == code.classifier else code.clip_ratio
-        sx = literal(q.activation[source.index])
+        k, sx = len(code.selection[i]), literal(q.activation[source.index])
         grad_row = (
             f"bp_conv2d_grad_row_{kind}(&C{i}, {gy}, S{i}, {sx}, SEL{i}, {k}, o, R{i});"
             if conv
             else f"bp_linear_grad_row_{kind}({b}, {source.elements}, {node.elements}, {gy}, S{i}, {sx}, SEL{i}, {k}, "
             f"o, R{i});"
         )
-        lines += [
-            f"for (int o = 0; o < {node.shape[0]}; o++) {{",
-            f"    {grad_row}",
-            f"    bp_update_row_q8(&WA{i}, o, SW{i}[o], R{i}, lr, {ratio!r}f);",
-            "}",
-        ]
+        lines += unit_updates(code, node, grad_row, f"bp_update_row_q8(&WA{i}, o, SW{i}[o], R{i}, lr, {{ratio}});")
     return lines
 
 
@@ -212,6 +204,7 @@ def patch_forward(code: StepCode) -> list[str]:
     lines = [
         f"static const bp_window PW[{len(stage.regions)}][{stage.split}] = {{\n{regions}\n}};",
         "void bp_forward(void) {",
+        "    bp_load_trained();",
         f"    for (int p = 0; p < {len(stage.regions)}; p++) {{",
         "        const bp_window *pw = PW[p];",
     ]
