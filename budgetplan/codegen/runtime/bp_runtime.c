@@ -417,7 +417,7 @@ static void combine(int8_t *g, float *gs, size_t n, contribution f, const void *
 }
 
 typedef struct {
-    const float *logits;
+    const float *logits, *top, *sum; /* each sample's largest logit and its softmax sum */
     const int *labels;
     int batch, classes;
 } ce_ctx;
@@ -425,26 +425,23 @@ typedef struct {
 static float ce_at(const void *p, size_t e) {
     const ce_ctx *c = p;
     int n = (int)(e / (size_t)c->classes), k = (int)(e % (size_t)c->classes);
-    const float *z = c->logits + (size_t)n * c->classes;
-    float top = z[0], sum = 0.0f;
-    for (int j = 1; j < c->classes; j++) top = z[j] > top ? z[j] : top;
-    for (int j = 0; j < c->classes; j++) sum += expf(z[j] - top);
-    return expf(z[k] - top) / sum / (float)c->batch - (k == c->labels[n] ? 1.0f / (float)c->batch : 0.0f);
+    float z = c->logits[e];
+    return expf(z - c->top[n]) / c->sum[n] / (float)c->batch - (k == c->labels[n] ? 1.0f / (float)c->batch : 0.0f);
 }
 
 float bp_cross_entropy_g8(const float *logits, const int *labels, int batch, int classes, int8_t *g, float *gs) {
-    ce_ctx c = {logits, labels, batch, classes};
+    float top[batch], sum[batch], loss = 0.0f; /* once per sample, not per element and pass */
+    for (int n = 0; n < batch; n++) {
+        const float *z = logits + (size_t)n * classes;
+        top[n] = z[0], sum[n] = 0.0f;
+        for (int j = 1; j < classes; j++) top[n] = z[j] > top[n] ? z[j] : top[n];
+        for (int j = 0; j < classes; j++) sum[n] += expf(z[j] - top[n]);
+        loss += (logf(sum[n]) + top[n] - z[labels[n]]) / (float)batch;
+    }
+    ce_ctx c = {logits, top, sum, labels, batch, classes};
     memset(g, 0, (size_t)batch * classes);
     *gs = 0.0f;
     combine(g, gs, (size_t)batch * classes, ce_at, &c);
-    float loss = 0.0f;
-    for (int n = 0; n < batch; n++) {
-        const float *z = logits + (size_t)n * classes;
-        float top = z[0], sum = 0.0f;
-        for (int j = 1; j < classes; j++) top = z[j] > top ? z[j] : top;
-        for (int j = 0; j < classes; j++) sum += expf(z[j] - top);
-        loss += (logf(sum) + top - z[labels[n]]) / (float)batch;
-    }
     return loss;
 }
 
