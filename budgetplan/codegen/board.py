@@ -29,12 +29,15 @@ HEAP_BYTES = 8 * 1024  # newlib's stdio buffers for the semihosted files
 
 @dataclass(frozen=True)
 class Core:
-    """A Cortex-M core: its compiler flags, its startup file and the QEMU board that emulates it."""
+    """A Cortex-M core: its compiler flags, its startup file, the QEMU board that emulates
+    it and where that board's code and RAM are."""
 
     name: str
     flags: tuple[str, ...]
     startup: str
     machine: str
+    flash_at: int = 0x00000000
+    ram_at: int = 0x20000000
 
 
 CORES = {
@@ -42,6 +45,14 @@ CORES = {
                       "startup_ARMCM7.S", "mps2-an500"),
     "cortex-m4": Core("cortex-m4", ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"),
                       "startup_ARMCM4.S", "mps2-an386"),
+    # the AN505 starts in the Secure state at 0x10000000 and the program stays there, its RAM
+    # the Secure alias of SSRAM2 and 3; the Armv7-M startup file runs unchanged on Armv8-M
+    "cortex-m33": Core("cortex-m33", ("-mcpu=cortex-m33", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"),
+                       "startup_ARMCM7.S", "mps2-an505", flash_at=0x10000000, ram_at=0x38000000),
+    # Armv6-M code, soft float; QEMU has no Cortex-M0+ board with this much RAM, and the
+    # AN385's Cortex-M3 runs Armv6-M code unchanged (the memory measured is the code's)
+    "cortex-m0plus": Core("cortex-m0plus", ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"),
+                          "startup_ARMCM0.S", "mps2-an385"),
 }  # fmt: skip
 
 
@@ -56,6 +67,7 @@ class Run:
     stack_high_water: int | None = None
     data_bytes: int | None = None
     bss_bytes: int | None = None
+    flash_bytes: int | None = None  # code, constants and .data's initial values
 
 
 def emulator_missing() -> str | None:
@@ -88,7 +100,8 @@ def run_on_board(directory: Path, core: str, sram: int, flash: int, timeout: flo
     if core not in CORES:
         raise BudgetPlanError(f"no emulated board for {core!r}; choose one of {', '.join(CORES)}")
     target = CORES[core]
-    (directory / "bp_board.ld").write_text(linker_script(sram, flash))  # this run's memory, not the export's
+    script = linker_script(sram, flash, target.flash_at, target.ram_at)
+    (directory / "bp_board.ld").write_text(script)  # this run's memory, not the export's
     command = [
         "arm-none-eabi-gcc", *target.flags, "-std=c99", "-O2", "-I.", f"-D__STACK_SIZE={STACK_BYTES}",
         "-D__HEAP_SIZE=0", "-D__STARTUP_CLEAR_BSS", "-D__START=bp_board_start", "-DBP_BOARD",
@@ -108,18 +121,19 @@ def run_on_board(directory: Path, core: str, sram: int, flash: int, timeout: flo
         stack_high_water=int(stack[1]) if stack else None,
         data_bytes=section.get(".data", 0),
         bss_bytes=section.get(".bss", 0),
+        flash_bytes=sum(section.get(name, 0) for name in (".text", ".ARM.exidx", ".data")),
     )
 
 
-def linker_script(sram: int, flash: int) -> str:
-    """RAM of ``sram`` bytes at 0x20000000 and flash of ``flash`` at 0: what does not fit
-    does not link. The heap (newlib's stdio buffers) and then the startup file's stack
-    (``__STACK_SIZE``) follow ``.bss``."""
+def linker_script(sram: int, flash: int, flash_at: int = 0x00000000, ram_at: int = 0x20000000) -> str:
+    """RAM of ``sram`` bytes at ``ram_at`` and flash of ``flash`` at ``flash_at`` (the
+    Cortex-M defaults): what does not fit does not link. The heap (newlib's stdio buffers)
+    and then the startup file's stack (``__STACK_SIZE``) follow ``.bss``."""
     return f"""/* budgetplan: the profile's memory as the linker's regions */
 MEMORY
 {{
-  FLASH (rx) : ORIGIN = 0x00000000, LENGTH = {flash}
-  RAM (rwx) : ORIGIN = 0x20000000, LENGTH = {sram}
+  FLASH (rx) : ORIGIN = {flash_at:#010x}, LENGTH = {flash}
+  RAM (rwx) : ORIGIN = {ram_at:#010x}, LENGTH = {sram}
 }}
 ENTRY(Reset_Handler)
 SECTIONS

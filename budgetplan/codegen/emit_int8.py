@@ -9,7 +9,7 @@ from budgetplan.codegen.graph import Node
 from budgetplan.codegen.quantize import (
     Quantization,
     add_multipliers,
-    multipliers,
+    layer_scale,
     pool_multiplier,
     reciprocal,
     relu6_cap,
@@ -30,11 +30,10 @@ def _geometry(code: StepCode, index: int) -> tuple[int, int, int]:
 
 
 def parameter_arrays(code: StepCode) -> str:
-    """Per layer: the int8 codes ``W`` (flash), the unit scales ``SW``, the requantising
-    multipliers ``MW``, the float32 bias ``B`` (SRAM where it trains) and the weight
-    ``WA`` the kernels read; where channels train, their codes ``WT`` and slots ``SLOT``
-    in SRAM, as much as the plan counts (``bp_w8`` in bp_runtime.h; a layer that trains
-    every channel needs no slots)."""
+    """Per layer: the int8 codes ``W`` (flash), the unit scales ``SW``, the float32 bias
+    ``B`` (SRAM where it trains) and the weight ``WA`` the kernels read; where channels
+    train, their codes ``WT`` and slots ``SLOT`` in SRAM, as much as the plan counts
+    (``bp_w8`` in bp_runtime.h; a layer that trains every channel needs no slots)."""
     q = _quant(code)
     lines = []
     for index, params in code.parameters.items():
@@ -43,7 +42,6 @@ def parameter_arrays(code: StepCode) -> str:
         lines.append(f"/* {params.name} */")
         lines.append(f"static const int8_t W{index}[{len(codes)}] = {{{','.join(map(str, codes))}}};")
         lines.append(f"static const float SW{index}[{node.shape[0]}] = {floats(q.weight[index])};")
-        lines.append(f"static const float MW{index}[{node.shape[0]}] = {floats(multipliers(q, code.nodes, node))};")
         if params.bias is not None:
             bias_kind = "static float" if what.bias else "static const float"
             lines.append(f"{bias_kind} B{index}[{len(params.bias)}] = {floats(params.bias)};")
@@ -69,20 +67,21 @@ def forward_node(code: StepCode, node: Node) -> list[str]:
     keep = code.selection.get(node.index)
     if node.kind in ("conv", "linear"):
         r = literal(reciprocal(q, node.index))
+        scales = f"SW{node.index}, {literal(layer_scale(q, node))}"
         last = node.index == code.nodes[-1].index
         if node.kind == "conv":
             if last:
                 raise ValueError("the int8 library ends in a linear layer: its logits stay float32")
             positions = source.elements // source.shape[0]
             if x == y:  # written over its input: what the backward keeps is gathered first
-                conv = f"bp_dwconv_inplace_q8(&C{node.index}, {x}, &WA{node.index}, MW{node.index}, {bias}, {r}, "
+                conv = f"bp_dwconv_inplace_q8(&C{node.index}, {x}, &WA{node.index}, {scales}, {bias}, {r}, "
                 gather = f"bp_gather_q8({x}, {b}, {source.shape[0]}, {positions}, SEL{node.index}, {len(keep or [])}, "
                 return [*([f"{gather}S{node.index});"] if keep else []), f"{conv}T{node.index});"]
-            lines = [f"bp_conv2d_q8(&C{node.index}, {x}, &WA{node.index}, MW{node.index}, {bias}, {r}, {y});"]
+            lines = [f"bp_conv2d_q8(&C{node.index}, {x}, &WA{node.index}, {scales}, {bias}, {r}, {y});"]
         else:
             out = f"NULL, {y}" if last else f"{y}, NULL"
             lines = [
-                f"bp_linear_q8({b}, {source.elements}, {node.elements}, {x}, &WA{node.index}, MW{node.index}, {bias}, "
+                f"bp_linear_q8({b}, {source.elements}, {node.elements}, {x}, &WA{node.index}, {scales}, {bias}, "
                 f"{r}, {out});"
             ]
             positions = 1
@@ -213,10 +212,10 @@ def patch_forward(code: StepCode) -> list[str]:
         x, y = code.buffer(source), code.buffer(i)
         if node.kind == "conv":
             bias = f"B{i}" if code.parameters[i].bias is not None else "NULL"
-            r = literal(reciprocal(q, i))
+            r, s = literal(reciprocal(q, i)), literal(layer_scale(q, node))
             lines.append(
-                f"        bp_conv2d_patch_q8(&C{i}, {x}, {window(source)}, W{i}, MW{i}, {bias}, {r}, {y}, {window(i)}, "
-                f"pw[{i}]);"
+                f"        bp_conv2d_patch_q8(&C{i}, {x}, {window(source)}, W{i}, SW{i}, {s}, {bias}, {r}, {y}, "
+                f"{window(i)}, pw[{i}]);"
             )
         else:
             cap = relu6_cap(q.activation[i]) if node.kind == "relu6" else 0

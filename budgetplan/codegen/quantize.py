@@ -5,8 +5,8 @@ biases stay float32, and every activation is int8 with one scale per tensor, cal
 once at export on the example batch (a ReLU's output keeps its input's scale; a tensor
 only a ReLU6 reads is scaled to ``[-6, 6]``). The real value of a stored ``q`` is
 ``q * scale``. Forward sums are exact int32; each output is requantised in float32 by
-``(float)acc * m + b * r`` (``m = s_in * s_w / s_out``, ``r = 1 / s_out``, both rounded
-to float32 here) and rounded half to even into ``[-127, 127]``. Gradients passed backward
+``(float)acc * m + b * r`` (``m = s_w * (s_in / s_out)``, formed in float32 by the kernel
+from the unit's scale, ``r = 1 / s_out``) and rounded half to even into ``[-127, 127]``. Gradients passed backward
 are float32, or, where the profile counts 8-bit ones, int8 with one scale per tensor
 chosen as each writer combines its part into it (``largest |value| / 127``; two passes).
 
@@ -109,10 +109,16 @@ def float_forward(nodes: list[Node], weights: Weights, x: torch.Tensor) -> dict[
     return out
 
 
-def multipliers(q: Quantization, nodes: list[Node], node: Node) -> list[float]:
-    """A conv or linear layer's ``m`` per output unit: ``s_in * s_w / s_out`` in float32."""
-    s_in, s_out = q.activation[node.inputs[0]], q.activation[node.index]
-    return [f32(s_in * s / s_out) for s in q.weight[node.index]]
+def layer_scale(q: Quantization, node: Node) -> float:
+    """A conv or linear layer's ``s_in / s_out`` in float32 (a constant of its call)."""
+    return f32(q.activation[node.inputs[0]] / q.activation[node.index])
+
+
+def multipliers(q: Quantization, node: Node) -> list[float]:
+    """A conv or linear layer's ``m`` per output unit: its weight scale times
+    ``layer_scale``, one float32 product, as the C kernel forms it (no table in flash)."""
+    s = layer_scale(q, node)
+    return [f32(s * w) for w in q.weight[node.index]]  # a product of two float32s is exact in double
 
 
 def add_multipliers(q: Quantization, node: Node) -> tuple[float, float]:

@@ -81,7 +81,7 @@ class Int8Step:
     def _node(self, node: Node, codes: dict[int, Tensor]) -> Tensor:
         a = codes[node.inputs[0]]
         if node.kind in ("conv", "linear"):
-            w, m = self.codes[node.index].double(), torch.tensor(multipliers(self.q, self.code.nodes, node))
+            w, m = self.codes[node.index].double(), torch.tensor(multipliers(self.q, node))
             if node.kind == "conv":
                 acc = F.conv2d(a.double(), w, None, node.stride, node.padding, 1, node.groups)
             else:

@@ -52,11 +52,16 @@ def layer_bytes(layer: LayerCost, device: DeviceProfile, batch_size: int) -> Lay
     )
 
 
+SCALE_BITS = 32  # a float32 scale per output unit of a weight stored narrower than float32
+
+
 def model_bytes(costs: CostTable, device: DeviceProfile) -> int:
-    """Bytes of all parameters stored at the device's bit widths (BatchNorm folded)."""
+    """Bytes of all parameters stored at the device's bit widths (BatchNorm folded), with
+    each layer's per-unit scales where weights are quantised (docs/cost-model.md)."""
     weights = sum(layer.weight_elements for layer in costs.layers) + costs.other_param_elements
     biases = sum(layer.bias_elements for layer in costs.layers)
-    return (weights * device.bits.weight + biases * device.bits.bias + 7) // 8
+    scales = sum(layer.out_channels for layer in costs.layers) if device.bits.weight < 32 else 0
+    return (weights * device.bits.weight + biases * device.bits.bias + scales * SCALE_BITS + 7) // 8
 
 
 def base_bytes(costs: CostTable, device: DeviceProfile) -> int:

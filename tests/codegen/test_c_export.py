@@ -313,3 +313,20 @@ def test_the_int8_library_keeps_only_the_trained_channels_in_sram_and_reloads_th
     exported = np.array(code.quant.codes[first]) * scales
     assert not np.allclose(trained, exported)  # the steps moved the trained channels' codes
     np.testing.assert_allclose(reloaded, exported, rtol=1e-6)  # and choosing them again starts from flash
+
+
+@needs_emulator
+@pytest.mark.parametrize(("device", "core"), [("cortex-m4", "cortex-m4"), ("cortex-m33", "cortex-m33"),
+                                              ("rp2040", "cortex-m0plus")])  # fmt: skip
+def test_each_emulated_core_runs_the_int8_step_the_host_runs(tmp_path, device, core):
+    net = _folded(Plain(), torch.zeros(1, 3, 16, 16))
+    inputs, labels = _batches((3, 16, 16), 2, 5)
+    plan = solve(net, inputs[0, :1], device=device, training_memory=4000, batch_size=2)
+    library = _exported(net, plan, tmp_path, inputs, labels, numerics="int8")
+    host = run_on_host(tmp_path / "c")
+    board = run_on_board(tmp_path / "c", core, plan.device.sram, plan.device.flash)
+    assert board.losses == pytest.approx(host.losses, rel=1e-5)
+    assert np.mean(board.parameters != host.parameters) <= 0.01  # a code apart where expf rounds otherwise
+    assert board.arena_high_water == host.arena_high_water == library.arena_bytes
+    assert board.flash_bytes is not None and 0 < board.flash_bytes <= plan.device.flash
+    assert board.stack_high_water is not None and 0 < board.stack_high_water < 8 * 1024

@@ -15,8 +15,10 @@
 extern uint32_t __StackLimit[], __StackTop[];
 
 void SystemInit(void) { /* the FPU on (CP10, CP11 full access) before any float instruction */
+#ifdef __ARM_FP
     *(volatile uint32_t *)0xE000ED88 |= 0xFu << 20;
     __asm volatile("dsb\n\tisb" ::: "memory");
+#endif
 }
 
 extern void initialise_monitor_handles(void);

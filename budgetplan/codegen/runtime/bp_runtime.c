@@ -213,13 +213,13 @@ void bp_draw(uint32_t *state, int total, int k, int *sel) {
 
 /* int8 storage: the same loops on codes, exact int32 sums, float32 requantisation */
 
-void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
-                  int8_t *y) {
+void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const bp_w8 *w, const float *sw, float s, const float *b,
+                  float r, int8_t *y) {
     int in_g = c->in_c / c->groups, out_g = c->out_c / c->groups;
     for (int n = 0; n < c->batch; n++)
         for (int o = 0; o < c->out_c; o++) {
             int g = o / out_g;
-            float shift = b ? b[o] * r : 0.0f;
+            float m = sw[o] * s, shift = b ? b[o] * r : 0.0f;
             int8_t *yo = y + ((size_t)n * c->out_c + o) * c->out_h * c->out_w;
             for (int oh = 0; oh < c->out_h; oh++)
                 for (int ow = 0; ow < c->out_w; ow++) {
@@ -237,18 +237,18 @@ void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const bp_w8 *w, const float
                             }
                         }
                     }
-                    yo[oh * c->out_w + ow] = bp_q8((float)acc * m[o] + shift);
+                    yo[oh * c->out_w + ow] = bp_q8((float)acc * m + shift);
                 }
         }
 }
 
-void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const bp_w8 *w, const float *m, const float *b,
-                  float r, int8_t *yq, float *yf) {
+void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const bp_w8 *w, const float *sw, float s,
+                  const float *b, float r, int8_t *yq, float *yf) {
     for (int n = 0; n < batch; n++)
         for (int o = 0; o < out_f; o++) {
             int32_t acc = 0;
             for (int i = 0; i < in_f; i++) acc += (int32_t)x[(size_t)n * in_f + i] * *bp_w8_read(w, o, i);
-            float v = (float)acc * m[o] + (b ? b[o] * r : 0.0f);
+            float v = (float)acc * (sw[o] * s) + (b ? b[o] * r : 0.0f);
             if (yq)
                 yq[(size_t)n * out_f + o] = bp_q8(v);
             else
@@ -594,14 +594,14 @@ void bp_update_bias_g8(const int8_t *gy, float gys, int batch, int channels, int
 
 /* the patch stage */
 
-void bp_conv2d_patch_q8(const bp_conv *c, const int8_t *x, bp_window xw, const int8_t *w, const float *m,
+void bp_conv2d_patch_q8(const bp_conv *c, const int8_t *x, bp_window xw, const int8_t *w, const float *sw, float s,
                         const float *b, float r, int8_t *y, bp_window yw, bp_window out) {
     int in_g = c->in_c / c->groups, out_g = c->out_c / c->groups;
     size_t x_plane = (size_t)xw.height * xw.width, y_plane = (size_t)yw.height * yw.width;
     for (int n = 0; n < c->batch; n++)
         for (int o = 0; o < c->out_c; o++) {
             int g = o / out_g;
-            float shift = b ? b[o] * r : 0.0f;
+            float m = sw[o] * s, shift = b ? b[o] * r : 0.0f;
             int8_t *yo = y + ((size_t)n * c->out_c + o) * y_plane;
             for (int oh = out.row; oh < out.row + out.height; oh++)
                 for (int ow = out.col; ow < out.col + out.width; ow++) {
@@ -619,7 +619,7 @@ void bp_conv2d_patch_q8(const bp_conv *c, const int8_t *x, bp_window xw, const i
                             }
                         }
                     }
-                    yo[(size_t)(oh - yw.row) * yw.width + (ow - yw.col)] = bp_q8((float)acc * m[o] + shift);
+                    yo[(size_t)(oh - yw.row) * yw.width + (ow - yw.col)] = bp_q8((float)acc * m + shift);
                 }
         }
 }
@@ -649,8 +649,8 @@ void bp_dwconv_inplace(const bp_conv *c, float *x, const float *w, const float *
         }
 }
 
-void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
-                          int8_t *plane) {
+void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const bp_w8 *w, const float *sw, float s, const float *b,
+                          float r, int8_t *plane) {
     bp_conv one = *c;
     size_t in_plane = (size_t)c->in_h * c->in_w, out_plane = (size_t)c->out_h * c->out_w;
     one.batch = 1, one.in_c = 1, one.out_c = 1, one.groups = 1;
@@ -658,7 +658,7 @@ void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const bp_w8 *w, const flo
         for (int ch = 0; ch < c->in_c; ch++) {
             size_t at = (size_t)n * c->in_c + ch;
             bp_w8 unit = {bp_w8_read(w, ch, 0), NULL, NULL, 1, 1, w->taps}; /* this channel's taps */
-            bp_conv2d_q8(&one, x + at * in_plane, &unit, m + ch, b ? b + ch : NULL, r, plane);
+            bp_conv2d_q8(&one, x + at * in_plane, &unit, sw + ch, s, b ? b + ch : NULL, r, plane);
             memcpy(x + at * out_plane, plane, out_plane);
         }
 }

@@ -66,12 +66,13 @@ static inline int8_t bp_q8(float v) {
     float r = rintf(v); /* half to even in the default rounding mode */
     return (int8_t)(r > 127.0f ? 127 : (r < -127.0f ? -127 : (int)r));
 }
-/* y = q8((float)acc * m[o] + b[o] * r) (b may be NULL) */
-void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
-                  int8_t *y);
+/* y = q8((float)acc * m + b[o] * r) with m = sw[o] * s in float32: the unit's scale times
+ * the layer's s_in / s_out, so no multiplier is stored (b may be NULL) */
+void bp_conv2d_q8(const bp_conv *c, const int8_t *x, const bp_w8 *w, const float *sw, float s, const float *b,
+                  float r, int8_t *y);
 /* as bp_conv2d_q8 into yq, or with yq NULL the float32 value into yf (the logits) */
-void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const bp_w8 *w, const float *m, const float *b,
-                  float r, int8_t *yq, float *yf);
+void bp_linear_q8(int batch, int in_f, int out_f, const int8_t *x, const bp_w8 *w, const float *sw, float s,
+                  const float *b, float r, int8_t *yq, float *yf);
 void bp_relu_q8(const int8_t *x, size_t n, int cap, int8_t *y); /* cap <= 0: no upper bound */
 void bp_relu_mask_q8(const int8_t *y, size_t n, int cap, uint8_t *mask);
 void bp_add_q8(const int8_t *a, float ma, const int8_t *b, float mb, size_t n, int8_t *y);
@@ -97,16 +98,16 @@ void bp_w8_select(const bp_w8 *w, int in_c, const int *sel, int k);
  * larger): each plane is computed into plane (one output plane) and copied over the
  * input, whose planes before it are read already */
 void bp_dwconv_inplace(const bp_conv *c, float *x, const float *w, const float *b, float *plane);
-void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const bp_w8 *w, const float *m, const float *b, float r,
-                          int8_t *plane);
+void bp_dwconv_inplace_q8(const bp_conv *c, int8_t *x, const bp_w8 *w, const float *sw, float s, const float *b,
+                          float r, int8_t *plane);
 
 /* the patch stage: a buffer holds rows [row, row + height) and columns [col, col + width)
  * of the whole tensor (for every sample and channel); a kernel computes the output
  * positions of out into y, reading zero padding outside the whole input */
 typedef struct {
-    int row, col, height, width;
+    int16_t row, col, height, width; /* int16: the region table is in flash, per patch and operator */
 } bp_window;
-void bp_conv2d_patch_q8(const bp_conv *c, const int8_t *x, bp_window xw, const int8_t *w, const float *m,
+void bp_conv2d_patch_q8(const bp_conv *c, const int8_t *x, bp_window xw, const int8_t *w, const float *sw, float s,
                         const float *b, float r, int8_t *y, bp_window yw, bp_window out);
 void bp_relu_patch_q8(int8_t *y, bp_window yw, bp_window out, int batch, int channels, int cap);
 
