@@ -251,3 +251,4 @@ def test_the_device_numbers_are_what_device_memory_prints(capsys):
     for board, shown in zip(boards, _shown_all(r"within \*\*([+-][\d.]+%)\*\* of its\s+prediction"), strict=True):
         row = next(line for line in out.splitlines() if line.startswith(f"| {board} "))
         assert row.split("|")[8].strip() == shown, row
+        assert row in README.splitlines(), row  # the README's table is the one the script prints
