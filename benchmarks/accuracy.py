@@ -125,12 +125,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "budgetplan + redrawn by gradient": ("budgetplan", {"sampler": "gradient", "resample": "epoch"}),
     # the default whose trial also tries each importance's plan with its channels redrawn every epoch
     "budgetplan (trial all)": ("budgetplan", {"trial": "all"}),
+    # the same trial held to 96 steps, the two-plan trial's cost (twice the benchmark's fit)
+    "budgetplan (trial all, 96 steps)": ("budgetplan", {"trial": "all", "trial_steps": 96}),
     # ablations, run only when named: the plan's channels drawn once and kept, or the largest-norm ones
     "budgetplan (fixed channels)": ("budgetplan", {**SHIPPED, **DRAWN_ONCE}),
     "budgetplan (largest-norm channels)": ("budgetplan", {**SHIPPED, **LARGEST_NORM}),
 }
 ABLATIONS = (
     "budgetplan (trial all)",
+    "budgetplan (trial all, 96 steps)",
     "budgetplan + redrawn uniformly",
     "budgetplan + redrawn by gradient",
     "budgetplan (fixed channels)",

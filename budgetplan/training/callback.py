@@ -122,6 +122,9 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
             halving; the winner's rule then trains the fit (unless ``resample`` or
             ``sampler`` is given); ``"none"`` the table's plan alone. A trial values on the
             fit's validation batches where it has them (docs/importance.md).
+        trial_steps: optimizer steps the trial trains in all, shared by its rounds of
+            successive halving (default: 96 a round, so 96 for two plans and 288 for the six
+            of ``"all"``); the plan's importance source states what it cost.
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
             ``utility`` defaults to the one that values the channel rule: ``linear`` when
             the channels are kept (``resample="never"``), else ``coverage``.
@@ -143,6 +146,7 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         importance_measure: str | None = None,
         clip_ratio: float | None = None,
         trial: str = "importance",
+        trial_steps: int | None = None,
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
@@ -157,7 +161,9 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         self._given_plan = plan
         if trial not in TRIALS:
             raise BudgetPlanError(f"trial must be one of {', '.join(TRIALS)}, not {quote(str(trial))}")
-        self.trial = trial
+        if trial_steps is not None and not (isinstance(trial_steps, int) and trial_steps > 0):
+            raise BudgetPlanError(f"trial_steps must be a whole number of steps > 0 or None, not {trial_steps!r}")
+        self.trial, self.trial_steps = trial, trial_steps
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
         self._guard = SelectionGuard()
         self._channels = ChannelSelection(self._guard, self._sampler)

@@ -27,6 +27,7 @@ class Sourcing:
     sampler: str
     clip_ratio: float
     trial: str
+    trial_steps: int | None
     resample: Resample
     plan: Plan | None
     _given_plan: Any
@@ -48,6 +49,7 @@ class Sourcing:
             self.sampler,
             self.clip_ratio,
             trial=self.trial,
+            trial_steps=self.trial_steps,
         )
 
     def _adopt_trials_rule(self, chosen: Candidate | None) -> None:

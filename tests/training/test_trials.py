@@ -168,10 +168,11 @@ def test_the_trial_values_on_the_fits_validation_batches(given):
 @pytest.mark.slow
 def test_trial_all_tries_kept_and_redrawn_channels_and_the_recipes_and_trains_with_the_winners_rule():
     module = mobilenet_module()
-    budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all")
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all", trial_steps=144)
     trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data())
     source = budget.plan.importance_source
-    assert re.search(r"\(\d+ steps in 3 rounds of 6 plans; lowest loss on 3 held-out training batches", source), source
+    # 48 steps a round: 8 for each of 6 plans, 16 for each of 3, 24 for each of 2
+    assert "(144 steps in 3 rounds of 6 plans; lowest loss on 3 held-out training batches" in source, source
     winner = re.search(r"; (.+?) chosen over ", source)[1]  # type: ignore[index]
     tried = ("shipped table", "measured", "biases alone", "TraDy's layers")
     assert winner.startswith(tried), winner
@@ -181,6 +182,8 @@ def test_trial_all_tries_kept_and_redrawn_channels_and_the_recipes_and_trains_wi
     assert kept._rule_given  # a rule given is never replaced by the trial's
     with pytest.raises(BudgetPlanError, match="trial must be one of importance, all, none, not 'some'"):
         BudgetPlanCallback(trial="some")
+    with pytest.raises(BudgetPlanError, match="trial_steps must be a whole number of steps > 0 or None, not 0"):
+        BudgetPlanCallback(trial="all", trial_steps=0)
 
 
 class RandomStream(Callback):
