@@ -41,6 +41,7 @@ def test_lightning_cli_recipe(tmp_path):
         "examples/cli.py", "fit", "--config", "examples/config.yaml", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--data.image_size", "64", "--model.image_size", "64", "--data.batch_size", "8",  # a quick check
     )  # fmt: skip
     assert "`Trainer.fit` stopped: `max_epochs=1` reached." in out
     assert (tmp_path / "config.yaml").exists()  # the run's config, with the callback in it
@@ -49,7 +50,8 @@ def test_lightning_cli_recipe(tmp_path):
 
 @pytest.mark.slow
 def test_finetune_digits_example(capsys):
-    code, out = run_script(capsys, "examples/finetune_digits.py", "--epochs", "1", "--limit-batches", "2")
+    args = ("--epochs", "1", "--limit-batches", "2", "--image-size", "64", "--batch-size", "8")  # a quick check
+    code, out = run_script(capsys, "examples/finetune_digits.py", *args)
     assert code == 0, out[-3000:]
     assert "net.classifier.1" in out and "1280/1280" in out
     assert "cap 256.0 KB" in out

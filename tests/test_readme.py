@@ -52,6 +52,8 @@ PYTHON = {
     ],
     "python benchmarks/norm_gain.py": [],
     "python benchmarks/clip_ratio.py": [
+        "--cells",
+        "1",
         "--ratios",
         "0.5",
         "--epochs",
