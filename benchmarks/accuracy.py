@@ -285,6 +285,18 @@ def key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(field(row, k) for k in CELL + PROTOCOL)
 
 
+def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs stored in ``paths``; a variant an earlier file holds runs of is read from
+    that file alone (a variant's runs after a change of the code kept apart from those
+    before it)."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        seen = {r["variant"] for r in rows}
+        found = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        rows += [r for r in found if r["variant"] not in seen]
+    return rows
+
+
 def groups(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The (task, network) pairs of ``rows``, in order of appearance."""
     return list(dict.fromkeys((r["task"], field(r, "network")) for r in rows))
@@ -449,7 +461,7 @@ def trial_label(importance: str) -> str | None:
     if found is None:
         return None
     label = found[1]
-    return label.split(":")[0] + (" + redrawn" if "redrawn" in label else "")
+    return label.split(":")[0].split(", channels redrawn")[0] + (" + redrawn" if "redrawn" in label else "")
 
 
 def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
@@ -480,33 +492,33 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def against_recipes(rows: list[dict[str, Any]], budgets: list[str]) -> str:
-    """One line per task, network and budget: each strategy's mean accuracy, and the default
-    against the best fixed recipe of that cell, paired by seed."""
+def against_recipes(rows: list[dict[str, Any]], budgets: list[str], subject: str = "budgetplan") -> str:
+    """One line per task, network and budget: each strategy's mean accuracy, and ``subject``
+    (the default) against the best fixed recipe of that cell, paired by seed."""
     accuracy = accuracies(rows)
     present = {r["variant"] for r in rows}
     recipes = [v for v in RECIPES if v in present]
-    if "budgetplan" not in present or not recipes:
+    if subject not in present or not recipes:
         return ""
     lines = [
-        f"| task | network | budget | budgetplan | {' | '.join(recipes)} | budgetplan − best recipe (95% interval) |",
+        f"| task | network | budget | {subject} | {' | '.join(recipes)} | {subject} − best recipe (95% interval) |",
         "| --- | --- | --- |" + " --- |" * (len(recipes) + 2),
     ]
-    gaps = []  # budgetplan's mean less the best recipe's, per cell
+    gaps = []  # subject's mean less the best recipe's, per cell
     for task, network in groups(rows):
         group = {k: v for k, v in accuracy.items() if k[:2] == (task, network)}
         for budget in budgets:
             runs = {
                 variant: [v for k, v in group.items() if k[2:4] == (variant, "-" if variant in UNBUDGETED else budget)]
-                for variant in ("budgetplan", *recipes)
+                for variant in (subject, *recipes)
             }
             means = {v: statistics.mean(values) for v, values in runs.items() if values}
-            if "budgetplan" not in means or len(means) < 2:
+            if subject not in means or len(means) < 2:
                 continue
             best = max((v for v in recipes if v in means), key=means.__getitem__)
-            gaps.append(means["budgetplan"] - means[best])
-            diffs = differences(group, "budgetplan", best, budget)
-            cells = " | ".join(f"{means[v]:.2f}" if v in means else "-" for v in ("budgetplan", *recipes))
+            gaps.append(means[subject] - means[best])
+            diffs = differences(group, subject, best, budget)
+            cells = " | ".join(f"{means[v]:.2f}" if v in means else "-" for v in (subject, *recipes))
             mark = ""
             if len(diffs) >= 2:
                 mean, _, half = interval(diffs)
@@ -517,7 +529,7 @@ def against_recipes(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     if len(gaps) >= 2:
         mean, _, half = interval(gaps)
         lines.append(
-            f"\nbudgetplan − the best recipe of each cell (chosen after the fact), over {len(gaps)} cells: "
+            f"\n{subject} − the best recipe of each cell (chosen after the fact), over {len(gaps)} cells: "
             f"{mean:+.2f} points on average [{mean - half:+.2f}, {mean + half:+.2f}]; "
             f"at or above it in {sum(g >= 0 for g in gaps)} cells."
         )
@@ -616,7 +628,12 @@ def main() -> None:
         "(the default's trial values on them); accuracy is measured on the validation set, as a test set",
     )
     parser.add_argument("--limit-batches", type=float, default=1.0)
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "accuracy.jsonl"))
+    parser.add_argument(
+        "--results",
+        default=str(ROOT / "benchmarks" / "results" / "accuracy.jsonl"),
+        help="JSON lines the runs are appended to; files after a comma are read too",
+    )
+    parser.add_argument("--versus", default="budgetplan", help="comma-separated variants set against the recipes")
     parser.add_argument("--plot", help="write accuracy against memory to this PNG (or .svg, .pdf)")
     parser.add_argument("--report", action="store_true", help="print the table from --results, train nothing")
     args = parser.parse_args()
@@ -631,13 +648,10 @@ def main() -> None:
     unknown += [t for t in tasks if t not in TASKS]
     if unknown:
         parser.error(f"unknown {unknown}; known: {', '.join([*VARIANTS, *NETWORKS, *TASKS])}")
-    results = Path(args.results)
+    results, *also = (Path(name) for name in args.results.split(","))
     tuning = results.with_name(f"{results.stem}-lr{results.suffix}")  # the runs that chose each rate
     results.parent.mkdir(parents=True, exist_ok=True)
-    rows, tried = (
-        [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        for path in (results, tuning)
-    )
+    rows, tried = (read_rows(paths) for paths in ([results, *also], [tuning]))
     done = {(*key(r), trained_rate(r)) for r in rows}
     protocol = {
         "epochs": args.epochs,
@@ -705,10 +719,11 @@ def main() -> None:
     print(table(wanted, budgets))
     print()
     print(paired(wanted))
-    versus = against_recipes(wanted, budgets)
-    if versus:
-        print()
-        print(versus)
+    for subject in args.versus.split(","):
+        versus = against_recipes(wanted, budgets, subject)
+        if versus:
+            print()
+            print(versus)
     trials = trial_report(wanted, budgets)
     if trials:
         print()
