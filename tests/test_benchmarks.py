@@ -120,3 +120,30 @@ def test_the_default_is_set_against_the_best_recipe_of_each_cell():
     assert "| 64KB | 81.00 | 84.50 | 70.50 |" in lines[2] and "-3.50 vs bias" in lines[2]
     assert "+3.00 vs trady" in lines[3]  # classifier (unbudgeted) pairs with every budget, but loses here
     assert "over 2 cells: -0.25 points on average" in text and "at or above it in 1 cells" in text
+
+
+def test_a_variant_is_read_from_the_first_results_file_that_holds_it(tmp_path):
+    import json
+
+    def rows(path, variant, seeds):
+        cell = {"task": "digits", "network": "mobilenet_v2", "budget": "64KB", "lr": 0.005, "accuracy": 0.5}
+        path.write_text("".join(json.dumps({**cell, "variant": variant, "seed": s}) + "\n" for s in seeds))
+        return path
+
+    new = rows(tmp_path / "new.jsonl", "budgetplan (trial all)", [0])
+    old = tmp_path / "old.jsonl"
+    old.write_text(rows(tmp_path / "a", "budgetplan (trial all)", [0, 1, 2]).read_text()
+                   + rows(tmp_path / "b", "bias", [0, 1]).read_text())  # fmt: skip
+    read = accuracy.read_rows([new, old, tmp_path / "missing.jsonl"])
+    assert sorted((r["variant"], r["seed"]) for r in read) == [("bias", 0), ("bias", 1), ("budgetplan (trial all)", 0)]
+
+
+def test_the_trial_report_names_the_winner_without_its_details():
+    source = "shipped table: x; {} chosen over measured by trials on 8 training batches (288 steps in 3 rounds"
+    assert (
+        accuracy.trial_label(source.format("TraDy's layers, channels redrawn every epoch"))
+        == "TraDy's layers + redrawn"
+    )
+    assert accuracy.trial_label(source.format("measured: gradient energy, 8 batches")) == "measured"
+    assert accuracy.trial_label(source.format("biases alone")) == "biases alone"
+    assert accuracy.trial_label("shipped table: x") is None  # no trial ran
