@@ -6,9 +6,10 @@ once at export on the example batch (a ReLU's output keeps its input's scale; a 
 only a ReLU6 reads is scaled to ``[-6, 6]``). The real value of a stored ``q`` is
 ``q * scale``. Forward sums are exact int32; each output is requantised in float32 by
 ``(float)acc * m + b * r`` (``m = s_w * (s_in / s_out)``, formed in float32 by the kernel
-from the unit's scale, ``r = 1 / s_out``) and rounded half to even into ``[-127, 127]``. Gradients passed backward
-are float32, or, where the profile counts 8-bit ones, int8 with one scale per tensor
-chosen as each writer combines its part into it (``largest |value| / 127``; two passes).
+from the unit's scale, ``r = 1 / s_out``) and rounded half to even into ``[-127, 127]``.
+Gradients passed backward are float32, or, where the profile counts 8-bit ones, int8 with
+one scale per tensor chosen as each writer combines its part into it (``largest |value| /
+127``; two passes).
 
 ``multipliers`` and friends are the one definition of those constants: the emitted C and
 the PyTorch reference (``budgetplan.codegen.reference``) both take them from here.
