@@ -285,6 +285,11 @@ def key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(field(row, k) for k in CELL + PROTOCOL)
 
 
+def names(text: str) -> list[str]:
+    """Comma-separated variant names; a comma inside parentheses is part of a name."""
+    return re.split(r",(?![^()]*\))", text)
+
+
 def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
     """The runs stored in ``paths``; a variant an earlier file holds runs of is read from
     that file alone (a variant's runs after a change of the code kept apart from those
@@ -642,7 +647,7 @@ def main() -> None:
         parse_bytes(budget)  # a bad size fails before hours of training
     output = output_file(args.plot, "plot", PLOT_FORMATS) if args.plot else None  # and an unwritable plot
     # a comma inside a label's parentheses belongs to the label
-    variants = re.split(r",(?![^()]*\))", args.variants)
+    variants = names(args.variants)
     networks, tasks = args.networks.split(","), args.tasks.split(",")
     unknown = [v for v in variants if v not in VARIANTS] + [n for n in networks if n not in NETWORKS]
     unknown += [t for t in tasks if t not in TASKS]
@@ -719,7 +724,7 @@ def main() -> None:
     print(table(wanted, budgets))
     print()
     print(paired(wanted))
-    for subject in args.versus.split(","):
+    for subject in names(args.versus):
         versus = against_recipes(wanted, budgets, subject)
         if versus:
             print()
