@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import os
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -190,7 +189,7 @@ class PlanSource:
     validation: Any = None  # the validation loader, when the trial values on it
     chosen: Candidate | None = None  # the trial's winner, once it has run
     trial: str = "importance"  # what the default's trial tries (TRIALS)
-    trial_steps: int | None = None  # the trial's steps in all (None: ROUND_STEPS a round)
+    trial_steps: int | None = None  # the trial's steps in all (None: halving's default, 96 a round)
     epochs: int = 1  # the fit's epochs: a redrawn candidate's trial spreads over as many draws (at most 4)
 
     def training(self, strategy: Strategy, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Training:
@@ -355,9 +354,7 @@ class PlanSource:
             return first
         prefix = locate(first, pl_module)
         options = {"seed": self.seed, "clip_ratio": self.clip_ratio, "held": held}
-        if self.trial_steps is not None:  # shared by the rounds: ceil(log2 n) of them
-            options["round_steps"] = self.trial_steps // math.ceil(math.log2(len(candidates)))
-        chosen, rounds, steps = halving(pl_module, candidates, batches, prefix, **options)
+        chosen, rounds, steps = halving(pl_module, candidates, batches, prefix, self.trial_steps, **options)
         last = rounds[-1]
         others = ", ".join(label for label, _ in last[1:])
         trained = len(batches) if held else len(batches) - HELD_OUT

@@ -171,14 +171,21 @@ def trial_losses(
 
 
 def halving(
-    module: nn.Module, candidates: Sequence[Candidate], batches: list[Any], prefix: str = "", **options: Any
+    module: nn.Module,
+    candidates: Sequence[Candidate],
+    batches: list[Any],
+    prefix: str = "",
+    total_steps: int | None = None,
+    **options: Any,
 ) -> tuple[Candidate, list[list[tuple[str, float]]], int]:
-    """Successive halving: each round trains ``round_steps`` steps in all (default twice
-    ``PLAN_STEPS``), shared by the candidates still in it; the better half goes on, until
-    one is left (two candidates: one round of ``PLAN_STEPS`` each, as a trial of two). The
-    winner, each round's labels and losses (best first), and the steps trained in all."""
+    """Successive halving: each round trains its share of ``total_steps`` (by default twice
+    ``PLAN_STEPS`` a round), shared by the candidates still in it, at least
+    ``CHECK_EVERY`` each; the better half goes on, until one is left (two candidates: one
+    round of ``PLAN_STEPS`` each, as a trial of two). The winner, each round's labels and
+    losses (best first), and the steps trained in all."""
     alive = list(candidates)
-    budget = options.pop("round_steps", 2 * PLAN_STEPS)
+    # halving n rounded up ends after ceil(log2 n) rounds
+    budget = 2 * PLAN_STEPS if total_steps is None else total_steps // max(1, (len(alive) - 1).bit_length())
     rounds, spent = [], 0
     while len(alive) > 1:
         steps = max(CHECK_EVERY, budget // len(alive))

@@ -234,7 +234,7 @@ def test_halving_keeps_the_better_half_each_round_and_names_them():
     tried = [
         Candidate(name, None, t) for name, t in (("shift", NORM_SHIFT), ("head", HEAD), ("shift again", NORM_SHIFT))
     ]
-    winner, rounds, steps = halving(module, tried, seen, lr=0.1, round_steps=48)
+    winner, rounds, steps = halving(module, tried, seen, lr=0.1, total_steps=96)  # two rounds of 48
     assert steps == 3 * 16 + 2 * 24  # each round 48 steps in all, shared by the plans in it
     assert winner.label == "head"
     assert [len(r) for r in rounds] == [3, 2] and rounds[0][0][0] == "head"
