@@ -379,11 +379,9 @@ void bp_update_row_q8(const bp_w8 *w, int o, float s, float *row, float lr, floa
             for (int i = 0; i < n; i++) row[i] *= scale;
         }
     }
-    for (int j = 0; j < w->in_g && w->trained; j++) { /* only the trained channels' codes change */
-        int slot = w->slot ? w->slot[(o / w->out_g) * w->in_g + j] : -2;
-        if (slot == -1) continue;
-        int8_t *wj = w->trained + (slot >= 0 ? ((size_t)slot * w->out_g + o % w->out_g) * taps
-                                             : ((size_t)o * w->in_g + j) * taps);
+    for (int j = 0; j < w->in_g; j++) { /* only the trained channels' codes change */
+        int8_t *wj = bp_w8_trained(w, o, j);
+        if (!wj) continue;
         for (int t = 0; t < taps; t++) wj[t] = bp_q8((float)wj[t] - (lr * row[j * taps + t]) / s);
     }
 }

@@ -54,12 +54,18 @@ typedef struct {
     int16_t *slot;
     int in_g, out_g, taps;
 } bp_w8;
-/* the taps of unit o's weight on input channel j of its group */
-static inline const int8_t *bp_w8_read(const bp_w8 *w, int o, int j) {
-    if (!w->slot) return (w->trained ? w->trained : w->frozen) + ((size_t)o * w->in_g + j) * w->taps;
+/* the taps of unit o's weight on input channel j of its group where they train (in SRAM),
+ * else NULL */
+static inline int8_t *bp_w8_trained(const bp_w8 *w, int o, int j) {
+    if (!w->trained) return NULL;
+    if (!w->slot) return w->trained + ((size_t)o * w->in_g + j) * w->taps;
     int s = w->slot[(o / w->out_g) * w->in_g + j];
-    if (s >= 0) return w->trained + ((size_t)s * w->out_g + o % w->out_g) * w->taps;
-    return w->frozen + ((size_t)o * w->in_g + j) * w->taps;
+    return s >= 0 ? w->trained + ((size_t)s * w->out_g + o % w->out_g) * w->taps : NULL;
+}
+/* the taps of unit o's weight on input channel j of its group, trained or in flash */
+static inline const int8_t *bp_w8_read(const bp_w8 *w, int o, int j) {
+    const int8_t *t = bp_w8_trained(w, o, j);
+    return t ? t : w->frozen + ((size_t)o * w->in_g + j) * w->taps;
 }
 
 static inline int8_t bp_q8(float v) {
