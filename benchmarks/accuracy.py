@@ -646,7 +646,6 @@ def main() -> None:
     for budget in budgets:
         parse_bytes(budget)  # a bad size fails before hours of training
     output = output_file(args.plot, "plot", PLOT_FORMATS) if args.plot else None  # and an unwritable plot
-    # a comma inside a label's parentheses belongs to the label
     variants = names(args.variants)
     networks, tasks = args.networks.split(","), args.tasks.split(",")
     unknown = [v for v in variants if v not in VARIANTS] + [n for n in networks if n not in NETWORKS]
