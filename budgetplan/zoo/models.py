@@ -54,6 +54,11 @@ def build_model(
         kwargs["width_mult"] = width_mult
     if ":" in name:
         return _from_factory(name, kwargs), _describe(name, kwargs)
+    if name == DEFAULT_MODEL:  # the same network as torchvision's, without its 2 s import
+        from budgetplan.zoo.mobilenet import mobilenet_v2
+
+        _check_parameters(lambda: mobilenet_v2(**kwargs), name, kwargs)
+        return mobilenet_v2(**kwargs), _describe(name, kwargs)
     import torchvision
 
     known = torchvision.models.list_models(module=torchvision.models)

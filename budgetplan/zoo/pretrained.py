@@ -40,10 +40,10 @@ def checkpoint_path() -> Path:
 
 
 def imagenet_mobilenet_v2(num_classes: int = 10) -> nn.Module:
-    """torchvision ``mobilenet_v2`` with ImageNet weights and a new ``num_classes`` head."""
-    import torchvision
+    """``mobilenet_v2`` (torchvision's layout) with ImageNet weights and a new ``num_classes`` head."""
+    from budgetplan.zoo.mobilenet import mobilenet_v2
 
-    model = torchvision.models.mobilenet_v2()
+    model = mobilenet_v2()
     model.load_state_dict(torch.load(checkpoint_path(), map_location="cpu", weights_only=True))
     head = model.classifier[1]
     assert isinstance(head, nn.Linear)
