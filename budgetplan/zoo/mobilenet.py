@@ -45,7 +45,7 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, inp: int, out: int, stride: int, expand: int) -> None:
         super().__init__()
-        hidden = int(round(inp * expand))
+        hidden = inp * expand
         self.use_res_connect = stride == 1 and inp == out
         layers: list[nn.Module] = [_conv_bn_relu6(inp, hidden, kernel=1)] if expand != 1 else []
         layers += [
