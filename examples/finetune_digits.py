@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--limit-batches", type=float, default=1.0, help="fraction (or count) of batches per epoch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.005, help="SGD learning rate (momentum 0.9)")
+    parser.add_argument("--trial-steps", type=int, default=None, help="the plans' trial, in steps")
     parser.add_argument("--frozen-norms", action="store_true", help="keep BatchNorm, frozen, instead of folding it")
     args = parser.parse_args()
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
@@ -62,7 +63,9 @@ def main() -> None:
     pl.seed_everything(args.seed)
     model = ImageClassifier(pretrained=True, image_size=args.image_size, lr=args.lr, fold_norms=not args.frozen_norms)
     data = DigitsData(args.image_size, args.batch_size, args.seed)
-    callback = BudgetPlanCallback(device=str(PROFILE), training_memory=args.training_memory, seed=args.seed)
+    callback = BudgetPlanCallback(
+        device=str(PROFILE), training_memory=args.training_memory, seed=args.seed, trial_steps=args.trial_steps
+    )
     trainer = quiet_trainer(args.epochs, [callback], limit)
     start = time.perf_counter()
     trainer.fit(model, data)

@@ -17,25 +17,26 @@ from budgetplan.planning.solver_output import native_output_to
 OPTIMAL, FEASIBLE, INFEASIBLE, NO_SOLUTION = "optimal", "feasible", "infeasible", "no solution"
 
 # The planner's programs close at HiGHS's root node; restarting the root after presolve
-# fixes columns, and the RINS / RENS sub-MIPs, cost more than they find there. Light presolve
-# and no feasibility jump leave the same plans and take a third off the small programs: the
-# default cortex-m7 plan, both stages, in 0.24 s instead of 0.34 s (python
-# benchmarks/solve_time.py, median of 3). The ResNet-50 prior's program at 160MB takes
-# 5.8 s instead of 3.1 s with them.
+# fixes columns, and the RINS / RENS sub-MIPs and the feasibility jump, cost more than they
+# find there. The tie-break, started from the optimum, runs a light presolve as well: that
+# takes the default cortex-m7 plan from 0.34 s to 0.28 s, both stages (python
+# benchmarks/solve_time.py, median of 3), with the same plans. Light presolve in the first
+# stage is as fast there but makes the no-data prior's programs two to three times slower.
 HIGHS_OPTIONS = {
     "mip_allow_restart": False,
     "mip_heuristic_run_rins": False,
     "mip_heuristic_run_rens": False,
-    "presolve_mode": 2,
     "mip_heuristic_run_feasibility_jump": False,
 }
+TIE_BREAK_OPTIONS = {"presolve_mode": 2}
 
 
 def run_solver(
     prob: pulp.LpProblem, solver: Solver, time_limit: float, verbose: bool, warm_start: bool = False
 ) -> tuple[str, str]:
     """Solve ``prob`` in place; return (status, solver name). ``warm_start`` starts from the
-    variables' current values. The solver's log goes to stderr when ``verbose``, else nowhere."""
+    variables' current values (the tie-break, which also takes ``TIE_BREAK_OPTIONS``). The
+    solver's log goes to stderr when ``verbose``, else nowhere."""
     with native_output_to(echo=verbose):
         backend, name = _backend(solver, time_limit, verbose, warm_start)
         prob.solve(backend)
@@ -71,7 +72,8 @@ class _HiGHS(pulp.HiGHS):  # type: ignore[misc,valid-type]
 def _backend(solver: Solver, time_limit: float, verbose: bool, warm_start: bool) -> tuple[pulp.LpSolver, str]:
     # an absolute gap of 0.5 on an objective in whole units proves optimality exactly
     if solver in (Solver.AUTO, Solver.HIGHS):
-        highs = _HiGHS(warm_start, msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, **HIGHS_OPTIONS)
+        options = {**HIGHS_OPTIONS, **(TIE_BREAK_OPTIONS if warm_start else {})}
+        highs = _HiGHS(warm_start, msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, **options)
         if highs.available():
             return highs, "HiGHS"
         if solver is Solver.HIGHS:

@@ -8,7 +8,9 @@
 #include "bp_model.h"
 
 #define SAMPLES 4
+#ifndef EPOCHS /* make EPOCHS=3 sets it */
 #define EPOCHS 6
+#endif
 #define SIDE 128 /* the default plan's input: 3 x 128 x 128 */
 
 #ifdef __arm__
