@@ -275,7 +275,7 @@ def test_generated_plot_names(capsys, plan_data, name):
 
 
 @pytest.mark.slow
-@settings(SETTINGS, max_examples=20)
+@settings(SETTINGS, max_examples=12)
 @given(
     after=st.integers(0, 200_000),
     output=st.sampled_from([["--out", "plan.yaml"], ["--out", "plan.json"], ["--plot", "plan.png"]]),

@@ -5,6 +5,7 @@ import pytest
 from budgetplan import InfeasibleError, PlannerOptions
 from budgetplan.costs.pricing import model_bytes
 from budgetplan.device.profile import shipped_devices
+from budgetplan.importance.scores import resolve_importance
 from budgetplan.planning.assemble import plan_from_costs
 from budgetplan.planning.memory import base_bytes, layer_bytes
 
@@ -26,7 +27,7 @@ def whole_floor(costs, device):
 @pytest.mark.parametrize("device", shipped_devices(), ids=lambda d: d.name)
 def test_every_profile_solves(device, default_costs_by_executor):
     costs = default_costs_by_executor[device.executor]
-    plan = plan_from_costs(costs, device)
+    plan = plan_from_costs(costs, device, resolve_importance(None, costs))  # as `budgetplan check` plans
     assert plan.status == "optimal"
     assert plan.predicted.peak_bytes <= device.budget
     assert plan.layers[-1].channels == costs.layers[-1].in_channels
