@@ -125,6 +125,9 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         trial_steps: optimizer steps the trial trains in all, shared by its rounds of
             successive halving (default: 96 a round, so 96 for two plans and 288 for the six
             of ``"all"``); the plan's importance source states what it cost.
+        returning_state: the optimizer state (momentum, Adam's moments) of channels that
+            a redraw brings back into the selection: ``"reset"`` (default) to zero, or
+            ``"keep"`` as it was when they left (``budgetplan.training.guard``).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
             ``utility`` defaults to the one that values the channel rule: ``linear`` when
             the channels are kept (``resample="never"``), else ``coverage``.
@@ -147,6 +150,7 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         clip_ratio: float | None = None,
         trial: str = "importance",
         trial_steps: int | None = None,
+        returning_state: str = "reset",
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
@@ -159,13 +163,10 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         if not self.clip_ratio >= 0:
             raise BudgetPlanError(f"clip_ratio must be a number >= 0 (0 never clips) or None, not {clip_ratio!r}")
         self._given_plan = plan
-        if trial not in TRIALS:
-            raise BudgetPlanError(f"trial must be one of {', '.join(TRIALS)}, not {quote(str(trial))}")
-        if trial_steps is not None and not (isinstance(trial_steps, int) and trial_steps > 0):
-            raise BudgetPlanError(f"trial_steps must be a whole number of steps > 0 or None, not {trial_steps!r}")
-        self.trial, self.trial_steps = trial, trial_steps
+        _check_trial(trial, trial_steps, returning_state)
+        self.trial, self.trial_steps, self.returning_state = trial, trial_steps, returning_state
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
-        self._guard = SelectionGuard()
+        self._guard = SelectionGuard(reset=returning_state == "reset")
         self._channels = ChannelSelection(self._guard, self._sampler)
         self._fit = FitState()
         self.saved_bytes_per_sample: float | None = None
@@ -275,3 +276,12 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
     def selection(self) -> dict[str, Tensor]:
         """Layer name -> the input channels it trains now (the lean backward reads this dict)."""
         return self._channels.current
+
+
+def _check_trial(trial: str, trial_steps: int | None, returning_state: str) -> None:
+    if trial not in TRIALS:
+        raise BudgetPlanError(f"trial must be one of {', '.join(TRIALS)}, not {quote(str(trial))}")
+    if trial_steps is not None and not (isinstance(trial_steps, int) and trial_steps > 0):
+        raise BudgetPlanError(f"trial_steps must be a whole number of steps > 0 or None, not {trial_steps!r}")
+    if returning_state not in ("reset", "keep"):
+        raise BudgetPlanError(f"returning_state must be reset or keep, not {quote(str(returning_state))}")

@@ -7,9 +7,11 @@ current selection gets its old value back, bit for bit. Any ``torch.optim`` opti
 works unchanged.
 
 When the selection changes, the optimizer state of channels that enter it is reset to
-zero, so momentum or Adam moments from an earlier time these channels were trained do
-not leak into their first update (Adam's step count is per tensor: these channels start
-without bias correction, a smaller first step).
+zero by default, so momentum or Adam moments from an earlier time these channels were
+trained do not leak into their first update (Adam's step count is per tensor: these
+channels start without bias correction, a smaller first step). With ``reset=False`` a
+channel that comes back starts from the state it left with, which the guard has kept
+unchanged while it was out.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from torch.optim import Optimizer
 
 class SelectionGuard:
     """Keeps entries outside ``mask`` (True = trained now) of each guarded parameter
-    unchanged by the optimizers it is attached to."""
+    unchanged by the optimizers it is attached to; ``reset``: zero the optimizer state of
+    entries that enter a new selection."""
 
-    def __init__(self) -> None:
+    def __init__(self, reset: bool = True) -> None:
+        self.reset = reset
         self.masks: dict[nn.Parameter, Tensor] = {}
         self._copies: dict[nn.Parameter, tuple[Tensor, dict[str, Tensor]]] = {}
         self._handles: list[Any] = []
@@ -43,11 +47,12 @@ class SelectionGuard:
         self._handles, self._optimizers = [], []
 
     def set_mask(self, param: nn.Parameter, mask: Tensor, reset: bool = True) -> None:
-        """Guard ``param`` with a new selection; ``reset`` zeroes the optimizer state of
-        entries entering it (not when a checkpointed selection is put back)."""
+        """Guard ``param`` with a new selection; the optimizer state of entries entering it
+        is zeroed when the guard resets and ``reset`` (not when a checkpointed selection is
+        put back)."""
         old = self.masks.get(param)
         entering = mask if old is None else mask & ~old
-        for optimizer in self._optimizers if reset else []:
+        for optimizer in self._optimizers if reset and self.reset else []:
             for value in _element_state(optimizer, param).values():
                 value.masked_fill_(entering, 0)
         self.masks[param] = mask
