@@ -123,6 +123,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # utility), or with probability following each channel's gradient norm (MeDyate)
     "budgetplan + redrawn uniformly": ("budgetplan", {"sampler": "uniform", "resample": "epoch"}),
     "budgetplan + redrawn by gradient": ("budgetplan", {"sampler": "gradient", "resample": "epoch"}),
+    # the same, with the optimizer state of channels that come back kept as they left it
+    "budgetplan + redrawn uniformly (state kept)": (
+        "budgetplan",
+        {"sampler": "uniform", "resample": "epoch", "returning_state": "keep"},
+    ),
+    "budgetplan + redrawn by gradient (state kept)": (
+        "budgetplan",
+        {"sampler": "gradient", "resample": "epoch", "returning_state": "keep"},
+    ),
     # the default whose trial also tries each importance's plan with its channels redrawn every epoch
     "budgetplan (trial all)": ("budgetplan", {"trial": "all"}),
     # the same trial held to 96 steps, the two-plan trial's cost (twice the benchmark's fit)
@@ -136,6 +145,8 @@ ABLATIONS = (
     "budgetplan (trial all, 96 steps)",
     "budgetplan + redrawn uniformly",
     "budgetplan + redrawn by gradient",
+    "budgetplan + redrawn uniformly (state kept)",
+    "budgetplan + redrawn by gradient (state kept)",
     "budgetplan (fixed channels)",
     "budgetplan (largest-norm channels)",
     "budgetplan (measured rgn)",
