@@ -38,3 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the slow tests first, so that the two workers end on short tests together instead of
+    # one of them starting a 20 s test while the other has nothing left
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -36,7 +36,7 @@ PYTHON = {
     "python benchmarks/memory_and_speed.py": ["--steps", "3", "--batch-size", "2"],
     "python benchmarks/accuracy.py": [
         "--tasks",
-        "digits-on-photos",
+        "digits",
         "--budgets",
         "256KB",
         "--variants",
