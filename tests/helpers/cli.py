@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,19 @@ def run_cli_process(*args: str, cwd: Path | None = None) -> subprocess.Completed
         cwd=cwd,
         timeout=300,
     )
+
+
+def imported_by(args: list[str], prefix: str) -> list[str]:
+    """The modules named ``prefix`` or ``prefix.*`` that the command ``args`` loads, run by
+    ``cli.main`` in a fresh process; the command must succeed."""
+    script = (
+        "import json, sys\nfrom budgetplan import cli\n"
+        f"assert cli.main({args!r}) == 0\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m == {prefix!r} or m.startswith({prefix + '.'!r}))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])  # the list it printed last
 
 
 def run_script(capsys: pytest.CaptureFixture[str], script: str, *args: str) -> tuple[int, str]:
