@@ -19,7 +19,7 @@ OPTIMAL, FEASIBLE, INFEASIBLE, NO_SOLUTION = "optimal", "feasible", "infeasible"
 # The planner's programs close at HiGHS's root node; restarting the root after presolve
 # fixes columns, and the RINS / RENS sub-MIPs and the feasibility jump, cost more than they
 # find there. The tie-break, started from the optimum, runs a light presolve as well: that
-# takes the default cortex-m7 plan from 0.34 s to 0.28 s, both stages (python
+# takes the default cortex-m7 plan from 0.34 s to 0.25 s, both stages (python
 # benchmarks/solve_time.py, median of 3), with the same plans. Light presolve in the first
 # stage is as fast there but makes the no-data prior's programs two to three times slower.
 HIGHS_OPTIONS = {
