@@ -32,13 +32,14 @@ TIE_BREAK_OPTIONS = {"presolve_mode": 2}
 
 
 def run_solver(
-    prob: pulp.LpProblem, solver: Solver, time_limit: float, verbose: bool, warm_start: bool = False
+    prob: pulp.LpProblem, solver: Solver, time_limit: float, verbose: bool, tie_break: bool = False
 ) -> tuple[str, str]:
-    """Solve ``prob`` in place; return (status, solver name). ``warm_start`` starts from the
-    variables' current values (the tie-break, which also takes ``TIE_BREAK_OPTIONS``). The
+    """Solve ``prob`` in place; return (status, solver name). ``tie_break``: the second stage,
+    started from the variables' current values (the first stage's optimum) and run with
+    ``TIE_BREAK_OPTIONS``. The
     solver's log goes to stderr when ``verbose``, else nowhere."""
     with native_output_to(echo=verbose):
-        backend, name = _backend(solver, time_limit, verbose, warm_start)
+        backend, name = _backend(solver, time_limit, verbose, tie_break)
         prob.solve(backend)
     if prob.sol_status == pulp.LpSolutionOptimal:
         return OPTIMAL, name
@@ -69,15 +70,15 @@ class _HiGHS(pulp.HiGHS):  # type: ignore[misc,valid-type]
         super().callSolver(lp)
 
 
-def _backend(solver: Solver, time_limit: float, verbose: bool, warm_start: bool) -> tuple[pulp.LpSolver, str]:
+def _backend(solver: Solver, time_limit: float, verbose: bool, tie_break: bool) -> tuple[pulp.LpSolver, str]:
     # an absolute gap of 0.5 on an objective in whole units proves optimality exactly
     if solver in (Solver.AUTO, Solver.HIGHS):
-        options = {**HIGHS_OPTIONS, **(TIE_BREAK_OPTIONS if warm_start else {})}
-        highs = _HiGHS(warm_start, msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, **options)
+        options = {**HIGHS_OPTIONS, **(TIE_BREAK_OPTIONS if tie_break else {})}
+        highs = _HiGHS(tie_break, msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, **options)
         if highs.available():
             return highs, "HiGHS"
         if solver is Solver.HIGHS:
             raise BudgetPlanError("the HiGHS solver is not available: pip install highspy")
     with warnings.catch_warnings():  # the CBC bundled with PuLP 3 announces its move in PuLP 4
         warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, warmStart=warm_start), "CBC"
+        return pulp.PULP_CBC_CMD(msg=verbose, timeLimit=time_limit, gapRel=0, gapAbs=0.5, warmStart=tie_break), "CBC"

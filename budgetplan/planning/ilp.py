@@ -213,7 +213,7 @@ class Program(MemoryRows):
             # solve (and at least a second): breaking a tie must not cost more than planning
             spent = time.perf_counter() - start
             left = max(1.0, min(options.time_limit - spent, 2 * spent))
-            second, _ = run_solver(self.prob, options.solver, left, options.verbose, warm_start=True)
+            second, _ = run_solver(self.prob, options.solver, left, options.verbose, tie_break=True)
             if second not in (OPTIMAL, FEASIBLE):
                 for v in self.prob.variables():  # out of time: the first stage's plan stands
                     v.varValue = first[v.name]

@@ -163,10 +163,10 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         if not self.clip_ratio >= 0:
             raise BudgetPlanError(f"clip_ratio must be a number >= 0 (0 never clips) or None, not {clip_ratio!r}")
         self._given_plan = plan
-        _check_trial(trial, trial_steps, returning_state)
+        _check_options(trial, trial_steps, returning_state)
         self.trial, self.trial_steps, self.returning_state = trial, trial_steps, returning_state
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None
-        self._guard = SelectionGuard(reset=returning_state == "reset")
+        self._guard = SelectionGuard(keep_returning=returning_state == "keep")
         self._channels = ChannelSelection(self._guard, self._sampler)
         self._fit = FitState()
         self.saved_bytes_per_sample: float | None = None
@@ -278,7 +278,7 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         return self._channels.current
 
 
-def _check_trial(trial: str, trial_steps: int | None, returning_state: str) -> None:
+def _check_options(trial: str, trial_steps: int | None, returning_state: str) -> None:
     if trial not in TRIALS:
         raise BudgetPlanError(f"trial must be one of {', '.join(TRIALS)}, not {quote(str(trial))}")
     if trial_steps is not None and not (isinstance(trial_steps, int) and trial_steps > 0):

@@ -9,7 +9,7 @@ works unchanged.
 When the selection changes, the optimizer state of channels that enter it is reset to
 zero by default, so momentum or Adam moments from an earlier time these channels were
 trained do not leak into their first update (Adam's step count is per tensor: these
-channels start without bias correction, a smaller first step). With ``reset=False`` a
+channels start without bias correction, a smaller first step). With ``keep_returning`` a
 channel that comes back starts from the state it left with, which the guard has kept
 unchanged while it was out.
 """
@@ -25,11 +25,11 @@ from torch.optim import Optimizer
 
 class SelectionGuard:
     """Keeps entries outside ``mask`` (True = trained now) of each guarded parameter
-    unchanged by the optimizers it is attached to; ``reset``: zero the optimizer state of
-    entries that enter a new selection."""
+    unchanged by the optimizers it is attached to; ``keep_returning``: entries that come back
+    into a selection keep the optimizer state they left with instead of starting at zero."""
 
-    def __init__(self, reset: bool = True) -> None:
-        self.reset = reset
+    def __init__(self, keep_returning: bool = False) -> None:
+        self.keep_returning = keep_returning
         self.masks: dict[nn.Parameter, Tensor] = {}
         self._copies: dict[nn.Parameter, tuple[Tensor, dict[str, Tensor]]] = {}
         self._handles: list[Any] = []
@@ -48,11 +48,11 @@ class SelectionGuard:
 
     def set_mask(self, param: nn.Parameter, mask: Tensor, reset: bool = True) -> None:
         """Guard ``param`` with a new selection; the optimizer state of entries entering it
-        is zeroed when the guard resets and ``reset`` (not when a checkpointed selection is
-        put back)."""
+        is zeroed when ``reset`` (not when a checkpointed selection is put back) unless the
+        guard keeps returning entries' state."""
         old = self.masks.get(param)
         entering = mask if old is None else mask & ~old
-        for optimizer in self._optimizers if reset and self.reset else []:
+        for optimizer in self._optimizers if reset and not self.keep_returning else []:
             for value in _element_state(optimizer, param).values():
                 value.masked_fill_(entering, 0)
         self.masks[param] = mask

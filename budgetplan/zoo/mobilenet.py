@@ -76,9 +76,9 @@ class MobileNetV2(nn.Module):
         features.append(_conv_bn_relu6(channels, last, kernel=1))
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last, num_classes))
+        if self.classifier[1].weight.is_meta:
+            return  # nothing to fill; random fills of meta tensors would import torch._dynamo
         for m in self.modules():  # torchvision's initialisation
-            if getattr(m, "weight", None) is not None and m.weight.is_meta:
-                continue  # nothing to fill; random fills of meta tensors would import torch._dynamo
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
             elif isinstance(m, nn.BatchNorm2d):

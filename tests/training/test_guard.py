@@ -17,10 +17,10 @@ def _step(weight: nn.Parameter, optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
-def _guarded(reset: bool) -> tuple[nn.Parameter, torch.optim.SGD, SelectionGuard]:
+def _guarded(keep: bool) -> tuple[nn.Parameter, torch.optim.SGD, SelectionGuard]:
     weight = nn.Parameter(torch.ones(2, 4))
     optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, weight_decay=0.01)
-    guard = SelectionGuard(reset=reset)
+    guard = SelectionGuard(keep_returning=keep)
     guard.attach([optimizer])
     return weight, optimizer, guard
 
@@ -32,7 +32,7 @@ def _channels(*kept: int) -> torch.Tensor:
 
 
 def test_entries_outside_the_selection_and_their_momentum_do_not_move():
-    weight, optimizer, guard = _guarded(reset=True)
+    weight, optimizer, guard = _guarded(keep=False)
     guard.set_mask(weight, _channels(0, 1, 2, 3))
     _step(weight, optimizer)
     guard.set_mask(weight, _channels(0))
@@ -47,7 +47,7 @@ def test_entries_outside_the_selection_and_their_momentum_do_not_move():
 
 @pytest.mark.parametrize("reset", [True, False])
 def test_a_channel_that_comes_back_starts_from_zero_state_or_from_the_state_it_left_with(reset):
-    weight, optimizer, guard = _guarded(reset)
+    weight, optimizer, guard = _guarded(keep=not reset)
     guard.set_mask(weight, _channels(0, 1))
     _step(weight, optimizer)
     left_with = optimizer.state[weight]["momentum_buffer"][:, 1].clone()
@@ -62,4 +62,4 @@ def test_a_channel_that_comes_back_starts_from_zero_state_or_from_the_state_it_l
 def test_the_callback_names_a_bad_returning_state():
     with pytest.raises(BudgetPlanError, match="returning_state must be reset or keep, not 'carry'"):
         BudgetPlanCallback(returning_state="carry")
-    assert BudgetPlanCallback(returning_state="keep")._guard.reset is False
+    assert BudgetPlanCallback(returning_state="keep")._guard.keep_returning is True
