@@ -42,7 +42,7 @@ def test_lightning_cli_recipe(tmp_path):
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--data.image_size", "64", "--model.image_size", "64", "--data.batch_size", "8",  # a quick check
-        "--trainer.callbacks.init_args.trial_steps", "16",
+        "--trainer.callbacks.init_args.trial", "none",
     )  # fmt: skip
     assert "`Trainer.fit` stopped: `max_epochs=1` reached." in out
     assert (tmp_path / "config.yaml").exists()  # the run's config, with the callback in it
@@ -114,11 +114,11 @@ def _epoch_losses(output: str) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("target", "device"), [("host", "cortex-m7"), ("qemu", "cortex-m7"), ("qemu", "cortex-m4")])
+@pytest.mark.parametrize(("target", "device"), [("host", "cortex-m7"), ("qemu", "cortex-m4")])
 def test_the_mcu_example_trains_the_default_network_from_its_three_commands(tmp_path, target, device):
     """examples/mcu/README.md: solve, export, build and run a board's default plan (int8, a
     patch stage) in its own SRAM (the cortex-m4 plan on QEMU's Cortex-M4); the loss goes down
-    within two of the example's six epochs (2.285 to 2.208 on the host)."""
+    within two epochs of one sample of each class (2.305 to 2.266 on the host)."""
     import shutil
 
     from budgetplan.codegen.board import emulator_missing
@@ -134,12 +134,37 @@ def test_the_mcu_example_trains_the_default_network_from_its_three_commands(tmp_
     assert run_cli("export", str(plan), "--format", "c", "--out", str(build)).returncode == 0
     core = ["CORE=m4"] if device == "cortex-m4" else []
     done = subprocess.run(
-        ["make", "-s", "-C", str(REPO / "examples" / "mcu"), f"LIB={build}", target, "EPOCHS=2", *core],
+        ["make", "-s", "-C", str(REPO / "examples" / "mcu"), f"LIB={build}", target, "EPOCHS=2", "SAMPLES=2", *core],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     losses = _epoch_losses(done.stdout)
-    assert len(losses) == 2 and losses[-1] < losses[0] - 0.05, done.stdout
+    assert len(losses) == 2 and losses[-1] < losses[0] - 0.02, done.stdout
+
+
+@pytest.mark.parametrize("core", ["m7", "m4"])
+def test_the_mcu_examples_qemu_target_builds_and_runs_as_the_emulated_board_tests_do(tmp_path, core):
+    """The Makefile's compiler flags and QEMU board for each core are those of
+    ``budgetplan.codegen.board``, with which the plans run on emulated boards in
+    tests/codegen; the Cortex-M4 target also runs above."""
+    import shutil
+
+    from budgetplan.codegen.board import CORES
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    for name in ("bp_model.c", "bp_runtime.c"):
+        (tmp_path / name).touch()
+    done = subprocess.run(
+        ["make", "-n", "-s", "-C", str(REPO / "examples" / "mcu"), f"LIB={tmp_path}", "qemu", f"CORE={core}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    compile_line, run_line = done.stdout.replace("\\\n", " ").strip().splitlines()
+    board = CORES[f"cortex-{core}"]
+    assert compile_line.split()[0] == "arm-none-eabi-gcc"
+    assert " ".join(board.flags) in compile_line and f"/{board.startup} " in compile_line
+    assert run_line.startswith(f"qemu-system-arm -M {board.machine} ")
 
 
 def test_the_ci_examples_run_budgetplan_check_with_a_junit_report():

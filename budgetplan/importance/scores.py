@@ -26,6 +26,7 @@ planned as well as the shipped table, measured on other data, or better.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,12 +119,17 @@ def shipped_importance(costs: CostTable, by_name: bool = False) -> Importance | 
     ``by_name``: a table whose layer names match but whose widths differ also serves,
     its scores taken as each layer's share (rankings transfer across widths and data
     sets, Quélennec et al. 2026, §4)."""
-    for path in sorted(TABLES.glob("*.yaml")):
-        data = read_yaml(path, "shipped importance table")
+    for path, data in _shipped_tables():
         read = _read(data, costs, str(path), f"shipped table: {path.stem}", by_name)
         if isinstance(read, Importance):
             return read
     return None
+
+
+@functools.cache
+def _shipped_tables() -> tuple[tuple[Path, Any], ...]:
+    # the package's own files, parsed once a process: each plan of a sweep or a check reads them
+    return tuple((path, read_yaml(path, "shipped importance table")) for path in sorted(TABLES.glob("*.yaml")))
 
 
 def resolve_importance(importance: str | Path | Importance | None, costs: CostTable) -> Importance:

@@ -21,7 +21,6 @@ from itertools import pairwise
 from typing import cast
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -73,7 +72,7 @@ def fold_batchnorm(model: nn.Module, example_input: torch.Tensor | Sequence[torc
     if folds.left:
         shown = "; ".join(f"{name}: {why}" for name, why in list(folds.left.items())[:4])
         more = f"; and {len(folds.left) - 4} more" if len(folds.left) > 4 else ""
-        rank_zero_warn(
+        _warn_on_rank_zero(
             f"budgetplan: folded {len(folds.pairs)} of {len(folds.pairs) + len(folds.left)} BatchNorm layers; "
             f"{len(folds.left)} stay: {shown}{more}"
         )
@@ -199,9 +198,17 @@ def warn_of_norm_gain(modules: dict[str, nn.Module], norm_after: dict[str, str])
             gains[layer] = float(step_gain(norm).max())
     if gains and max(gains.values()) > NORM_GAIN_WARNING:
         worst = max(gains, key=gains.__getitem__)
-        rank_zero_warn(
+        _warn_on_rank_zero(
             f"budgetplan: frozen BatchNorm multiplies the SGD steps of {len(gains)} trained layer(s) per output "
             f"channel, by up to {gains[worst]:.0f}x at {worst}; a learning rate that suits the other layers can "
             "throw these off. Fold the norms into the convolutions before fitting, as device graphs do: "
             "budgetplan.fold_batchnorm(model)."
         )
+
+
+def _warn_on_rank_zero(message: str) -> None:
+    # lightning is imported here, not above: exporting a plan to C folds without training
+    # and need not pay for importing it
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    rank_zero_warn(message)

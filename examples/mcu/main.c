@@ -7,7 +7,9 @@
 
 #include "bp_model.h"
 
+#ifndef SAMPLES /* make SAMPLES=2 sets it: one of each class */
 #define SAMPLES 4
+#endif
 #ifndef EPOCHS /* make EPOCHS=3 sets it */
 #define EPOCHS 6
 #endif

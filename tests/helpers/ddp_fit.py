@@ -1,6 +1,8 @@
-"""Fit TinyModule with BudgetPlanCallback under DDP on 2 CPU processes (run by test_ddp.py).
+"""Fit TinyModule with BudgetPlanCallback under DDP on 2 CPU processes (run by test_ddp.py),
+once for each budget given, in the same two processes.
 
-Each rank writes what it trained with to OUT/rank{N}.pt.
+Each rank writes what it trained with to OUT/rank{N}.pt, and the error a fit raised to
+OUT/rank{N}.error.
 """
 
 import sys
@@ -25,7 +27,7 @@ class Record(Callback):
         self.selections.append({k: v.tolist() for k, v in self.budget.selection.items()})
 
 
-def main(out: Path, budget_size: str = "3KB") -> None:
+def fit(out: Path, budget_size: str) -> None:
     pl.seed_everything(0)
     budget = BudgetPlanCallback(device="cortex-m7", budget=budget_size, resample="step", sampler="gradient")
     record = Record(budget)
@@ -58,4 +60,5 @@ def main(out: Path, budget_size: str = "3KB") -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), *sys.argv[2:])
+    for size in sys.argv[2:] or ["3KB"]:
+        fit(Path(sys.argv[1]), size)
