@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 from digits import TASKS, DigitsData, fit_strategy  # noqa: E402
 
-from budgetplan.files import PLOT_FORMATS, OutputFile, output_file  # noqa: E402
+from budgetplan.files import PLOT_FORMATS, OutputFile, output_file, write_atomic  # noqa: E402
 from budgetplan.units import format_bytes, parse_bytes  # noqa: E402
 
 # label: (strategy, extra callback options); every strategy ranks layers by TraDy's score
@@ -508,9 +508,12 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def against_recipes(rows: list[dict[str, Any]], budgets: list[str], subject: str = "budgetplan") -> str:
+def against_recipes(
+    rows: list[dict[str, Any]], budgets: list[str], subject: str = "budgetplan", compared: list[dict] | None = None
+) -> str:
     """One line per task, network and budget: each strategy's mean accuracy, and ``subject``
-    (the default) against the best fixed recipe of that cell, paired by seed."""
+    (the default) against the best fixed recipe of that cell, paired by seed; each cell's
+    comparison is also appended to ``compared`` (for ``benchmarks/verdict.py``)."""
     accuracy = accuracies(rows)
     present = {r["variant"] for r in rows}
     recipes = [v for v in RECIPES if v in present]
@@ -534,6 +537,9 @@ def against_recipes(rows: list[dict[str, Any]], budgets: list[str], subject: str
             best = max((v for v in recipes if v in means), key=means.__getitem__)
             gaps.append(means[subject] - means[best])
             diffs = differences(group, subject, best, budget)
+            if compared is not None:
+                compared.append({"task": task, "network": network, "budget": budget, "subject": subject,
+                              "best": best, "gap": means[subject] - means[best], "differences": diffs})  # fmt: skip
             cells = " | ".join(f"{means[v]:.2f}" if v in means else "-" for v in (subject, *recipes))
             mark = ""
             if len(diffs) >= 2:
@@ -652,6 +658,9 @@ def main() -> None:
     parser.add_argument("--versus", default="budgetplan", help="comma-separated variants set against the recipes")
     parser.add_argument("--plot", help="write accuracy against memory to this PNG (or .svg, .pdf)")
     parser.add_argument("--report", action="store_true", help="print the table from --results, train nothing")
+    parser.add_argument(
+        "--cells-out", help="also write each cell's --versus comparison to this JSON-lines file (benchmarks/verdict.py)"
+    )
     args = parser.parse_args()
     budgets = args.budgets.split(",")
     for budget in budgets:
@@ -734,11 +743,14 @@ def main() -> None:
     print(table(wanted, budgets))
     print()
     print(paired(wanted))
+    compared: list[dict] = []
     for subject in names(args.versus):
-        versus = against_recipes(wanted, budgets, subject)
+        versus = against_recipes(wanted, budgets, subject, compared)
         if versus:
             print()
             print(versus)
+    if args.cells_out:
+        write_atomic(args.cells_out, "".join(json.dumps({**c, **protocol}) + "\n" for c in compared))
     trials = trial_report(wanted, budgets)
     if trials:
         print()

@@ -1,6 +1,7 @@
 """The accuracy benchmark's data splits and its choice of learning rate."""
 
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -115,11 +116,39 @@ def test_the_default_is_set_against_the_best_recipe_of_each_cell():
         for variant, values in variants.items()
         for seed, value in enumerate(values)
     ]
-    text = accuracy.against_recipes(rows, ["64KB", "1MB"])
+    compared: list[dict] = []
+    text = accuracy.against_recipes(rows, ["64KB", "1MB"], compared=compared)
     lines = text.splitlines()
     assert "| 64KB | 81.00 | 84.50 | 70.50 |" in lines[2] and "-3.50 vs bias" in lines[2]
     assert "+3.00 vs trady" in lines[3]  # classifier (unbudgeted) pairs with every budget, but loses here
     assert "over 2 cells: -0.25 points on average" in text and "at or above it in 1 cells" in text
+    assert [(c["budget"], c["best"], c["differences"]) for c in compared] == [
+        ("64KB", "bias", pytest.approx([-4.0, -3.0])),
+        ("1MB", "trady", pytest.approx([5.0, 1.0])),
+    ]
+
+
+def test_the_verdict_pools_the_cells_of_benchmarks_run_with_different_protocols(tmp_path, capsys, monkeypatch):
+    verdict = _script("verdict")
+
+    def cell(task: str, budget: str, diffs: list[float], subject: str = "budgetplan") -> str:
+        gap = sum(diffs) / len(diffs)
+        fields = {"task": task, "network": "mobilenet_v2", "budget": budget, "subject": subject, "best": "trady"}
+        return json.dumps({**fields, "gap": gap, "differences": diffs}) + "\n"
+
+    digits, photos = tmp_path / "digits.jsonl", tmp_path / "photos.jsonl"
+    digits.write_text(cell("mnist", "64KB", [2.0, 4.0, 3.0]) + cell("mnist", "64KB", [9.0, 9.0], "other"))
+    photos.write_text(cell("photo-regions", "64KB", [-3.0, -2.0, -4.0]) + cell("photo-regions", "1MB", [1.0, -1.0]))
+    monkeypatch.setattr(sys, "argv", ["verdict.py", str(digits), str(photos)])
+    verdict.main()
+    out = capsys.readouterr().out
+    assert "| mnist | mobilenet_v2 | 64KB | +3.00 vs trady [+0.52, +5.48] | 3 |" in out
+    assert "**-3.00 vs trady [-5.48, -0.52]**" in out  # below zero, and named below
+    assert "over 3 cells: +0.00 points" in out and "at or above it in 2 cells" in out
+    assert "lies below zero: 1 (photo-regions mobilenet_v2 64KB)." in out
+    monkeypatch.setattr(sys, "argv", ["verdict.py", str(digits), str(digits)])
+    with pytest.raises(SystemExit, match=r"digits\.jsonl:1: mnist mobilenet_v2 64KB is also in an earlier file"):
+        verdict.main()
 
 
 def test_a_variant_is_read_from_the_first_results_file_that_holds_it(tmp_path):
