@@ -257,6 +257,22 @@ def test_the_accuracy_numbers_are_what_the_benchmark_report_prints(command, caps
 
 
 @pytest.mark.slow
+def test_the_verdict_over_every_cell_is_what_verdict_prints(tmp_path, capsys):
+    """docs/results.md's three commands (two reports, then benchmarks/verdict.py), their
+    files written to a scratch folder; the README and docs/results.md quote what it prints."""
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", DOCUMENTS["docs/results.md"], re.S) if "verdict.py" in b)
+    for command in block.splitlines():
+        words = [str(tmp_path / w) if w.endswith("-cells.jsonl") else w for w in shlex.split(command)]
+        code, out = run_script(capsys, words[1], *words[2:])
+        assert code == 0, f"{command}: {out[-2000:]}"
+    total, mean, interval, cells = re.search(
+        r"over (\d+) cells: ([+-][\d.]+) points (\[[^\]]+\]); at or above it in (\d+) cells", out
+    ).groups()  # type: ignore[union-attr]
+    for document in (README, DOCUMENTS["docs/results.md"]):
+        assert f"**{mean} points {interval}**" in document and f"**{cells} of {total}**" in document, out
+
+
+@pytest.mark.slow
 def test_the_device_numbers_are_what_device_memory_prints(capsys):
     boards = ("cortex-m7", "mps2-an500-f32")
     code, out = run_script(capsys, "benchmarks/device_memory.py", "--devices", ",".join(boards), "--steps", "1")
