@@ -508,22 +508,20 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def against_recipes(
-    rows: list[dict[str, Any]], budgets: list[str], subject: str = "budgetplan", compared: list[dict] | None = None
-) -> str:
-    """One line per task, network and budget: each strategy's mean accuracy, and ``subject``
-    (the default) against the best fixed recipe of that cell, paired by seed; each cell's
-    comparison is also appended to ``compared`` (for ``benchmarks/verdict.py``)."""
-    accuracy = accuracies(rows)
+def recipes_in(rows: list[dict[str, Any]]) -> list[str]:
+    """The fixed recipes that ran in ``rows``, in ``RECIPES``' order."""
     present = {r["variant"] for r in rows}
-    recipes = [v for v in RECIPES if v in present]
-    if subject not in present or not recipes:
-        return ""
-    lines = [
-        f"| task | network | budget | {subject} | {' | '.join(recipes)} | {subject} − best recipe (95% interval) |",
-        "| --- | --- | --- |" + " --- |" * (len(recipes) + 2),
-    ]
-    gaps = []  # subject's mean less the best recipe's, per cell
+    return [v for v in RECIPES if v in present]
+
+
+def recipe_cells(rows: list[dict[str, Any]], budgets: list[str], subject: str = "budgetplan") -> list[dict[str, Any]]:
+    """Each task, network and budget where ``subject`` and a fixed recipe ran: every
+    variant's mean accuracy (``means``), the recipe with the best mean there (``best``,
+    chosen after the fact), ``subject``'s mean less that recipe's (``gap``) and their
+    differences paired by seed."""
+    accuracy = accuracies(rows)
+    recipes = recipes_in(rows)
+    cells = []
     for task, network in groups(rows):
         group = {k: v for k, v in accuracy.items() if k[:2] == (task, network)}
         for budget in budgets:
@@ -535,27 +533,51 @@ def against_recipes(
             if subject not in means or len(means) < 2:
                 continue
             best = max((v for v in recipes if v in means), key=means.__getitem__)
-            gaps.append(means[subject] - means[best])
-            diffs = differences(group, subject, best, budget)
-            if compared is not None:
-                compared.append({"task": task, "network": network, "budget": budget, "subject": subject,
-                              "best": best, "gap": means[subject] - means[best], "differences": diffs})  # fmt: skip
-            cells = " | ".join(f"{means[v]:.2f}" if v in means else "-" for v in (subject, *recipes))
-            mark = ""
-            if len(diffs) >= 2:
-                mean, _, half = interval(diffs)
-                mark = f"{mean:+.2f} vs {best} [{mean - half:+.2f}, {mean + half:+.2f}], {len(diffs)} seeds"
-            elif diffs:
-                mark = f"{diffs[0]:+.2f} vs {best}, 1 seed"
-            lines.append(f"| {task} | {network} | {budget} | {cells} | {mark} |")
-    if len(gaps) >= 2:
-        mean, _, half = interval(gaps)
-        lines.append(
-            f"\n{subject} − the best recipe of each cell (chosen after the fact), over {len(gaps)} cells: "
-            f"{mean:+.2f} points on average [{mean - half:+.2f}, {mean + half:+.2f}]; "
-            f"at or above it in {sum(g >= 0 for g in gaps)} cells."
-        )
-    return "\n".join(lines)
+            cells.append({
+                "task": task, "network": network, "budget": budget, "subject": subject, "means": means, "best": best,
+                "gap": means[subject] - means[best], "differences": differences(group, subject, best, budget),
+            })  # fmt: skip
+    return cells
+
+
+def versus_best(cell: dict[str, Any]) -> str:
+    """A cell's paired difference to its best recipe: ``+1.24 vs trady [-2.04, +4.52], 5 seeds``."""
+    diffs = cell["differences"]
+    if len(diffs) >= 2:
+        mean, _, half = interval(diffs)
+        return f"{mean:+.2f} vs {cell['best']} [{mean - half:+.2f}, {mean + half:+.2f}], {len(diffs)} seeds"
+    return f"{diffs[0]:+.2f} vs {cell['best']}, 1 seed" if diffs else ""
+
+
+def over_cells(cells: list[dict[str, Any]]) -> str:
+    """The subject's gap to the best recipe of each cell, as a mean over the cells with its interval."""
+    gaps = [cell["gap"] for cell in cells]
+    if len(gaps) < 2:
+        return ""
+    mean, _, half = interval(gaps)
+    return (
+        f"{cells[0]['subject']} − the best recipe of each cell (chosen after the fact), over {len(gaps)} cells: "
+        f"{mean:+.2f} points on average [{mean - half:+.2f}, {mean + half:+.2f}]; "
+        f"at or above it in {sum(g >= 0 for g in gaps)} cells."
+    )
+
+
+def against_recipes(rows: list[dict[str, Any]], cells: list[dict[str, Any]]) -> str:
+    """One line per cell of ``recipe_cells(rows, ...)``: each strategy's mean accuracy, and
+    the subject (the default) against the best fixed recipe of that cell, paired by seed."""
+    if not cells:
+        return ""
+    subject = cells[0]["subject"]
+    recipes = recipes_in(rows)
+    lines = [
+        f"| task | network | budget | {subject} | {' | '.join(recipes)} | {subject} − best recipe (95% interval) |",
+        "| --- | --- | --- |" + " --- |" * (len(recipes) + 2),
+    ]
+    for cell in cells:
+        means = " | ".join(f"{cell['means'][v]:.2f}" if v in cell["means"] else "-" for v in (subject, *recipes))
+        lines.append(f"| {cell['task']} | {cell['network']} | {cell['budget']} | {means} | {versus_best(cell)} |")
+    summary = over_cells(cells)
+    return "\n".join(lines) + (f"\n\n{summary}" if summary else "")
 
 
 def plot(rows: list[dict[str, Any]], output: OutputFile) -> Any:
@@ -743,14 +765,13 @@ def main() -> None:
     print(table(wanted, budgets))
     print()
     print(paired(wanted))
-    compared: list[dict] = []
-    for subject in names(args.versus):
-        versus = against_recipes(wanted, budgets, subject, compared)
-        if versus:
+    compared = [recipe_cells(wanted, budgets, subject) for subject in names(args.versus)]
+    for cells in compared:
+        if cells:
             print()
-            print(versus)
+            print(against_recipes(wanted, cells))
     if args.cells_out:
-        write_atomic(args.cells_out, "".join(json.dumps({**c, **protocol}) + "\n" for c in compared))
+        write_atomic(args.cells_out, "".join(json.dumps({**c, **protocol}) + "\n" for cells in compared for c in cells))
     trials = trial_report(wanted, budgets)
     if trials:
         print()

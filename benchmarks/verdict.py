@@ -6,8 +6,8 @@ Run: python benchmarks/accuracy.py ... --report --cells-out digits.jsonl   (once
 Each file holds the cells one ``accuracy.py --report`` compared (``--cells-out``): a task,
 network and budget, the recipe with the best mean accuracy there (chosen after the fact)
 and the subject's paired differences to it by seed. This prints every cell with its 95%
-interval, the cells whose interval lies below zero, and the mean over all cells with its
-interval (Student's t over the cells), which is how the benchmark's verdict is stated.
+interval, the mean over all cells with its interval (Student's t over the cells), as
+``accuracy.py`` states it for one benchmark, and the cells whose interval lies below zero.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from accuracy import interval  # noqa: E402
+from accuracy import interval, over_cells, versus_best  # noqa: E402
 
 
 def read_cells(paths: list[str], subject: str) -> list[dict[str, Any]]:
@@ -38,33 +38,25 @@ def read_cells(paths: list[str], subject: str) -> list[dict[str, Any]]:
     return list(cells.values())
 
 
-def report(cells: list[dict[str, Any]], subject: str) -> str:
-    lines = [
-        f"| task | network | budget | {subject} − best recipe (95% interval) | seeds |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    below = []
+def _interval_below_zero(diffs: list[float]) -> bool:
+    if len(diffs) < 2:
+        return False
+    mean, _, half = interval(diffs)
+    return mean + half < 0
+
+
+def report(cells: list[dict[str, Any]]) -> str:
+    subject = cells[0]["subject"]
+    lines = [f"| task | network | budget | {subject} − best recipe (95% interval) |", "| --- | --- | --- | --- |"]
+    below = [cell for cell in cells if _interval_below_zero(cell["differences"])]
     for cell in cells:
-        diffs = cell["differences"]
-        shown = f"{cell['gap']:+.2f} vs {cell['best']}"
-        if len(diffs) >= 2:
-            mean, _, half = interval(diffs)
-            shown += f" [{mean - half:+.2f}, {mean + half:+.2f}]"
-            if mean + half < 0:
-                below.append(cell)
-                shown = f"**{shown}**"
-        lines.append(f"| {cell['task']} | {cell['network']} | {cell['budget']} | {shown} | {len(diffs)} |")
-    gaps = [cell["gap"] for cell in cells]
-    lines.append("")
-    if len(gaps) >= 2:
-        mean, _, half = interval(gaps)
-        lines.append(
-            f"{subject} − the best recipe of each cell, over {len(gaps)} cells: {mean:+.2f} points "
-            f"[{mean - half:+.2f}, {mean + half:+.2f}]; at or above it in {sum(g >= 0 for g in gaps)} cells."
-        )
+        shown = f"**{versus_best(cell)}**" if cell in below else versus_best(cell)
+        lines.append(f"| {cell['task']} | {cell['network']} | {cell['budget']} | {shown} |")
     named = ", ".join(f"{c['task']} {c['network']} {c['budget']}" for c in below)
-    lines.append(f"Cells whose interval lies below zero: {len(below)}" + (f" ({named})." if below else "."))
-    return "\n".join(lines)
+    return "\n".join([
+        *lines, "", over_cells(cells),
+        f"Cells whose interval lies below zero: {len(below)}" + (f" ({named})." if below else "."),
+    ])  # fmt: skip
 
 
 def main() -> None:
@@ -75,7 +67,7 @@ def main() -> None:
     cells = read_cells(args.cells, args.subject)
     if not cells:
         parser.error(f"no cell of {args.subject} in {', '.join(args.cells)}")
-    print(report(cells, args.subject))
+    print(report(cells))
 
 
 if __name__ == "__main__":

@@ -116,8 +116,8 @@ def test_the_default_is_set_against_the_best_recipe_of_each_cell():
         for variant, values in variants.items()
         for seed, value in enumerate(values)
     ]
-    compared: list[dict] = []
-    text = accuracy.against_recipes(rows, ["64KB", "1MB"], compared=compared)
+    compared = accuracy.recipe_cells(rows, ["64KB", "1MB"])
+    text = accuracy.against_recipes(rows, compared)
     lines = text.splitlines()
     assert "| 64KB | 81.00 | 84.50 | 70.50 |" in lines[2] and "-3.50 vs bias" in lines[2]
     assert "+3.00 vs trady" in lines[3]  # classifier (unbudgeted) pairs with every budget, but loses here
@@ -142,9 +142,9 @@ def test_the_verdict_pools_the_cells_of_benchmarks_run_with_different_protocols(
     monkeypatch.setattr(sys, "argv", ["verdict.py", str(digits), str(photos)])
     verdict.main()
     out = capsys.readouterr().out
-    assert "| mnist | mobilenet_v2 | 64KB | +3.00 vs trady [+0.52, +5.48] | 3 |" in out
-    assert "**-3.00 vs trady [-5.48, -0.52]**" in out  # below zero, and named below
-    assert "over 3 cells: +0.00 points" in out and "at or above it in 2 cells" in out
+    assert "| mnist | mobilenet_v2 | 64KB | +3.00 vs trady [+0.52, +5.48], 3 seeds |" in out
+    assert "**-3.00 vs trady [-5.48, -0.52], 3 seeds**" in out  # below zero, and named below
+    assert "over 3 cells: +0.00 points on average" in out and "at or above it in 2 cells" in out
     assert "lies below zero: 1 (photo-regions mobilenet_v2 64KB)." in out
     monkeypatch.setattr(sys, "argv", ["verdict.py", str(digits), str(digits)])
     with pytest.raises(SystemExit, match=r"digits\.jsonl:1: mnist mobilenet_v2 64KB is also in an earlier file"):

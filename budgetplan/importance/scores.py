@@ -146,7 +146,7 @@ def resolve_importance(importance: str | Path | Importance | None, costs: CostTa
     if importance == "shipped":
         table = shipped_importance(costs)
         if table is None:
-            shipped = ", ".join(p.stem for p in sorted(TABLES.glob("*.yaml")))
+            shipped = ", ".join(path.stem for path, _ in _shipped_tables())
             raise BudgetPlanError(
                 f"importance 'shipped': no table in {TABLES} matches model {costs.model} layer for layer "
                 f"(names and input channels; shipped: {shipped}); measure one with budgetplan importance, "

@@ -36,8 +36,7 @@ def run_solver(
 ) -> tuple[str, str]:
     """Solve ``prob`` in place; return (status, solver name). ``tie_break``: the second stage,
     started from the variables' current values (the first stage's optimum) and run with
-    ``TIE_BREAK_OPTIONS``. The
-    solver's log goes to stderr when ``verbose``, else nowhere."""
+    ``TIE_BREAK_OPTIONS``. The solver's log goes to stderr when ``verbose``, else nowhere."""
     with native_output_to(echo=verbose):
         backend, name = _backend(solver, time_limit, verbose, tie_break)
         prob.solve(backend)

@@ -32,7 +32,7 @@ def _channels(*kept: int) -> torch.Tensor:
 
 
 def test_entries_outside_the_selection_and_their_momentum_do_not_move():
-    weight, optimizer, guard = _guarded(keep=False)
+    weight, optimizer, guard = _guarded(False)
     guard.set_mask(weight, _channels(0, 1, 2, 3))
     _step(weight, optimizer)
     guard.set_mask(weight, _channels(0))
@@ -45,9 +45,9 @@ def test_entries_outside_the_selection_and_their_momentum_do_not_move():
     assert not torch.equal(weight.detach()[~out], before[~out])
 
 
-@pytest.mark.parametrize("reset", [True, False])
-def test_a_channel_that_comes_back_starts_from_zero_state_or_from_the_state_it_left_with(reset):
-    weight, optimizer, guard = _guarded(keep=not reset)
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_channel_that_comes_back_starts_from_zero_state_or_from_the_state_it_left_with(keep):
+    weight, optimizer, guard = _guarded(keep)
     guard.set_mask(weight, _channels(0, 1))
     _step(weight, optimizer)
     left_with = optimizer.state[weight]["momentum_buffer"][:, 1].clone()
@@ -56,7 +56,7 @@ def test_a_channel_that_comes_back_starts_from_zero_state_or_from_the_state_it_l
     _step(weight, optimizer)
     guard.set_mask(weight, _channels(0, 1))  # and comes back
     state = optimizer.state[weight]["momentum_buffer"][:, 1]
-    assert torch.equal(state, torch.zeros(2) if reset else left_with)
+    assert torch.equal(state, left_with if keep else torch.zeros(2))
 
 
 def test_the_callback_names_a_bad_returning_state():
