@@ -482,12 +482,17 @@ def trial_label(importance: str) -> str | None:
 
 def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     """Per variant whose plan a trial chooses, and budget: its fits, the trial's optimizer
-    steps (the fit's own: epochs × batches), the fit's seconds, and how often each
-    candidate won (fits recorded before the winner was named count as unnamed)."""
+    steps against the fit's own, the seconds of the callback's set-up (measurement, plans
+    and trials) and of the whole fit, and how often each candidate won (fits recorded
+    before the winner was named count as unnamed; before steps and set-up were recorded, –)."""
     lines = [
-        "| variant | budget | fits | trial steps | fit seconds | trial won by |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| variant | budget | fits | trial steps | fit steps | set-up seconds | fit seconds | trial won by |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+
+    def mean(cell: list[dict[str, Any]], name: str) -> str:
+        return f"{statistics.mean(r[name] for r in cell):.0f}" if all(name in r for r in cell) else "–"
+
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for budget in budgets:
             cell = [
@@ -501,10 +506,8 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
                 label = trial_label(r["importance"]) or "unnamed"
                 won[label] = won.get(label, 0) + 1
             wins = ", ".join(f"{label} {count}" for label, count in sorted(won.items(), key=lambda kv: -kv[1]))
-            seconds = statistics.mean(r["seconds"] for r in cell)
-            lines.append(
-                f"| {variant} | {budget} | {len(cell)} | {statistics.mean(steps):.0f} | {seconds:.0f} | {wins} |"
-            )
+            costs = " | ".join(mean(cell, name) for name in ("steps", "setup_seconds", "seconds"))
+            lines.append(f"| {variant} | {budget} | {len(cell)} | {statistics.mean(steps):.0f} | {costs} | {wins} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

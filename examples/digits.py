@@ -7,6 +7,7 @@ Shared by ``finetune_digits.py``, ``compare_strategies.py``, the LightningCLI re
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,11 +181,18 @@ def tuning_split(train: DigitsRGB) -> tuple[Subset, Subset]:
 STUDY_PROFILE = str(Path(__file__).resolve().parent / "stm32f746-disco-study.yaml")
 
 
-class _LargestSaved(pl.Callback):
-    """The largest saved-for-backward bytes per sample the budget callback measured."""
+class _Measured(pl.Callback):
+    """What a fit cost: the largest saved-for-backward bytes per sample the budget callback
+    measured, and the seconds from the fit's start to its first training batch (the
+    callback's set-up: plan, measurement and trials)."""
 
     def __init__(self, budget: BudgetPlanCallback) -> None:
-        self.budget, self.largest = budget, 0.0
+        self.budget, self.largest, self.setup_seconds = budget, 0.0, 0.0
+        self.started = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+        if not self.setup_seconds:
+            self.setup_seconds = time.perf_counter() - self.started
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
         self.largest = max(self.largest, self.budget.saved_bytes_per_sample or 0.0)
@@ -229,19 +237,21 @@ def fit_strategy(
     budget = BudgetPlanCallback(
         device=STUDY_PROFILE, training_memory=training_memory, seed=seed, strategy=strategy, epochs=epochs, **options
     )
-    largest = _LargestSaved(budget)
-    trainer = quiet_trainer(epochs, [budget, largest], limit, check_val_every_n_epoch=epochs, num_sanity_val_steps=0)
+    measured = _Measured(budget)
+    trainer = quiet_trainer(epochs, [budget, measured], limit, check_val_every_n_epoch=epochs, num_sanity_val_steps=0)
     trainer.fit(model, data)
     assert budget.plan is not None
-    measured = "val"
+    split = "val"
     if getattr(data, "select", False):  # validation chose; the test set measures
         trainer.test(model, data, verbose=False)
-        measured = "test"
+        split = "test"
     return {
-        "accuracy": float(trainer.callback_metrics[f"{measured}_acc"]),
-        "loss": float(trainer.callback_metrics[f"{measured}_loss"]),
+        "accuracy": float(trainer.callback_metrics[f"{split}_acc"]),
+        "loss": float(trainer.callback_metrics[f"{split}_loss"]),
         "training_memory": budget.plan.predicted.training_memory_bytes,
-        "saved_per_sample": largest.largest,
+        "saved_per_sample": measured.largest,
+        "steps": trainer.global_step,
+        "setup_seconds": measured.setup_seconds,
         "trained_layers": len(budget.plan.updated()),
         "importance": budget.plan.importance_source,
     }

@@ -176,3 +176,19 @@ def test_the_trial_report_names_the_winner_without_its_details():
     assert accuracy.trial_label(source.format("measured: gradient energy, 8 batches")) == "measured"
     assert accuracy.trial_label(source.format("biases alone")) == "biases alone"
     assert accuracy.trial_label("shipped table: x") is None  # no trial ran
+
+
+def test_the_trial_report_sets_the_trials_cost_against_the_fits_and_counts_the_winners():
+    source = "shipped table: x; {} chosen over y by trials on 8 training batches ({} steps in 3 rounds of 6 plans)"
+    costs = {"steps": 48, "setup_seconds": 30.0, "seconds": 50.0}
+    rows = [
+        {"variant": "v", "budget": "64KB", "importance": source.format("biases alone", 176), **costs},
+        {"variant": "v", "budget": "64KB", "importance": source.format("measured: energy", 176), **costs, "steps": 50},
+        {"variant": "v", "budget": "64KB", "importance": source.format("biases alone", 176), **costs},
+        {"variant": "v", "budget": "128KB", "importance": source.format("measured", 288), "seconds": 70.0},
+        {"variant": "v", "budget": "1MB", "importance": "shipped table: x", **costs},  # no trial
+    ]
+    lines = accuracy.trial_report(rows, ["64KB", "128KB", "1MB"]).splitlines()
+    assert lines[2] == "| v | 64KB | 3 | 176 | 49 | 30 | 50 | biases alone 2, measured 1 |"
+    assert lines[3] == "| v | 128KB | 1 | 288 | – | – | 70 | measured 1 |"  # recorded before steps and set-up
+    assert len(lines) == 4

@@ -122,9 +122,10 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
             halving; the winner's rule then trains the fit (unless ``resample`` or
             ``sampler`` is given); ``"none"`` the table's plan alone. A trial values on the
             fit's validation batches where it has them (docs/importance.md).
-        trial_steps: optimizer steps the trial trains in all, shared by its rounds of
-            successive halving (default: 96 a round, so 96 for two plans and 288 for the six
-            of ``"all"``); the plan's importance source states what it cost.
+        trial_steps: optimizer steps the trial trains in all, shared by the plans of every
+            round of successive halving, each plan going on where its last round stopped
+            (default: the last two train 48 steps each, so 96 for two plans and 176 for the
+            six of ``"all"``); the plan's importance source states what it cost.
         returning_state: the optimizer state (momentum, Adam's moments) of channels that
             a redraw brings back into the selection: ``"reset"`` (default) to zero, or
             ``"keep"`` as it was when they left (``budgetplan.training.guard``).

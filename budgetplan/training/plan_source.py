@@ -189,7 +189,7 @@ class PlanSource:
     validation: Any = None  # the validation loader, when the trial values on it
     chosen: Candidate | None = None  # the trial's winner, once it has run
     trial: str = "importance"  # what the default's trial tries (TRIALS)
-    trial_steps: int | None = None  # the trial's steps in all (None: halving's default, 96 a round)
+    trial_steps: int | None = None  # the trial's steps in all (None: halving's default, 48 for each finalist)
     epochs: int = 1  # the fit's epochs: a redrawn candidate's trial spreads over as many draws (at most 4)
 
     def training(self, strategy: Strategy, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Training:

@@ -6,7 +6,8 @@ two importance sources by training each for a few dozen steps
 (``PlanSource.choose`` in ``budgetplan.training.plan_source``). A trial
 trains the parameters it names, gradients masked to the chosen input channels, by SGD
 (momentum 0.9) at the module's learning rate; every trial starts from the module's
-parameters and puts them back.
+parameters and puts them back. Successive halving among many plans goes on with each
+plan's trial from where its last round stopped (``Progress``).
 
 A trial of a whole plan is valued by the lowest held-out loss it reaches at a check every
 ``CHECK_EVERY`` steps: on a few hundred images a plan that learns fast starts to overfit
@@ -15,9 +16,8 @@ within the trial, and its final loss would rank it below a plan that learns slow
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -49,6 +49,34 @@ def module_lr(module: nn.Module, default: float = 0.01) -> float:
     return default
 
 
+@dataclass
+class Progress:
+    """Where a trial stopped, to go on from there: the values and momentum of the
+    parameters it trains, the steps it trained and the lowest held-out loss it reached."""
+
+    values: list[Tensor] = field(default_factory=list)
+    momentum: list[Tensor | None] = field(default_factory=list)
+    done: int = 0
+    lowest: float = float("inf")
+
+    def resume(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
+        """Put the trial's state back into ``params`` and ``optimizer`` (none: it starts)."""
+        if self.done:
+            with torch.no_grad():
+                for p, value in zip(params, self.values, strict=True):
+                    p.copy_(value)
+            for p, buffer in zip(params, self.momentum, strict=True):
+                if buffer is not None:
+                    optimizer.state[p]["momentum_buffer"] = buffer
+        for p in params:
+            p.requires_grad_(True)
+
+    def stop(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer, done: int, lowest: float) -> None:
+        self.values = [p.detach().clone() for p in params]
+        self.momentum = [optimizer.state[p].get("momentum_buffer") for p in params]
+        self.done, self.lowest = done, lowest
+
+
 class Trials:
     """Short fine-tunes of ``module`` on ``train``, each valued on ``held``."""
 
@@ -66,35 +94,45 @@ class Trials:
         check_every: int | None = None,
         redraw: Callable[[int], Trial] | None = None,
         draws: int = 1,
+        progress: Progress | None = None,
+        until: int | None = None,
     ) -> float:
         """The held-out loss after ``steps`` SGD steps (momentum 0.9) on the trial's
         parameters, gradients masked and, with ``clip_ratio``, clipped as the callback clips
         them (masked weights only: the classifier and biases are not); with
         ``check_every``, the lowest held-out loss of the checks every that many steps and
         at the end; with ``redraw``, the masks of draw ``k`` (``redraw(k)``) from the
-        ``k``-th of ``draws`` equal parts of the steps on. The parameters are put back."""
+        ``k``-th of ``draws`` equal parts of the steps on. With ``progress`` the trial goes
+        on from where it stopped (its values, momentum, steps and lowest loss) to step
+        ``until`` and leaves its state there, as one run of ``until`` steps would. The
+        parameters are put back."""
         params = [p for p, _ in trial]
         every = max(1, self.steps // max(1, draws))
+        at = progress or Progress()
+        until = self.steps if until is None else until
         start = [p.detach().clone() for p in params]
-        for p in params:
-            p.requires_grad_(True)
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
-        lowest = float("inf")
+        at.resume(params, optimizer)
+        if redraw is not None and at.done >= every:
+            trial = redraw(min(at.done // every, draws - 1))  # the draw the trial stopped in
+        lowest = at.lowest
         try:
-            for step, batch in zip(range(self.steps), itertools.cycle(self.train)):
+            for step in range(at.done, until):
                 if redraw is not None and step and step % every == 0 and step // every < draws:
                     trial = redraw(step // every)  # the same parameters, the next draw's masks
                 optimizer.zero_grad(set_to_none=True)
-                step_loss(self.module, batch, step).backward()
+                step_loss(self.module, self.train[step % len(self.train)], step).backward()
                 for p, mask in trial:
                     if mask is not None and p.grad is not None:
                         p.grad.mul_(mask)
                 if clip_ratio:
                     clip_relative([p for p, mask in trial if mask is not None], clip_ratio)
                 optimizer.step()
-                if check_every and (step + 1) % check_every == 0 and step + 1 < self.steps:
+                if check_every and (step + 1) % check_every == 0 and step + 1 < until:
                     lowest = min(lowest, self.held_out_loss())
-            return min(lowest, self.held_out_loss())
+            lowest = min(lowest, self.held_out_loss())
+            at.stop(params, optimizer, until, lowest)
+            return lowest
         finally:
             with torch.no_grad():
                 for p, value in zip(params, start, strict=True):
@@ -151,23 +189,37 @@ def trial_losses(
     held_out: int = HELD_OUT,
     held: list[Any] | None = None,
     lr: float | None = None,
+    until: int | None = None,
+    progress: Sequence[Progress] | None = None,
 ) -> list[float]:
     """The lowest held-out loss each of ``candidates`` reaches in a trial of ``steps`` steps
     on ``batches`` at ``lr`` (by default the module's own), valued on ``held`` (validation
     batches: every batch of ``batches`` trains) or, without them, on the last ``held_out``
-    of ``batches`` (the others train); the module is left as it was."""
+    of ``batches`` (the others train); with ``progress`` (one per candidate), each goes on
+    from where it stopped to step ``until``. The module is left as it was."""
     train, held = (batches, held) if held else (batches[:-held_out], batches[-held_out:])
     trials = Trials(module, train, held, steps, lr or module_lr(module))
+    where = list(progress) if progress is not None else [Progress() for _ in candidates]
 
-    def loss(candidate: Candidate) -> float:
+    def loss(candidate: Candidate, at: Progress) -> float:
         def draw(epoch: int) -> Trial:
             return plan_trial(module, candidate.training, prefix, candidate.sampler, seed, epoch)
 
         redraw = draw if candidate.draws > 1 else None
-        return trials.run(draw(0), clip_ratio, check_every, redraw, candidate.draws)
+        return trials.run(draw(0), clip_ratio, check_every, redraw, candidate.draws, at, until)
 
     with probing(module, requires_grad=False):
-        return [loss(candidate) for candidate in candidates]
+        return [loss(candidate, at) for candidate, at in zip(candidates, where, strict=True)]
+
+
+def round_sizes(count: int) -> list[int]:
+    """The plans in each round of successive halving among ``count``: the better half,
+    rounded up, goes on until one is left (6 → 6, 3, 2)."""
+    sizes = []
+    while count > 1:
+        sizes.append(count)
+        count = (count + 1) // 2
+    return sizes
 
 
 def halving(
@@ -178,20 +230,26 @@ def halving(
     total_steps: int | None = None,
     **options: Any,
 ) -> tuple[Candidate, list[list[tuple[str, float]]], int]:
-    """Successive halving: each round trains its share of ``total_steps`` (by default twice
-    ``PLAN_STEPS`` a round), shared by the candidates still in it, at least
-    ``CHECK_EVERY`` each; the better half goes on, until one is left (two candidates: one
-    round of ``PLAN_STEPS`` each, as a trial of two). The winner, each round's labels and
-    losses (best first), and the steps trained in all."""
+    """Successive halving (Jamieson & Talwalkar, AISTATS 2016): each round every plan still
+    in it trains the same number of steps more, going on from where its trial stopped, and
+    the better half goes on, until one is left. The last two have trained ``PLAN_STEPS``
+    each (two candidates: one round of ``PLAN_STEPS`` each, as a trial of two), or, with
+    ``total_steps``, what those steps shared by every round's plans give, at least
+    ``CHECK_EVERY`` a round. The winner, each round's labels and losses (best first), and
+    the steps trained in all."""
     alive = list(candidates)
-    # halving n rounded up ends after ceil(log2 n) rounds
-    budget = 2 * PLAN_STEPS if total_steps is None else total_steps // max(1, (len(alive) - 1).bit_length())
-    rounds, spent = [], 0
-    while len(alive) > 1:
-        steps = max(CHECK_EVERY, budget // len(alive))
-        losses = trial_losses(module, alive, batches, prefix, steps=steps, **options)
-        spent += steps * len(alive)
+    sizes = round_sizes(len(alive))
+    rounds: list[list[tuple[str, float]]] = []
+    if not sizes:
+        return alive[0], rounds, 0
+    more = PLAN_STEPS // len(sizes) if total_steps is None else total_steps // sum(sizes)
+    more = max(CHECK_EVERY, more)
+    where = [Progress() for _ in alive]
+    for done in range(1, len(sizes) + 1):
+        steps = {"steps": more * len(sizes), "until": more * done}
+        losses = trial_losses(module, alive, batches, prefix, progress=where, **steps, **options)
         ranked = sorted(zip(losses, range(len(alive)), strict=True))
         rounds.append([(alive[i].label, loss) for loss, i in ranked])
-        alive = [alive[i] for _, i in ranked[: (len(alive) + 1) // 2]]
-    return alive[0], rounds, spent
+        kept = [i for _, i in ranked[: (len(alive) + 1) // 2]]
+        alive, where = [alive[i] for i in kept], [where[i] for i in kept]
+    return alive[0], rounds, more * sum(sizes)

@@ -16,7 +16,16 @@ from budgetplan import BudgetPlanCallback
 from budgetplan.errors import BudgetPlanError
 from budgetplan.strategies.base import LayerToTrain, Training
 from budgetplan.training.channels import channel_norms
-from budgetplan.training.trials import PLAN_STEPS, Candidate, Trials, halving, plan_trial, trial_losses
+from budgetplan.training.trials import (
+    PLAN_STEPS,
+    Candidate,
+    Progress,
+    Trials,
+    halving,
+    plan_trial,
+    round_sizes,
+    trial_losses,
+)
 
 from ..helpers.tiny_modules import TinyModule, trainer
 
@@ -234,11 +243,29 @@ def test_halving_keeps_the_better_half_each_round_and_names_them():
     tried = [
         Candidate(name, None, t) for name, t in (("shift", NORM_SHIFT), ("head", HEAD), ("shift again", NORM_SHIFT))
     ]
-    winner, rounds, steps = halving(module, tried, seen, lr=0.1, total_steps=96)  # two rounds of 48
-    assert steps == 3 * 16 + 2 * 24  # each round 48 steps in all, shared by the plans in it
+    winner, rounds, steps = halving(module, tried, seen, lr=0.1, total_steps=100)
+    assert steps == (3 + 2) * 20  # 100 steps shared by the plans of both rounds, 20 more each a round
     assert winner.label == "head"
     assert [len(r) for r in rounds] == [3, 2] and rounds[0][0][0] == "head"
     assert all(a[1] <= b[1] for r in rounds for a, b in itertools.pairwise(r))
+    assert [round_sizes(n) for n in (1, 2, 5, 6)] == [[], [2], [5, 3, 2], [6, 3, 2]]
+
+
+@pytest.mark.parametrize("sampler, draws", [("magnitude", 1), ("uniform", 3)])
+def test_a_trial_continued_round_by_round_ends_where_one_run_of_all_its_steps_ends(sampler, draws):
+    module = TinyModule(dropout=0.0)
+    batches = learnable_batches(40)
+    training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
+    tried = [Candidate("half", None, training, sampler, draws)]
+    options = {"lr": 0.02, "steps": 24, "check_every": 4}
+    whole, parts = [Progress()], [Progress()]
+    loss = trial_losses(module, tried, batches, progress=whole, **options)
+    for until in (12, 24):  # stopped in the middle of a draw, then on to the end
+        last = trial_losses(module, tried, batches, until=until, progress=parts, **options)
+    assert last == pytest.approx(loss, rel=1e-5)
+    assert parts[0].done == whole[0].done == 24
+    for a, b in zip(parts[0].values + parts[0].momentum, whole[0].values + whole[0].momentum, strict=True):
+        torch.testing.assert_close(a, b)  # the same weights and momentum as one run of 24 steps
 
 
 @pytest.mark.slow
