@@ -119,7 +119,8 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
             ``"importance"`` (default) the plans of the table and of measured importance,
             channels kept; ``"all"`` each also planned for and trained with its channels
             redrawn every epoch (uniformly), biases alone and TraDy's layers, by successive
-            halving; the winner's rule then trains the fit (unless ``resample`` or
+            halving, and where no table ships the same for measured importance alone;
+            the winner's rule then trains the fit (unless ``resample`` or
             ``sampler`` is given); ``"none"`` the table's plan alone. A trial values on the
             fit's validation batches where it has them (docs/importance.md).
         trial_steps: optimizer steps the trial trains in all, shared by the plans of every

@@ -257,11 +257,11 @@ class PlanSource:
         def solve() -> Plan:
             problem = self.problem(strategy, pl_module, example)
             plan = plan_problem(problem)
-            if not (strategy.tries_importances and self.trial != "none" and self.has_rival(problem.costs)):
+            if not self.tries(strategy, problem.costs):
                 return plan
             with isolate_rng():  # the fit shuffles and draws dropout as with the table alone
                 batches = self.batches()  # drawn once: measured on, then tried on
-                rival = self.rival_importance(problem, pl_module, batches)
+                rival = self.rival_importance(problem, pl_module, batches) if self.has_rival(problem.costs) else None
                 problems = [problem] if rival is None else [problem, rival]
                 candidates = self.candidates(strategy, plan, problems)
                 if self.trial == "all":
@@ -313,6 +313,16 @@ class PlanSource:
     def batches(self) -> list[Any]:
         """The training batches importance is measured on, and rival plans tried on."""
         return list(measurement_batches(self.loader, max(1, self.importance_batches), self.seed))
+
+    def tries(self, strategy: Strategy, costs: CostTable) -> bool:
+        """Whether a trial chooses the plan: the default strategy's, with a rival to the
+        shipped table's plan, or, with ``trial="all"``, wherever it plans with importance
+        measured on the training data (no table ships for the network): its plan with
+        channels kept and redrawn, and the recipes'."""
+        if not strategy.tries_importances or self.trial == "none":
+            return False
+        measures = self.importance == MEASURED or (self.importance is None and self.importance_batches > 0)
+        return self.has_rival(costs) or (self.trial == "all" and measures and self.loader is not None)
 
     def has_rival(self, costs: CostTable) -> bool:
         """Whether the default importance planned with a shipped table and there is training

@@ -116,8 +116,8 @@ def mobilenet_module() -> TinyModule:
     return module
 
 
-def mobilenet_data() -> torch.utils.data.DataLoader:
-    x, y = zip(*learnable_batches(64, size=32), strict=True)
+def mobilenet_data(size: int = 32) -> torch.utils.data.DataLoader:
+    x, y = zip(*learnable_batches(64, size=size), strict=True)
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.cat(x), torch.cat(y)), batch_size=8)
 
 
@@ -193,6 +193,24 @@ def test_trial_all_tries_kept_and_redrawn_channels_and_the_recipes_and_trains_wi
         BudgetPlanCallback(trial="some")
     with pytest.raises(BudgetPlanError, match="trial_steps must be a whole number of steps > 0 or None, not 0"):
         BudgetPlanCallback(trial="all", trial_steps=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", ["all", "importance"])
+def test_trial_all_also_chooses_where_no_table_ships(trial):
+    """Without a shipped table the plan of measured importance has no rival, but
+    ``trial="all"`` still tries it with channels kept and redrawn, and the recipes'."""
+    module = TinyModule(dropout=0.0)  # no table ships for it
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory="4KB", batch_size=8, trial=trial, trial_steps=88)
+    trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data(size=8))
+    source = budget.plan.importance_source
+    assert source.startswith("measured: gradient energy")
+    if trial == "importance":
+        assert "chosen" not in source
+        return
+    assert "(84 steps in 2 rounds of 4 plans;" in source, source  # kept, redrawn, biases alone, TraDy's layers
+    winner = re.search(r"; (.+?) chosen over ", source)[1]  # type: ignore[index]
+    assert winner.startswith(("measured", "biases alone", "TraDy's layers")), winner
 
 
 class RandomStream(Callback):
