@@ -315,10 +315,8 @@ class PlanSource:
         return list(measurement_batches(self.loader, max(1, self.importance_batches), self.seed))
 
     def tries(self, strategy: Strategy, costs: CostTable) -> bool:
-        """Whether a trial chooses the plan: the default strategy's, with a rival to the
-        shipped table's plan, or, with ``trial="all"``, wherever it plans with importance
-        measured on the training data (no table ships for the network): its plan with
-        channels kept and redrawn, and the recipes'."""
+        """Whether a trial chooses the default strategy's plan: against a rival to the shipped
+        table's, or, with ``trial="all"``, wherever importance is measured on the fit's data."""
         if not strategy.tries_importances or self.trial == "none":
             return False
         measures = self.importance == MEASURED or (self.importance is None and self.importance_batches > 0)
@@ -342,14 +340,6 @@ class PlanSource:
             return None
         return dataclasses.replace(problem, importance=measured)
 
-    def held_batches(self) -> list[Any]:
-        """The first validation batches (at most ``VALIDATION_BATCHES``) the trial values on:
-        images the fit never trains on, where training batches held out may be near copies
-        of the ones that train (crops of one photograph)."""
-        if self.validation is None:
-            return []
-        return list(itertools.islice(iter(self.validation), VALIDATION_BATCHES))
-
     def choose(self, pl_module: pl.LightningModule, candidates: list[Candidate], batches: list[Any]) -> Plan:
         """Of the candidates, the plan whose short trial fine-tunes on ``batches`` reach the
         lowest loss on the validation batches (or, without them, on training batches held
@@ -358,7 +348,7 @@ class PlanSource:
         first = candidates[0].plan
         if len(candidates) == 1:
             return first
-        held = self.held_batches()
+        held = held_batches(self.validation)
         if not held and len(batches) <= HELD_OUT:
             rank_zero_info(f"budgetplan: {len(batches)} training batches are too few to try plans on")
             return first
@@ -378,6 +368,15 @@ class PlanSource:
         rank_zero_info(f"budgetplan: importance {chosen.label}; {how}")
         self.chosen = chosen
         return dataclasses.replace(chosen.plan, importance_source=f"{chosen.plan.importance_source}; {how}")
+
+
+def held_batches(validation: Any) -> list[Any]:
+    """The first batches of the ``validation`` loader (at most ``VALIDATION_BATCHES``) the
+    trial values on: images the fit never trains on, where training batches held out may be
+    near copies of the ones that train (crops of one photograph)."""
+    if validation is None:
+        return []
+    return list(itertools.islice(iter(validation), VALIDATION_BATCHES))
 
 
 def _same(a: Candidate, b: Candidate) -> bool:
