@@ -72,6 +72,7 @@ class Progress:
             p.requires_grad_(True)
 
     def stop(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer, done: int, lowest: float) -> None:
+        """Keep where the trial stopped: after ``done`` steps, the lowest loss ``lowest``."""
         self.values = [p.detach().clone() for p in params]
         self.momentum = [optimizer.state[p].get("momentum_buffer") for p in params]
         self.done, self.lowest = done, lowest
