@@ -13,9 +13,12 @@ from lightning import pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from budgetplan import BudgetPlanCallback
+from budgetplan.costs.build import layer_costs
+from budgetplan.device.profile import load_device
 from budgetplan.errors import BudgetPlanError
 from budgetplan.strategies.base import LayerToTrain, Training
 from budgetplan.training.channels import channel_norms
+from budgetplan.training.plan_source import PlanSource
 from budgetplan.training.trials import (
     PLAN_STEPS,
     Candidate,
@@ -196,21 +199,21 @@ def test_trial_all_tries_kept_and_redrawn_channels_and_the_recipes_and_trains_wi
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trial", ["all", "importance"])
-def test_trial_all_also_chooses_where_no_table_ships(trial):
-    """Without a shipped table the plan of measured importance has no rival, but
-    ``trial="all"`` still tries it with channels kept and redrawn, and the recipes'."""
+def test_trial_all_also_chooses_where_no_table_ships():
+    """Without a shipped table the plan of measured importance has no rival (the default
+    trains it untried), but ``trial="all"`` tries it with channels kept and redrawn, and
+    the recipes'."""
     module = TinyModule(dropout=0.0)  # no table ships for it
-    budget = BudgetPlanCallback(device="cortex-m7", training_memory="4KB", batch_size=8, trial=trial, trial_steps=88)
+    budget = BudgetPlanCallback(device="cortex-m7", training_memory="4KB", batch_size=8, trial="all", trial_steps=88)
     trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data(size=8))
     source = budget.plan.importance_source
     assert source.startswith("measured: gradient energy")
-    if trial == "importance":
-        assert "chosen" not in source
-        return
     assert "(84 steps in 2 rounds of 4 plans;" in source, source  # kept, redrawn, biases alone, TraDy's layers
     winner = re.search(r"; (.+?) chosen over ", source)[1]  # type: ignore[index]
     assert winner.startswith(("measured", "biases alone", "TraDy's layers")), winner
+    costs = layer_costs(module, module.example_input_array, load_device("cortex-m7"))
+    assert PlanSource(trial="all", loader=[]).tries(budget.strategy, costs)
+    assert not PlanSource(trial="importance", loader=[]).tries(budget.strategy, costs)  # the default: untried
 
 
 class RandomStream(Callback):
@@ -288,7 +291,6 @@ def test_a_trial_continued_round_by_round_ends_where_one_run_of_all_its_steps_en
 
 @pytest.mark.slow
 def test_the_recipes_candidates_are_biases_alone_and_tradys_layers_at_the_same_memory():
-    from budgetplan.training.plan_source import PlanSource
 
     module = mobilenet_module()
     source = PlanSource(device="cortex-m7", budget="24KB", trial="all", epochs=3)
