@@ -291,7 +291,6 @@ def test_a_trial_continued_round_by_round_ends_where_one_run_of_all_its_steps_en
 
 @pytest.mark.slow
 def test_the_recipes_candidates_are_biases_alone_and_tradys_layers_at_the_same_memory():
-
     module = mobilenet_module()
     source = PlanSource(device="cortex-m7", budget="24KB", trial="all", epochs=3)
     problem = source.problem(BudgetPlanCallback(trial="all").strategy, module, module.example_input_array)
