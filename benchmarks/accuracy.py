@@ -120,10 +120,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"importance": "shipped", **LARGEST_NORM, "utility": "linear"},
     ),
     # the default with its channels redrawn every epoch: uniformly (planned with the coverage
-    # utility), or with probability following each channel's gradient norm (MeDyate)
-    "budgetplan + redrawn uniformly": ("budgetplan", {"sampler": "uniform", "resample": "epoch"}),
-    "budgetplan + redrawn by gradient": ("budgetplan", {"sampler": "gradient", "resample": "epoch"}),
-    # the same, with the optimizer state of channels that come back kept as they left it
+    # utility), or with probability following each channel's gradient norm (MeDyate); the
+    # optimizer state of channels that come back reset to zero
+    "budgetplan + redrawn uniformly": (
+        "budgetplan",
+        {"sampler": "uniform", "resample": "epoch", "returning_state": "reset"},
+    ),
+    "budgetplan + redrawn by gradient": (
+        "budgetplan",
+        {"sampler": "gradient", "resample": "epoch", "returning_state": "reset"},
+    ),
+    # the same, with the optimizer state of channels that come back kept as they left it (the
+    # default strategy's own where it redraws)
     "budgetplan + redrawn uniformly (state kept)": (
         "budgetplan",
         {"sampler": "uniform", "resample": "epoch", "returning_state": "keep"},
@@ -409,6 +417,15 @@ COMPARISONS = [
     ("budgetplan (shipped table) + largest-norm channels + linear utility", "sparse-update"),
     ("budgetplan (measured)", "bias"),
     ("budgetplan (measured)", "trady"),
+    # the resampling study: channels redrawn every epoch against kept, and the optimizer
+    # state of channels that come back kept against reset
+    ("budgetplan + redrawn uniformly", "budgetplan"),
+    ("budgetplan + redrawn by gradient", "budgetplan"),
+    ("budgetplan + redrawn uniformly (state kept)", "budgetplan"),
+    ("budgetplan + redrawn by gradient (state kept)", "budgetplan"),
+    ("budgetplan + redrawn uniformly (state kept)", "budgetplan + redrawn uniformly"),
+    ("budgetplan + redrawn by gradient (state kept)", "budgetplan + redrawn by gradient"),
+    ("budgetplan (trial all)", "budgetplan"),
 ]
 
 

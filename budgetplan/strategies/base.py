@@ -119,6 +119,7 @@ class Strategy:
     dense: ClassVar[bool] = False
     measure: ClassVar[str] = DEFAULT_MEASURE  # how the callback measures importance for it by default
     clip_ratio: ClassVar[float] = 0.0  # adaptive gradient clipping by default (training/clipping.py); 0: none
+    returning_state: ClassVar[str] = "reset"  # the optimizer state of channels a redraw brings back (guard.py)
     # by default, try the plan of a shipped table against the plan of importance measured on
     # the training data, and train the better (training/plan_source.py, docs/importance.md)
     tries_importances: ClassVar[bool] = False

@@ -128,8 +128,9 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
             (default: the last two train 48 steps each, so 96 for two plans and 176 for the
             six of ``"all"``); the plan's importance source states what it cost.
         returning_state: the optimizer state (momentum, Adam's moments) of channels that
-            a redraw brings back into the selection: ``"reset"`` (default) to zero, or
-            ``"keep"`` as it was when they left (``budgetplan.training.guard``).
+            a redraw brings back into the selection: ``"reset"`` to zero, or ``"keep"`` as
+            it was when they left (``budgetplan.training.guard``); ``None`` (default): the
+            strategy's (``"keep"`` for ``budgetplan``, ``"reset"`` for the recipes).
         solve_options: further ``budgetplan.solve`` options (``batch_size``, ``epochs``, ...);
             ``utility`` defaults to the one that values the channel rule: ``linear`` when
             the channels are kept (``resample="never"``), else ``coverage``.
@@ -152,7 +153,7 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         clip_ratio: float | None = None,
         trial: str = "importance",
         trial_steps: int | None = None,
-        returning_state: str = "reset",
+        returning_state: str | None = None,
         **solve_options: Any,
     ) -> None:
         self.__init_strategy(strategy, resample, sampler, plan)
@@ -165,6 +166,7 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         if not self.clip_ratio >= 0:
             raise BudgetPlanError(f"clip_ratio must be a number >= 0 (0 never clips) or None, not {clip_ratio!r}")
         self._given_plan = plan
+        returning_state = self.strategy.returning_state if returning_state is None else returning_state
         _check_options(trial, trial_steps, returning_state)
         self.trial, self.trial_steps, self.returning_state = trial, trial_steps, returning_state
         self.plan: Plan | None = plan if isinstance(plan, Plan) else None

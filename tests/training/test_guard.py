@@ -63,3 +63,7 @@ def test_the_callback_names_a_bad_returning_state():
     with pytest.raises(BudgetPlanError, match="returning_state must be reset or keep, not 'carry'"):
         BudgetPlanCallback(returning_state="carry")
     assert BudgetPlanCallback(returning_state="keep")._guard.keep_returning is True
+    # by default the strategy's: the default keeps what it measured better, the recipes reset
+    assert BudgetPlanCallback(resample="epoch")._guard.keep_returning is True
+    assert BudgetPlanCallback(strategy="trady")._guard.keep_returning is False
+    assert BudgetPlanCallback(returning_state="reset")._guard.keep_returning is False
