@@ -277,6 +277,25 @@ def test_the_verdict_over_every_cell_is_what_verdict_prints(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_the_resampling_study_quoted_first_is_what_its_report_prints(capsys):
+    """The README's first screen says why channels are kept by default, with the paired
+    intervals of docs/results.md's 30-epoch resampling study: what its report prints."""
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", DOCUMENTS["docs/results.md"], re.S) if "--epochs 30" in b)
+    code, out = run_script(capsys, "benchmarks/accuracy.py", *shlex.split(block.splitlines()[0])[2:], "--report")
+    assert code == 0, out[-2000:]
+    rows = ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if " − " in line)
+    printed = {cells[0]: cells[4] for cells in rows}  # a − b: its 95% interval
+    for a, b in [
+        ("budgetplan + redrawn uniformly", "budgetplan"),
+        ("budgetplan + redrawn by gradient", "budgetplan"),
+        ("budgetplan + redrawn uniformly (state kept)", "budgetplan + redrawn uniformly"),
+        ("budgetplan + redrawn uniformly (state kept)", "budgetplan"),
+    ]:
+        interval = printed[f"{a} − {b}"].replace("-", "−")
+        assert interval in README.split("## Set-up")[0], (a, b, interval)
+
+
+@pytest.mark.slow
 def test_the_device_numbers_are_what_device_memory_prints(capsys):
     boards = ("cortex-m7", "mps2-an500-f32")
     code, out = run_script(capsys, "benchmarks/device_memory.py", "--devices", ",".join(boards), "--steps", "1")
