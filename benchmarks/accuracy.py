@@ -695,7 +695,8 @@ def main() -> None:
     parser.add_argument(
         "--results",
         default=str(ROOT / "benchmarks" / "results" / "accuracy.jsonl"),
-        help="JSON lines the runs are appended to; files after a comma are read too",
+        help="JSON lines the runs are appended to; files after a comma are read too (and the rate-choosing "
+        "runs beside each, FILE-lr.jsonl)",
     )
     parser.add_argument("--versus", default="budgetplan", help="comma-separated variants set against the recipes")
     parser.add_argument("--plot", help="write accuracy against memory to this PNG (or .svg, .pdf)")
@@ -715,9 +716,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown {unknown}; known: {', '.join([*VARIANTS, *NETWORKS, *TASKS])}")
     results, *also = (Path(name) for name in args.results.split(","))
-    tuning = results.with_name(f"{results.stem}-lr{results.suffix}")  # the runs that chose each rate
+    # the runs that chose each rate, beside each results file (new ones beside the first)
+    tuning, *tuned = (path.with_name(f"{path.stem}-lr{path.suffix}") for path in [results, *also])
     results.parent.mkdir(parents=True, exist_ok=True)
-    rows, tried = (read_rows(paths) for paths in ([results, *also], [tuning]))
+    rows, tried = (read_rows(paths) for paths in ([results, *also], [tuning, *tuned]))
     done = {(*key(r), trained_rate(r)) for r in rows}
     protocol = {
         "epochs": args.epochs,

@@ -192,3 +192,31 @@ def test_the_trial_report_sets_the_trials_cost_against_the_fits_and_counts_the_w
     assert lines[2] == "| v | 64KB | 3 | 176 | 49 | 30 | 50 | biases alone 2, measured 1 |"
     assert lines[3] == "| v | 128KB | 1 | 288 | – | – | 70 | measured 1 |"  # recorded before steps and set-up
     assert len(lines) == 4
+
+
+def test_each_results_file_brings_the_runs_that_chose_its_rates(tmp_path, monkeypatch, capsys):
+    """A report over two files with a grid of rates: each file's rows at the rate that the
+    runs beside it (FILE-lr.jsonl) chose, the first file's variant from it alone."""
+    protocol = {"epochs": 6, "train_per_class": 32, "lr": "0.001/0.005", "norms": "folded", "val_fraction": 0.2,
+                "val_per_class": None, "recipes": "own", "selection": "none"}  # fmt: skip
+
+    def write(path, variant, accuracy_by_lr, tuned_accuracy_by_lr):
+        cell = {"task": "digits", "network": "mobilenet_v2", "variant": variant, "budget": "64KB", **protocol}
+        row = {"loss": 1.0, "training_memory": 1000, "saved_per_sample": 10, "trained_layers": 1, "importance": "x"}
+        runs = [{**cell, **row, "seed": 0, "chosen_lr": lr, "accuracy": a} for lr, a in accuracy_by_lr.items()]
+        tuned = [{**cell, **row, "seed": 0, "chosen_lr": lr, "accuracy": a} for lr, a in tuned_accuracy_by_lr.items()]
+        path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+        path.with_name(f"{path.stem}-lr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tuned))
+
+    new, old = tmp_path / "new.jsonl", tmp_path / "old.jsonl"
+    write(new, "budgetplan (trial all)", {0.005: 0.70}, {0.001: 0.2, 0.005: 0.3})
+    write(old, "trady", {0.001: 0.61, 0.005: 0.65}, {0.001: 0.4, 0.005: 0.1})  # chose 0.001
+    argv = ["accuracy.py", "--tasks", "digits", "--budgets", "64KB", "--lr-grid", "0.001,0.005", "--seeds", "0",
+            "--own-importance", "--results", f"{new},{old}", "--report"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    accuracy.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits | mobilenet_v2 |")]
+    assert sorted((r.split(" | ")[2], r.split(" | ")[4]) for r in rows) == [
+        ("budgetplan (trial all)", "70.00 ± 0.00%"),
+        ("trady", "61.00 ± 0.00%"),
+    ]
