@@ -76,6 +76,9 @@ CONTRIBUTIONS = ROOT / "benchmarks" / "results" / "contributions"
 RESAMPLED = {"sampler": "uniform", "resample": "epoch", "utility": "coverage"}
 DRAWN_ONCE = {"sampler": "uniform", "resample": "never", "utility": "coverage"}
 LARGEST_NORM = {"sampler": "magnitude", "resample": "never", "utility": "coverage"}
+# the default's plan with its channels redrawn every epoch, returning channels' state reset or kept
+REDRAWN = {"resample": "epoch", "returning_state": "reset"}
+REDRAWN_KEPT = {"resample": "epoch", "returning_state": "keep"}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the callback's default: largest-norm channels kept, linear utility, clipped; for MobileNetV2 the
     # plan of the shipped table or of gradient energy measured on the task, whichever a trial prefers
@@ -122,24 +125,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the default with its channels redrawn every epoch: uniformly (planned with the coverage
     # utility), or with probability following each channel's gradient norm (MeDyate); the
     # optimizer state of channels that come back reset to zero
-    "budgetplan + redrawn uniformly": (
-        "budgetplan",
-        {"sampler": "uniform", "resample": "epoch", "returning_state": "reset"},
-    ),
-    "budgetplan + redrawn by gradient": (
-        "budgetplan",
-        {"sampler": "gradient", "resample": "epoch", "returning_state": "reset"},
-    ),
+    "budgetplan + redrawn uniformly": ("budgetplan", {**REDRAWN, "sampler": "uniform"}),
+    "budgetplan + redrawn by gradient": ("budgetplan", {**REDRAWN, "sampler": "gradient"}),
     # the same, with the optimizer state of channels that come back kept as they left it (the
     # default strategy's own where it redraws)
-    "budgetplan + redrawn uniformly (state kept)": (
-        "budgetplan",
-        {"sampler": "uniform", "resample": "epoch", "returning_state": "keep"},
-    ),
-    "budgetplan + redrawn by gradient (state kept)": (
-        "budgetplan",
-        {"sampler": "gradient", "resample": "epoch", "returning_state": "keep"},
-    ),
+    "budgetplan + redrawn uniformly (state kept)": ("budgetplan", {**REDRAWN_KEPT, "sampler": "uniform"}),
+    "budgetplan + redrawn by gradient (state kept)": ("budgetplan", {**REDRAWN_KEPT, "sampler": "gradient"}),
     # the default whose trial also tries each importance's plan with its channels redrawn every epoch
     "budgetplan (trial all)": ("budgetplan", {"trial": "all"}),
     # the same trial held to 96 steps, the two-plan trial's cost (twice the benchmark's fit)
