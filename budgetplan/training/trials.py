@@ -247,8 +247,8 @@ def halving(
     more = max(CHECK_EVERY, more)
     where = [Progress() for _ in alive]
     for done in range(1, len(sizes) + 1):
-        steps = {"steps": more * len(sizes), "until": more * done}
-        losses = trial_losses(module, alive, batches, prefix, progress=where, **steps, **options)
+        length, until = more * len(sizes), more * done
+        losses = trial_losses(module, alive, batches, prefix, steps=length, until=until, progress=where, **options)
         ranked = sorted(zip(losses, range(len(alive)), strict=True))
         rounds.append([(alive[i].label, loss) for loss, i in ranked])
         kept = [i for _, i in ranked[: (len(alive) + 1) // 2]]
