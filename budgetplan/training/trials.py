@@ -61,15 +61,14 @@ class Progress:
 
     def resume(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
         """Put the trial's state back into ``params`` and ``optimizer`` (none: it starts)."""
-        if self.done:
-            with torch.no_grad():
-                for p, value in zip(params, self.values, strict=True):
-                    p.copy_(value)
-            for p, buffer in zip(params, self.momentum, strict=True):
-                if buffer is not None:
-                    optimizer.state[p]["momentum_buffer"] = buffer
-        for p in params:
-            p.requires_grad_(True)
+        if not self.done:
+            return
+        with torch.no_grad():
+            for p, value in zip(params, self.values, strict=True):
+                p.copy_(value)
+        for p, buffer in zip(params, self.momentum, strict=True):
+            if buffer is not None:
+                optimizer.state[p]["momentum_buffer"] = buffer
 
     def stop(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer, done: int, lowest: float) -> None:
         """Keep where the trial stopped: after ``done`` steps, the lowest loss ``lowest``."""
@@ -112,15 +111,15 @@ class Trials:
         at = progress or Progress()
         until = self.steps if until is None else until
         start = [p.detach().clone() for p in params]
+        for p in params:
+            p.requires_grad_(True)
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
         at.resume(params, optimizer)
-        if redraw is not None and at.done >= every:
-            trial = redraw(min(at.done // every, draws - 1))  # the draw the trial stopped in
-        lowest = at.lowest
+        lowest, drawn = at.lowest, 0  # ``trial`` holds draw 0
         try:
             for step in range(at.done, until):
-                if redraw is not None and step and step % every == 0 and step // every < draws:
-                    trial = redraw(step // every)  # the same parameters, the next draw's masks
+                if redraw is not None and (k := min(step // every, draws - 1)) != drawn:
+                    trial, drawn = redraw(k), k  # the same parameters, the masks of the draw this step is in
                 optimizer.zero_grad(set_to_none=True)
                 step_loss(self.module, self.train[step % len(self.train)], step).backward()
                 for p, mask in trial:
