@@ -551,12 +551,21 @@ def recipe_cells(rows: list[dict[str, Any]], budgets: list[str], subject: str = 
     return cells
 
 
+def cell_interval(cell: dict[str, Any]) -> tuple[float, float, float] | None:
+    """A cell's mean paired difference to its best recipe and its 95% interval (low, high);
+    None with fewer than two seeds."""
+    if len(cell["differences"]) < 2:
+        return None
+    mean, _, half = interval(cell["differences"])
+    return mean, mean - half, mean + half
+
+
 def versus_best(cell: dict[str, Any]) -> str:
     """A cell's paired difference to its best recipe: ``+1.24 vs trady [-2.04, +4.52], 5 seeds``."""
-    diffs = cell["differences"]
-    if len(diffs) >= 2:
-        mean, _, half = interval(diffs)
-        return f"{mean:+.2f} vs {cell['best']} [{mean - half:+.2f}, {mean + half:+.2f}], {len(diffs)} seeds"
+    diffs, paired = cell["differences"], cell_interval(cell)
+    if paired is not None:
+        mean, low, high = paired
+        return f"{mean:+.2f} vs {cell['best']} [{low:+.2f}, {high:+.2f}], {len(diffs)} seeds"
     return f"{diffs[0]:+.2f} vs {cell['best']}, 1 seed" if diffs else ""
 
 

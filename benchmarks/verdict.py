@@ -20,7 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from accuracy import interval, over_cells, versus_best  # noqa: E402
+from accuracy import cell_interval, over_cells, versus_best  # noqa: E402
 
 
 def read_cells(paths: list[str], subject: str) -> list[dict[str, Any]]:
@@ -38,17 +38,10 @@ def read_cells(paths: list[str], subject: str) -> list[dict[str, Any]]:
     return list(cells.values())
 
 
-def _interval_below_zero(diffs: list[float]) -> bool:
-    if len(diffs) < 2:
-        return False
-    mean, _, half = interval(diffs)
-    return mean + half < 0
-
-
 def report(cells: list[dict[str, Any]]) -> str:
     subject = cells[0]["subject"]
     lines = [f"| task | network | budget | {subject} − best recipe (95% interval) |", "| --- | --- | --- | --- |"]
-    below = [cell for cell in cells if _interval_below_zero(cell["differences"])]
+    below = [cell for cell in cells if (paired := cell_interval(cell)) is not None and paired[2] < 0]
     for cell in cells:
         shown = f"**{versus_best(cell)}**" if cell in below else versus_best(cell)
         lines.append(f"| {cell['task']} | {cell['network']} | {cell['budget']} | {shown} |")

@@ -183,16 +183,15 @@ STUDY_PROFILE = str(Path(__file__).resolve().parent / "stm32f746-disco-study.yam
 
 class _Measured(pl.Callback):
     """What a fit cost: the largest saved-for-backward bytes per sample the budget callback
-    measured, and the seconds from the fit's start to its first training batch (the
-    callback's set-up: plan, measurement and trials)."""
+    measured, and the seconds from the fit's start until training starts (the callback's
+    set-up: plan, measurement and trials)."""
 
     def __init__(self, budget: BudgetPlanCallback) -> None:
         self.budget, self.largest, self.setup_seconds = budget, 0.0, 0.0
         self.started = time.perf_counter()
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
-        if not self.setup_seconds:
-            self.setup_seconds = time.perf_counter() - self.started
+    def on_train_start(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        self.setup_seconds = time.perf_counter() - self.started
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
         self.largest = max(self.largest, self.budget.saved_bytes_per_sample or 0.0)

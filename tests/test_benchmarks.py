@@ -203,10 +203,9 @@ def test_each_results_file_brings_the_runs_that_chose_its_rates(tmp_path, monkey
     def write(path, variant, accuracy_by_lr, tuned_accuracy_by_lr):
         cell = {"task": "digits", "network": "mobilenet_v2", "variant": variant, "budget": "64KB", **protocol}
         row = {"loss": 1.0, "training_memory": 1000, "saved_per_sample": 10, "trained_layers": 1, "importance": "x"}
-        runs = [{**cell, **row, "seed": 0, "chosen_lr": lr, "accuracy": a} for lr, a in accuracy_by_lr.items()]
-        tuned = [{**cell, **row, "seed": 0, "chosen_lr": lr, "accuracy": a} for lr, a in tuned_accuracy_by_lr.items()]
-        path.write_text("".join(json.dumps(r) + "\n" for r in runs))
-        path.with_name(f"{path.stem}-lr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tuned))
+        for where, by_lr in ((path, accuracy_by_lr), (path.with_name(f"{path.stem}-lr.jsonl"), tuned_accuracy_by_lr)):
+            runs = ({**cell, **row, "seed": 0, "chosen_lr": lr, "accuracy": a} for lr, a in by_lr.items())
+            where.write_text("".join(json.dumps(r) + "\n" for r in runs))
 
     new, old = tmp_path / "new.jsonl", tmp_path / "old.jsonl"
     write(new, "budgetplan (trial all)", {0.005: 0.70}, {0.001: 0.2, 0.005: 0.3})
