@@ -491,15 +491,21 @@ def trial_label(importance: str) -> str | None:
 def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     """Per variant whose plan a trial chooses, and budget: its fits, the trial's optimizer
     steps against the fit's own, the seconds of the callback's set-up (measurement, plans
-    and trials) and of the whole fit, and how often each candidate won (fits recorded
-    before the winner was named count as unnamed; before steps and set-up were recorded, –)."""
+    and trials) and of the rest of the fit (its training and validation), and how often each
+    candidate won (fits recorded before the winner was named count as unnamed; before steps
+    and set-up were recorded, –)."""
     lines = [
-        "| variant | budget | fits | trial steps | fit steps | set-up seconds | fit seconds | trial won by |",
+        "| variant | budget | fits | trial steps | fit steps | set-up seconds | seconds after set-up | trial won by |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def mean(cell: list[dict[str, Any]], name: str) -> str:
         return f"{statistics.mean(r[name] for r in cell):.0f}" if all(name in r for r in cell) else "–"
+
+    def after_setup(cell: list[dict[str, Any]]) -> str:
+        if not all("setup_seconds" in r for r in cell):
+            return "–"
+        return f"{statistics.mean(r['seconds'] - r['setup_seconds'] for r in cell):.0f}"
 
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for budget in budgets:
@@ -514,7 +520,7 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
                 label = trial_label(r["importance"]) or "unnamed"
                 won[label] = won.get(label, 0) + 1
             wins = ", ".join(f"{label} {count}" for label, count in sorted(won.items(), key=lambda kv: -kv[1]))
-            costs = " | ".join(mean(cell, name) for name in ("steps", "setup_seconds", "seconds"))
+            costs = " | ".join([mean(cell, "steps"), mean(cell, "setup_seconds"), after_setup(cell)])
             lines.append(f"| {variant} | {budget} | {len(cell)} | {statistics.mean(steps):.0f} | {costs} | {wins} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
