@@ -37,13 +37,22 @@ class ShiftedConv(nn.Module):
         return self.conv(x.add_(1.0))
 
 
+class Stem(nn.Module):
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.norm, self.act = CountedConv(3, 8, 3, padding=1), nn.BatchNorm2d(8), act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(nn.functional.relu(self.norm(self.conv(x)), inplace=True))
+
+
 class Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.stem = nn.Sequential(CountedConv(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.act = nn.Tanh()  # called in the stem, before the trained conv and after it
+        self.stem = Stem(self.act)
         self.middle = CountedConv(8, 8, 3, padding=1)
-        self.act = nn.Tanh()  # called before the trained conv and after it
         self.block = ShiftedConv()
         self.head = nn.Linear(8, 4)
 
@@ -84,21 +93,23 @@ def test_checks_after_the_first_skip_what_precedes_the_trained_layer_and_give_th
     CountedConv.runs = 0
     assert checks(net, [net.block.conv.weight, net.block.conv.bias], frozen) == whole  # exactly
     assert CountedConv.runs == 2 * len(batches())  # the stem's conv and the middle conv, at the first check only
-    assert set(frozen.kept[0]) == {net.stem, net.middle}  # the outermost; the shared Tanh runs every time
+    kept = frozen.kept[0].outputs  # the outermost calls; the Tanh's second call, after the block, runs
+    assert set(kept) == {(net.stem, 0), (net.act, 1), (net.middle, 0)}
+    assert [call for call, out in kept.items() if isinstance(out, torch.Tensor)] == [(net.middle, 0)]  # read after
 
 
 def test_nothing_is_kept_where_the_first_layer_trains():
     reference, net = Net(), Net()
-    whole = checks(reference, [reference.stem[0].weight], None)
-    frozen = FrozenPrefix(net, [net.stem[0].weight])
-    assert checks(net, [net.stem[0].weight], frozen) == whole
-    assert all(not kept for kept in frozen.kept.values())
+    whole = checks(reference, [reference.stem.conv.weight], None)
+    frozen = FrozenPrefix(net, [net.stem.conv.weight])
+    assert checks(net, [net.stem.conv.weight], frozen) == whole
+    assert not frozen.kept
 
 
 def test_past_its_limit_the_prefix_keeps_no_more_batches():
     reference, net = Net(), Net()
     whole = checks(reference, [reference.head.weight], None)
-    one_batch = 3 * 4 * 8 * 6 * 6 * 4  # the stem's, the middle conv's and the block's outputs of 4 images
+    one_batch = 4 * 8 * 6 * 6 * 4  # the block's output of 4 images (float32), the only one the head reads
     frozen = FrozenPrefix(net, [net.head.weight], limit=one_batch)
     assert checks(net, [net.head.weight], frozen) == whole
     assert list(frozen.kept) == [0] and frozen.full
@@ -117,3 +128,20 @@ def test_a_trial_values_its_plans_as_it_did_without_the_prefix(monkeypatch, draw
     monkeypatch.setattr(frozen_prefix, "CACHE_BYTES", 0)  # every check runs the whole network
     torch.manual_seed(0)
     assert trial_losses(TinyModule(dropout=0.0), tried, data, **options) == losses
+
+
+class SignGated(Net):
+    """The stem's output read after the trained conv, through its sign only: no gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stem = self.stem(x)
+        out = self.act(self.block(self.middle(stem)))
+        return self.head((out * (stem > 0.5).float().mean((1, 2, 3), keepdim=True)).mean((2, 3)))
+
+
+def test_a_check_that_a_replay_would_change_runs_the_whole_network():
+    reference, net = SignGated(), SignGated()
+    whole = checks(reference, [reference.head.weight], None)
+    frozen = FrozenPrefix(net, [net.head.weight])
+    assert checks(net, [net.head.weight], frozen) == whole
+    assert frozen.full and not frozen.kept
