@@ -45,7 +45,10 @@ def main() -> None:
     whole, skipping = "every check runs the whole network", "later checks skip the frozen modules"
     for label, kept in ((whole, 0), (skipping, limit), (whole, 0)):
         frozen_prefix.CACHE_BYTES = kept
-        row = run({**cell, "seed": args.seed}, protocol, 1.0, args.lr)
+        try:
+            row = run({**cell, "seed": args.seed}, protocol, 1.0, args.lr)
+        finally:
+            frozen_prefix.CACHE_BYTES = limit
         rows.append({**row, "label": label})
         verdict = row["importance"].split("; ")[-1]
         print(f"{label}: set-up {row['setup_seconds']:.1f} s, accuracy {100 * row['accuracy']:.2f}%\n  {verdict}")
