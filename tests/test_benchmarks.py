@@ -220,21 +220,3 @@ def test_each_results_file_brings_the_runs_that_chose_its_rates(tmp_path, monkey
         ("trady", "61.00 ± 0.00%"),
     ]
 
-
-def test_the_trial_cost_runs_the_fit_in_full_skipping_and_in_full_again(monkeypatch, capsys):
-    trial_cost = _script("trial_cost")
-    frozen_prefix = sys.modules["budgetplan.training.frozen_prefix"]
-    limits, setups = [], iter([30.0, 10.0, 20.0])
-
-    def fit(cell, protocol, limit, lr):
-        limits.append(frozen_prefix.CACHE_BYTES)
-        return {"importance": "x; a chosen over b (2.1 vs 2.2)", "accuracy": 0.5, "setup_seconds": next(setups)}
-
-    monkeypatch.setattr(trial_cost, "run", fit)
-    monkeypatch.setattr(sys, "argv", ["trial_cost.py"])
-    limit = frozen_prefix.CACHE_BYTES
-    trial_cost.main()
-    assert limits == [0, limit, 0]  # in full, skipping, in full
-    out = capsys.readouterr().out
-    assert "same verdict and accuracy: True; the set-up 2.50 times as fast as the mean in full" in out
-    assert frozen_prefix.CACHE_BYTES == limit  # put back for what runs next in the process

@@ -85,9 +85,6 @@ PYTHON = {
     # the README's rows of its table are checked by running it
     "python benchmarks/device_memory.py": "tests/test_readme.py::test_the_device_numbers_are_what_device_memory_prints",
     "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
-    "python benchmarks/trial_cost.py": (
-        "tests/test_benchmarks.py::test_the_trial_cost_runs_the_fit_in_full_skipping_and_in_full_again"
-    ),
     "python benchmarks/verdict.py": (
         "tests/test_benchmarks.py::test_the_verdict_pools_the_cells_of_benchmarks_run_with_different_protocols"
     ),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -28,7 +27,6 @@ from budgetplan.costs.layers import plannable_layers
 from budgetplan.strategies.base import Training
 from budgetplan.training.channels import weight_mask
 from budgetplan.training.clipping import clip_relative
-from budgetplan.training.frozen_prefix import FrozenPrefix
 from budgetplan.training.probe import probing, step_loss
 from budgetplan.training.samplers import draw_seed, get_sampler
 
@@ -54,14 +52,12 @@ def module_lr(module: nn.Module, default: float = 0.01) -> float:
 @dataclass
 class Progress:
     """Where a trial stopped, to go on from there: the values and momentum of the
-    parameters it trains, the steps it trained, the lowest held-out loss it reached and
-    what its checks keep of the frozen modules."""
+    parameters it trains, the steps it trained and the lowest held-out loss it reached."""
 
     values: list[Tensor] = field(default_factory=list)
     momentum: list[Tensor | None] = field(default_factory=list)
     done: int = 0
     lowest: float = float("inf")
-    frozen: FrozenPrefix | None = None
 
     def resume(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
         """Put the trial's state back into ``params`` and ``optimizer`` (none: it starts)."""
@@ -87,13 +83,9 @@ class Trials:
     def __init__(self, module: nn.Module, train: list[Any], held: list[Any], steps: int, lr: float) -> None:
         self.module, self.train, self.held, self.steps, self.lr = module, train, held, steps, lr
 
-    def held_out_loss(self, frozen: FrozenPrefix | None = None) -> float:
-        """The mean loss on the held-out batches; with ``frozen``, the modules before the
-        trained ones run at the first check only (``budgetplan.training.frozen_prefix``)."""
-        losses = [partial(step_loss, self.module, b, i) for i, b in enumerate(self.held)]
+    def held_out_loss(self) -> float:
         with torch.no_grad():
-            total = sum(float(loss() if frozen is None else frozen.loss(i, loss)) for i, loss in enumerate(losses))
-        return total / len(losses)
+            return sum(float(step_loss(self.module, b, i)) for i, b in enumerate(self.held)) / len(self.held)
 
     def run(
         self,
@@ -123,8 +115,6 @@ class Trials:
             p.requires_grad_(True)
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
         at.resume(params, optimizer)
-        if check_every and at.frozen is None:  # more than one check: the later ones skip the frozen modules
-            at.frozen = FrozenPrefix(self.module, params)
         lowest, drawn = at.lowest, 0  # ``trial`` holds draw 0
         try:
             for step in range(at.done, until):
@@ -139,8 +129,8 @@ class Trials:
                     clip_relative([p for p, mask in trial if mask is not None], clip_ratio)
                 optimizer.step()
                 if check_every and (step + 1) % check_every == 0 and step + 1 < until:
-                    lowest = min(lowest, self.held_out_loss(at.frozen))
-            lowest = min(lowest, self.held_out_loss(at.frozen))
+                    lowest = min(lowest, self.held_out_loss())
+            lowest = min(lowest, self.held_out_loss())
             at.stop(params, optimizer, until, lowest)
             return lowest
         finally:
