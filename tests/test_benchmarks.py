@@ -219,4 +219,3 @@ def test_each_results_file_brings_the_runs_that_chose_its_rates(tmp_path, monkey
         ("budgetplan (trial all)", "70.00 ± 0.00%"),
         ("trady", "61.00 ± 0.00%"),
     ]
-
