@@ -54,6 +54,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ DRAWN_ONCE = {"sampler": "uniform", "resample": "never", "utility": "coverage"}
 LARGEST_NORM = {"sampler": "magnitude", "resample": "never", "utility": "coverage"}
 # the default's plan with its channels redrawn every epoch, returning channels' state reset or kept
 REDRAWN = {"resample": "epoch", "returning_state": "reset"}
-REDRAWN_KEPT = {"resample": "epoch", "returning_state": "keep"}
+REDRAWN_KEPT = {**REDRAWN, "returning_state": "keep"}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the callback's default: largest-norm channels kept, linear utility, clipped; for MobileNetV2 the
     # plan of the shipped table or of gradient energy measured on the task, whichever a trial prefers
@@ -499,13 +500,11 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
-    def mean(cell: list[dict[str, Any]], name: str) -> str:
-        return f"{statistics.mean(r[name] for r in cell):.0f}" if all(name in r for r in cell) else "–"
-
-    def after_setup(cell: list[dict[str, Any]]) -> str:
-        if not all("setup_seconds" in r for r in cell):
+    def mean(cell: list[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> str:
+        try:
+            return f"{statistics.mean(value(r) for r in cell):.0f}"
+        except KeyError:  # a fit recorded before the field was
             return "–"
-        return f"{statistics.mean(r['seconds'] - r['setup_seconds'] for r in cell):.0f}"
 
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for budget in budgets:
@@ -520,7 +519,14 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
                 label = trial_label(r["importance"]) or "unnamed"
                 won[label] = won.get(label, 0) + 1
             wins = ", ".join(f"{label} {count}" for label, count in sorted(won.items(), key=lambda kv: -kv[1]))
-            costs = " | ".join([mean(cell, "steps"), mean(cell, "setup_seconds"), after_setup(cell)])
+            costs = " | ".join(
+                mean(cell, value)
+                for value in (
+                    lambda r: r["steps"],
+                    lambda r: r["setup_seconds"],
+                    lambda r: r["seconds"] - r["setup_seconds"],
+                )
+            )
             lines.append(f"| {variant} | {budget} | {len(cell)} | {statistics.mean(steps):.0f} | {costs} | {wins} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
