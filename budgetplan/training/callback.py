@@ -84,7 +84,8 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
     """Train only what a budget plan allows, with a memory-lean backward.
 
     Args:
-        device: profile name, alias or YAML path to solve for (default ``cortex-m7``).
+        device: profile name, alias or YAML path to solve a plan for (default
+            ``cortex-m7`` when no ``plan`` is given).
         plan: a ``Plan`` or the path of a plan file; otherwise one is solved at setup for
             the LightningModule, on ``example_input``, the module's
             ``example_input_array``, or the first training batch, in that order.
@@ -117,11 +118,11 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         trial: what the default strategy's trial tries where a table ships for the network:
             ``"importance"`` (default) the plans of the table and of measured importance,
             channels kept; ``"all"`` each also planned for and trained with its channels
-            redrawn every epoch (uniformly), biases alone and TraDy by its own rule, by
-            successive halving, and where no table ships the same for measured importance
-            alone; the winner's rule trains the fit (unless ``resample`` or ``sampler``
-            is given; TraDy's: its draws, unclipped); ``"none"`` the table's plan alone.
-            A trial values on the fit's validation batches where it has them (docs/importance.md).
+            redrawn every epoch (uniformly), biases alone and TraDy's layers, by successive
+            halving, and where no table ships the same for measured importance alone;
+            the winner's rule then trains the fit (unless ``resample`` or
+            ``sampler`` is given); ``"none"`` the table's plan alone. A trial values on the
+            fit's validation batches where it has them (docs/importance.md).
         trial_steps: optimizer steps the trial trains in all, shared by the plans of every
             round of successive halving, each plan going on where its last round stopped
             (default: the last two train 48 steps each, so 96 for two plans and 176 for the
@@ -165,7 +166,6 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         if not self.clip_ratio >= 0:
             raise BudgetPlanError(f"clip_ratio must be a number >= 0 (0 never clips) or None, not {clip_ratio!r}")
         self._given_plan = plan
-        self._given = _given(clip_ratio=clip_ratio, returning_state=returning_state)  # the trial's winner keeps them
         returning_state = self.strategy.returning_state if returning_state is None else returning_state
         _check_options(trial, trial_steps, returning_state)
         self.trial, self.trial_steps, self.returning_state = trial, trial_steps, returning_state
@@ -208,8 +208,8 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
         source = self._source()
         source.epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else MAX_DRAWS
         training = source.training(self.strategy, trainer, pl_module)
-        training = self._adopt_trials_rule(source.chosen, training)  # the trial's winner, once it has run
         self.plan, self._fit.draws_plan = training.plan, training.plan is None
+        self._adopt_trials_rule(source.chosen)
         if self.strategy.dense:
             return  # stock training: nothing frozen, BatchNorm statistics train too
         prefix = locate(training.plan, pl_module, unplanned=True) if training.plan is not None else ""
@@ -280,11 +280,6 @@ class BudgetPlanCallback(Resumable, FitReport, Sourcing, Callback):
     def selection(self) -> dict[str, Tensor]:
         """Layer name -> the input channels it trains now (the lean backward reads this dict)."""
         return self._channels.current
-
-
-def _given(**options: Any) -> set[str]:
-    """The names of the options given (not None)."""
-    return {name for name, value in options.items() if value is not None}
 
 
 def _check_options(trial: str, trial_steps: int | None, returning_state: str) -> None:

@@ -31,11 +31,10 @@ from budgetplan.planning.assemble import plan_problem
 from budgetplan.planning.options import Utility
 from budgetplan.planning.problem import Problem
 from budgetplan.quoting import quote
+from budgetplan.strategies import STRATEGIES
 from budgetplan.strategies.base import Strategy, Training
-from budgetplan.strategies.trady import TraDy
 from budgetplan.training.batches import first_batch, first_tensor
 from budgetplan.training.measure import importance_on_batches
-from budgetplan.training.samplers import draw_seed
 from budgetplan.training.trials import HELD_OUT, VALIDATION_BATCHES, Candidate, halving
 from budgetplan.units import SIZE_EXAMPLES, parse_bytes
 
@@ -166,7 +165,6 @@ def plan_on_every_rank(trainer: pl.Trainer, solve: Callable[[], Plan]) -> Plan:
     return Plan.from_dict(data, source="the solved plan")
 
 
-TRADY = "TraDy's own draws"  # the trial's name for TraDy run by its own rule
 TRIALS = ("importance", "all", "none")  # the default's trial: importances, also redrawn channels, or none
 MAX_DRAWS = 4  # draws a redrawn candidate's trial spreads over, at most
 
@@ -293,22 +291,23 @@ class PlanSource:
         self, strategy: Strategy, problem: Problem, pl_module: pl.LightningModule, batches: list[Any]
     ) -> list[Candidate]:
         """The recipes' plans at the same memory, for ``trial="all"``: biases alone (TinyTL;
-        it wins at the smallest budgets), and TraDy as its authors run it (its own score
-        measured on ``batches``, its layers, channels and counts drawn anew every epoch,
-        unclipped), which the fit then trains by that rule if it wins."""
+        it wins at the smallest budgets), and TraDy's layers (its own score measured on
+        ``batches``, its first draw's channel counts), redrawn uniformly every epoch."""
         biases = dataclasses.replace(problem.options, bias_only=True)
         alone = plan_problem(dataclasses.replace(problem, options=biases))
         found = [Candidate("biases alone", alone, strategy.prepare(alone, None), self.sampler)]
         try:
             score = importance_on_batches(pl_module, batches, problem.costs, "the training data", "rgn")
-            trady = TraDy()  # its own: a draw keeps the problem it drew from
-            training = trady.prepare(None, dataclasses.replace(problem, importance=score))
-            draw = trady.draw(draw_seed(self.seed, 0, 0, -1))  # the fit's first draw
+            trady = STRATEGIES["trady"]()  # its own: a draw keeps the problem it drew from
+            trady.prepare(None, dataclasses.replace(problem, importance=score))
+            draw = trady.draw(self.seed)
         except BudgetPlanError as err:  # no TraDy plan at this memory: the others are tried
             rank_zero_info(f"budgetplan: TraDy's plan is not tried ({err})")
             return found
         assert draw is not None, "trady draws its own plan"
-        found.append(Candidate(TRADY, draw.plan, training, trady.sampler, min(self.epochs, MAX_DRAWS), trady))
+        drawn = draw.plan
+        label = "TraDy's layers, channels redrawn every epoch"
+        found.append(Candidate(label, drawn, strategy.prepare(drawn, None), "uniform", min(self.epochs, MAX_DRAWS)))
         return found
 
     def batches(self) -> list[Any]:
@@ -367,9 +366,8 @@ class PlanSource:
             f"{valued} {last[0][1]:.4g} vs {last[1][1]:.4g})"
         )
         rank_zero_info(f"budgetplan: importance {chosen.label}; {how}")
-        self.chosen, source = chosen, f"{chosen.plan.importance_source}; {how}"
-        _name_draws(chosen.own, source)
-        return dataclasses.replace(chosen.plan, importance_source=source)
+        self.chosen = chosen
+        return dataclasses.replace(chosen.plan, importance_source=f"{chosen.plan.importance_source}; {how}")
 
 
 def held_batches(validation: Any) -> list[Any]:
@@ -379,13 +377,6 @@ def held_batches(validation: Any) -> list[Any]:
     if validation is None:
         return []
     return list(itertools.islice(iter(validation), VALIDATION_BATCHES))
-
-
-def _name_draws(own: Strategy | None, source: str) -> None:
-    """Have every plan TraDy draws from now on name ``source`` (how the trial chose it)."""
-    if isinstance(own, TraDy) and own.problem is not None:
-        named = dataclasses.replace(own.problem.importance, source=source)
-        own.prepare(None, dataclasses.replace(own.problem, importance=named))
 
 
 def _same(a: Candidate, b: Candidate) -> bool:

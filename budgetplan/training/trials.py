@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from budgetplan.costs.layers import plannable_layers
-from budgetplan.strategies.base import Draw, Strategy, Training
+from budgetplan.strategies.base import Training
 from budgetplan.training.channels import weight_mask
 from budgetplan.training.clipping import clip_relative
 from budgetplan.training.probe import probing, step_loss
@@ -163,37 +163,17 @@ def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str,
     return trial
 
 
-def drawn_trial(module: nn.Module, training: Training, draw: Draw, prefix: str) -> Trial:
-    """What ``training`` trains in ``module`` (under ``prefix``) under a strategy's own
-    ``draw``: each layer's weight masked to the input channels the draw gave it (none: a
-    zero mask, as the fit freezes it for that draw), and the biases. A layer drawn in full,
-    like TraDy's classifier, is not masked."""
-    layers = plannable_layers(module)
-    params = dict(module.named_parameters())
-    trial: Trial = []
-    for layer in training.layers:
-        found, idx = layers[prefix + layer.name], torch.tensor(draw.channels.get(layer.name, []), dtype=torch.long)
-        whole = idx.numel() >= layer.total
-        mask = None if whole else weight_mask(found.weight.shape, idx, found.groups).to(found.weight.dtype)
-        trial.append((found.weight, mask))
-    trial.extend((params[prefix + bias], None) for bias in training.biases)
-    return trial
-
-
 @dataclass(frozen=True)
 class Candidate:
     """A plan a trial tries: what it trains, the sampler that draws its channels, and how
     many draws its trial spreads over its steps (more than one for channels redrawn every
-    epoch; ``label`` names it in the plan's importance source). With ``own``, a strategy
-    that draws its own layers' channels (``Strategy.draw``) trains by its own rule: its
-    draws, and its clipping in place of the fit's."""
+    epoch; ``label`` names it in the plan's importance source)."""
 
     label: str
     plan: Any
     training: Training
     sampler: str = "magnitude"
     draws: int = 1
-    own: Strategy | None = None
 
 
 def trial_losses(
@@ -222,18 +202,11 @@ def trial_losses(
     where = list(progress) if progress is not None else [Progress() for _ in candidates]
 
     def loss(candidate: Candidate, at: Progress) -> float:
-        own = candidate.own
-
         def draw(epoch: int) -> Trial:
-            if own is None:
-                return plan_trial(module, candidate.training, prefix, candidate.sampler, seed, epoch)
-            drawn = own.draw(draw_seed(seed, epoch, 0, -1))  # as the callback draws at the epoch's start
-            assert drawn is not None, "a candidate with its own rule draws"
-            return drawn_trial(module, candidate.training, drawn, prefix)
+            return plan_trial(module, candidate.training, prefix, candidate.sampler, seed, epoch)
 
         redraw = draw if candidate.draws > 1 else None
-        clip = clip_ratio if own is None else own.clip_ratio
-        return trials.run(draw(0), clip, check_every, redraw, candidate.draws, at, until)
+        return trials.run(draw(0), clip_ratio, check_every, redraw, candidate.draws, at, until)
 
     with probing(module, requires_grad=False):
         return [loss(candidate, at) for candidate, at in zip(candidates, where, strict=True)]

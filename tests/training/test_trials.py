@@ -16,7 +16,7 @@ from budgetplan import BudgetPlanCallback
 from budgetplan.costs.build import layer_costs
 from budgetplan.device.profile import load_device
 from budgetplan.errors import BudgetPlanError
-from budgetplan.strategies.base import Draw, LayerToTrain, Training
+from budgetplan.strategies.base import LayerToTrain, Training
 from budgetplan.training.channels import channel_norms
 from budgetplan.training.plan_source import PlanSource
 from budgetplan.training.trials import (
@@ -24,7 +24,6 @@ from budgetplan.training.trials import (
     Candidate,
     Progress,
     Trials,
-    drawn_trial,
     halving,
     plan_trial,
     round_sizes,
@@ -187,9 +186,9 @@ def test_trial_all_tries_kept_and_redrawn_channels_and_the_recipes_and_trains_wi
     # 88 steps shared by the 6 + 3 + 2 plans of three rounds: 8 steps more for each a round
     assert "(88 steps in 3 rounds of 6 plans; lowest loss on 3 held-out training batches" in source, source
     winner = re.search(r"; (.+?) chosen over ", source)[1]  # type: ignore[index]
-    tried = ("shipped table", "measured", "biases alone", "TraDy's own draws")
+    tried = ("shipped table", "measured", "biases alone", "TraDy's layers")
     assert winner.startswith(tried), winner
-    redrawn = "redrawn every epoch" in winner or winner.startswith("TraDy")
+    redrawn = "redrawn every epoch" in winner
     assert (budget.resample.value, budget.sampler) == (("epoch", "uniform") if redrawn else ("never", "magnitude"))
     kept = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", trial="all", resample="never")
     assert kept._rule_given  # a rule given is never replaced by the trial's
@@ -209,9 +208,9 @@ def test_trial_all_also_chooses_where_no_table_ships():
     trainer(3, [budget], limit_train_batches=1).fit(module, mobilenet_data(size=8))
     source = budget.plan.importance_source
     assert source.startswith("measured: gradient energy")
-    assert "(84 steps in 2 rounds of 4 plans;" in source, source  # kept, redrawn, biases alone, TraDy
+    assert "(84 steps in 2 rounds of 4 plans;" in source, source  # kept, redrawn, biases alone, TraDy's layers
     winner = re.search(r"; (.+?) chosen over ", source)[1]  # type: ignore[index]
-    assert winner.startswith(("measured", "biases alone", "TraDy's own draws")), winner
+    assert winner.startswith(("measured", "biases alone", "TraDy's layers")), winner
     costs = layer_costs(module, module.example_input_array, load_device("cortex-m7"))
     assert PlanSource(trial="all", loader=[]).tries(budget.strategy, costs)
     assert not PlanSource(trial="importance", loader=[]).tries(budget.strategy, costs)  # the default: untried
@@ -291,7 +290,7 @@ def test_a_trial_continued_round_by_round_ends_where_one_run_of_all_its_steps_en
 
 
 @pytest.mark.slow
-def test_the_recipes_candidates_are_biases_alone_and_tradys_own_draws_at_the_same_memory():
+def test_the_recipes_candidates_are_biases_alone_and_tradys_layers_at_the_same_memory():
     module = mobilenet_module()
     source = PlanSource(device="cortex-m7", budget="24KB", trial="all", epochs=3)
     problem = source.problem(BudgetPlanCallback(trial="all").strategy, module, module.example_input_array)
@@ -299,84 +298,6 @@ def test_the_recipes_candidates_are_biases_alone_and_tradys_own_draws_at_the_sam
     alone, trady = source.recipe_candidates(BudgetPlanCallback().strategy, problem, module, batches)
     weights = [layer.name for layer in alone.plan.updated() if layer.update == "weight"]
     assert alone.label == "biases alone" and weights == [problem.costs.layers[-1].name]  # and the classifier
-    assert trady.label == "TraDy's own draws" and (trady.sampler, trady.draws) == ("uniform", 3)
-    assert trady.own is not None and trady.own.name == "trady" and trady.own.clip_ratio == 0
+    assert trady.label.startswith("TraDy's layers") and (trady.sampler, trady.draws) == ("uniform", 3)
     assert trady.plan.predicted.peak_bytes <= 24 * 1024  # TraDy's draw at the default's memory
     assert any(layer.update == "weight" for layer in trady.plan.updated())
-    assert all(layer.count == 0 for layer in trady.training.layers)  # its counts are drawn anew each epoch
-
-
-def test_a_drawn_trial_masks_each_layer_to_the_draws_channels():
-    module = TinyModule(dropout=0.0)
-    training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
-    draw = Draw(None, {"net.features.6": [1, 5], "net.head.1": list(range(16))})  # type: ignore[arg-type]
-    (pointwise, mask), (_, head_mask), (bias, _) = drawn_trial(module, training, draw, "")
-    assert pointwise is module.net.features[6].weight and bias is module.net.head[1].bias
-    assert mask.reshape(16, 8).bool().all(0).nonzero().flatten().tolist() == [1, 5] and head_mask is None
-    (_, empty), *_ = drawn_trial(module, training, Draw(None, {}), "")  # type: ignore[arg-type]
-    assert not empty.any()  # a layer the draw left out trains nothing, as the fit freezes it
-
-
-class _OwnRule:
-    """A strategy that draws its own channels (the same each time) and clips as it says."""
-
-    name = "own"
-
-    def __init__(self, channels: list[int], clip_ratio: float) -> None:
-        self.channels, self.clip_ratio, self.seeds = channels, clip_ratio, []
-
-    def draw(self, seed: int) -> Draw:
-        self.seeds.append(seed)
-        return Draw(None, {"net.features.6": self.channels})  # type: ignore[arg-type]
-
-
-def test_a_candidate_of_its_own_rule_trains_its_own_draws_with_its_own_clipping():
-    module = TinyModule(dropout=0.0)
-    batches = learnable_batches(40)
-    training = Training((HALF_POINTWISE,), (), None)
-
-    def loss(own: _OwnRule, draws: int = 3, fit_clip: float = 0.0) -> float:
-        tried = [Candidate("own", None, training, "uniform", draws, own)]
-        return trial_losses(module, tried, batches, lr=0.5, steps=12, check_every=4, clip_ratio=fit_clip)[0]
-
-    own = _OwnRule([0, 1, 2, 3], 0.001)
-    clipped = loss(own)
-    assert len(set(own.seeds)) == 3  # a draw of its own in each third of the trial
-    assert clipped == pytest.approx(loss(_OwnRule([0, 1, 2, 3], 0.001), draws=1))  # the same channels in each draw
-    assert clipped != pytest.approx(loss(_OwnRule([4, 5, 6, 7], 0.001)))  # its draw's channels train
-    assert clipped == pytest.approx(loss(_OwnRule([0, 1, 2, 3], 0.001), fit_clip=0.5))  # its clipping, not the fit's
-    assert clipped != pytest.approx(loss(_OwnRule([0, 1, 2, 3], 0.0), fit_clip=0.001))
-
-
-@pytest.mark.slow
-def test_when_tradys_own_draws_win_the_fit_trains_as_trady(monkeypatch):
-    from budgetplan.training import plan_source
-
-    def trady_wins(module, candidates, batches, prefix="", total_steps=None, **options):
-        (won,) = [c for c in candidates if c.own is not None]
-        return won, [[(won.label, 0.5), *((c.label, 1.0) for c in candidates if c is not won)]], 16
-
-    monkeypatch.setattr(plan_source, "halving", trady_wins)
-    module = mobilenet_module()
-    budget = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all")
-    plans = PlansByEpoch()
-    trainer(3, [budget, plans], limit_train_batches=1).fit(module, mobilenet_data())
-    assert budget.strategy.name == "trady" and budget.clip_ratio == 0 and budget.returning_state == "reset"
-    assert (budget.resample.value, budget.sampler) == ("epoch", "uniform")
-    assert all("; TraDy's own draws chosen over " in source for source, _ in plans.seen), plans.seen
-    assert len(plans.seen) == 3 and len({channels for _, channels in plans.seen}) == 3  # TraDy's draw every epoch
-    given = BudgetPlanCallback(device="cortex-m7", training_memory="24KB", batch_size=8, trial="all", clip_ratio=0.25)
-    trainer(1, [given], limit_train_batches=1).fit(mobilenet_module(), mobilenet_data())
-    assert given.strategy.name == "trady" and given.clip_ratio == 0.25  # a clipping given is kept
-
-
-class PlansByEpoch(Callback):
-    """Each epoch's plan's importance source and the channels drawn (after the budget
-    callback's draw: it comes first in the trainer's callbacks)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-
-    def on_train_epoch_start(self, trainer, pl_module):  # type: ignore[no-untyped-def]
-        budget = next(c for c in trainer.callbacks if isinstance(c, BudgetPlanCallback))
-        self.seen.append((budget.plan.importance_source, repr({k: v.tolist() for k, v in budget.selection.items()})))
