@@ -481,7 +481,7 @@ RECIPES = ("bias", "classifier", "sparse-update", "trady")  # the fixed recipes 
 
 def trial_label(importance: str) -> str | None:
     """The trial's winner as the plan's importance source names it (``X chosen over``):
-    ``shipped table``, ``measured``, either ``+ redrawn``, or ``biases alone``."""
+    ``shipped table``, ``measured``, either ``+ redrawn``, ``biases alone`` or ``TraDy's own draws``."""
     found = re.search(r"; (.+?) chosen over ", importance)
     if found is None:
         return None

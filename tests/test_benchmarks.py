@@ -175,6 +175,7 @@ def test_the_trial_report_names_the_winner_without_its_details():
     )
     assert accuracy.trial_label(source.format("measured: gradient energy, 8 batches")) == "measured"
     assert accuracy.trial_label(source.format("biases alone")) == "biases alone"
+    assert accuracy.trial_label(source.format("TraDy's own draws")) == "TraDy's own draws"
     assert accuracy.trial_label("shipped table: x") is None  # no trial ran
 
 
@@ -219,3 +220,31 @@ def test_each_results_file_brings_the_runs_that_chose_its_rates(tmp_path, monkey
         ("budgetplan (trial all)", "70.00 ± 0.00%"),
         ("trady", "61.00 ± 0.00%"),
     ]
+
+
+before_after = _script("before_after")
+
+
+def test_before_and_after_pairs_a_variants_runs_by_cell_and_seed(tmp_path, capsys, monkeypatch):
+    source = "measured: x; {} chosen over y by trials on 8 training batches (176 steps in 3 rounds of 6 plans)"
+
+    def results(path, accuracies, winner):
+        cell = {"task": "photo-regions", "network": "mobilenet_v2", "variant": "budgetplan (trial all)"}
+        runs = [{**cell, "budget": budget, "seed": seed, "accuracy": value, "importance": source.format(winner)}
+                for (budget, seed), value in accuracies.items()]  # fmt: skip
+        runs.append({**cell, "variant": "bias", "budget": "64KB", "seed": 0, "accuracy": 0.9})  # another variant
+        path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+        return str(path)
+
+    before = results(tmp_path / "before.jsonl", {("64KB", 0): 0.50, ("64KB", 1): 0.60, ("1MB", 0): 0.7}, "biases alone")
+    later = {("64KB", 0): 0.53, ("64KB", 1): 0.61, ("64KB", 2): 0.9}
+    after = results(tmp_path / "after.jsonl", later, "TraDy's own draws")
+    monkeypatch.setattr(sys, "argv", ["before_after.py", before, after])
+    before_after.main()
+    lines = capsys.readouterr().out.splitlines()
+    # seed 2 and 1 MB were run on one side only: two pairs, +3 and +1 points
+    assert lines[2] == (
+        "| photo-regions | mobilenet_v2 | 64KB | 2 | 55.00 | 57.00 | +2.00 [-10.71, +14.71] "
+        "| biases alone 2 | TraDy's own draws 2 |"
+    )
+    assert len(lines) == 5 and lines[4] == "Over 2 pairs: +2.00 [-10.71, +14.71] points; after ahead in 2, behind in 0."

@@ -1,0 +1,91 @@
+"""One variant's runs before and after a change of the code, paired by cell and seed.
+
+Run: python benchmarks/before_after.py BEFORE.jsonl AFTER.jsonl [--variant "budgetplan (trial all)"]
+
+Both files hold ``accuracy.py`` runs (``--results``) of the variant, made with the same
+protocol; a change that alters what the variant trains is measured by running the same
+command into a new file. Prints, for each task, network and budget run in both, the mean
+accuracy before and after, the mean paired difference (after − before) with its 95%
+interval over seeds, and, where a trial chose the plan, how often each candidate won
+before and after; then the difference over all pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from accuracy import field, interval, read_rows, trial_label  # noqa: E402
+
+Cell = tuple[str, str, str]  # task, network, budget
+
+
+def by_cell(rows: list[dict[str, Any]], variant: str) -> dict[Cell, dict[int, dict[str, Any]]]:
+    """The variant's runs by (task, network, budget), then by seed."""
+    cells: dict[Cell, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        if r["variant"] == variant:
+            cells.setdefault((r["task"], field(r, "network"), r["budget"]), {})[r["seed"]] = r
+    return cells
+
+
+def spread(diffs: list[float]) -> str:
+    """Mean difference with its 95% interval (one pair: the difference alone)."""
+    if len(diffs) < 2:
+        return f"{diffs[0]:+.2f}, 1 seed" if diffs else ""
+    mean, _, half = interval(diffs)
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
+def winners(runs: list[dict[str, Any]]) -> str:
+    """How often each candidate won the trial of ``runs`` (nothing where no trial chose)."""
+    won = Counter(label for r in runs if (label := trial_label(r.get("importance", ""))) is not None)
+    return ", ".join(f"{label} {count}" for label, count in won.most_common())
+
+
+def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: str) -> str:
+    old, new = by_cell(before, variant), by_cell(after, variant)
+    lines = [
+        "| task | network | budget | seeds | before | after | after − before (95% interval) | won before | won after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    pooled: list[float] = []
+    for cell in (c for c in old if c in new):
+        seeds = sorted(set(old[cell]) & set(new[cell]))
+        if not seeds:
+            continue
+        a = [100 * old[cell][s]["accuracy"] for s in seeds]
+        b = [100 * new[cell][s]["accuracy"] for s in seeds]
+        diffs = [y - x for x, y in zip(a, b, strict=True)]
+        pooled += diffs
+        was, now = winners([old[cell][s] for s in seeds]), winners([new[cell][s] for s in seeds])
+        lines.append(
+            f"| {' | '.join(cell)} | {len(seeds)} | {sum(a) / len(a):.2f} | {sum(b) / len(b):.2f} "
+            f"| {spread(diffs)} | {was} | {now} |"
+        )
+    if not pooled:
+        return f"no run of {variant} in both files for the same cell and seed"
+    ahead, behind = sum(d > 0 for d in pooled), sum(d < 0 for d in pooled)
+    summary = f"Over {len(pooled)} pairs: {spread(pooled)} points; after ahead in {ahead}, behind in {behind}."
+    return "\n".join([*lines, "", summary])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path, help="accuracy.py results before the change")
+    parser.add_argument("after", type=Path, help="the same command's results after it")
+    parser.add_argument("--variant", default="budgetplan (trial all)", help="the variant compared")
+    args = parser.parse_args()
+    for path in (args.before, args.after):
+        if not path.exists():
+            parser.error(f"{path}: no such results file")
+    print(report(read_rows([args.before]), read_rows([args.after]), args.variant))
+
+
+if __name__ == "__main__":
+    main()
