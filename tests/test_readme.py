@@ -85,6 +85,9 @@ PYTHON = {
     # the README's rows of its table are checked by running it
     "python benchmarks/device_memory.py": "tests/test_readme.py::test_the_device_numbers_are_what_device_memory_prints",
     "python examples/cli.py fit --config examples/config.yaml": "tests/test_examples.py::test_lightning_cli_recipe",
+    "python benchmarks/before_after.py": (
+        "tests/test_benchmarks.py::test_before_and_after_pairs_a_variants_runs_by_cell_and_seed"
+    ),
     "python benchmarks/verdict.py": (
         "tests/test_benchmarks.py::test_the_verdict_pools_the_cells_of_benchmarks_run_with_different_protocols"
     ),
