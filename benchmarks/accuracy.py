@@ -12,8 +12,9 @@ offline transfer tasks: scikit-learn's digits, the 5,000 MNIST digits that ship 
 (momentum 0.9, batch 32) and data order for every strategy; the learning rate is one for
 all (``--lr``), or chosen per strategy, task, network and budget from ``--lr-grid`` (a
 step's size grows with what trains): the rate of best accuracy when training on three
-quarters of the training images and validating on the rest (seed 0), so the validation
-images never choose it (those runs are kept in the results file's ``-lr`` sibling).
+quarters of the training images and validating on the rest (seed 0; ``--tuning-seeds``
+averages over the splits of more seeds), so the validation images never choose it (those
+runs are kept in the results file's ``-lr`` sibling).
 ``--val-fraction`` of each class is held out (at most ``--val-per-class`` images of it
 validate).
 
@@ -166,7 +167,7 @@ PROTOCOL = ("epochs", "train_per_class", "lr", "norms", "val_fraction", "val_per
 EARLIER = {
     "network": "mobilenet_v2", "val_fraction": 0.2, "val_per_class": None, "recipes": "rgn table", "selection": "none"
 }  # fmt: skip
-TUNING_SEED = 0  # the learning rates are chosen on this seed's split of the training images
+TUNING_SEEDS = (0,)  # the learning rates are chosen on these seeds' splits of the training images (--tuning-seeds)
 TUNING_BUDGET = "256KB"  # where the budget does not matter (classifier, full), at this one
 
 
@@ -267,29 +268,38 @@ def run(
     return {**cell, **protocol, **row, "chosen_lr": lr, "seconds": time.perf_counter() - start}
 
 
-def tuning_cell(cell: dict[str, Any]) -> dict[str, Any]:
-    """Where ``cell``'s rate is chosen: its task, network, strategy and budget, on seed 0's split."""
+def tuning_cell(cell: dict[str, Any], seed: int = TUNING_SEEDS[0]) -> dict[str, Any]:
+    """Where ``cell``'s rate is chosen: its task, network, strategy and budget, on ``seed``'s split."""
     budget = TUNING_BUDGET if cell["variant"] in UNBUDGETED else cell["budget"]
-    return {**cell, "budget": budget, "seed": TUNING_SEED}
+    return {**cell, "budget": budget, "seed": seed}
 
 
-def chosen_rate(cell: dict[str, Any], protocol: dict[str, Any], tried: list[dict[str, Any]]) -> float | None:
-    """The grid's rate of best held-out accuracy (then loss) for ``cell``'s task, network,
-    strategy and budget (a step's size grows with what trains), from the tuning runs
-    ``tried``; None while one is missing."""
+def chosen_rate(
+    cell: dict[str, Any], protocol: dict[str, Any], tried: list[dict[str, Any]], seeds: tuple[int, ...] = TUNING_SEEDS
+) -> float | None:
+    """The grid's rate of best held-out accuracy (then loss), averaged over the splits of
+    ``seeds``, for ``cell``'s task, network, strategy and budget (a step's size grows with
+    what trains), from the tuning runs ``tried``; None while one is missing."""
     grid = rates(protocol)
     if len(grid) == 1:
         return grid[0]
-    trial = tuning_cell(cell)
-    runs = {
-        r["chosen_lr"]: r
-        for r in tried
-        if all(field(r, k) == trial[k] for k in ("task", "network", "variant", "budget"))
-        and all(field(r, k) == v for k, v in protocol.items())
-    }
-    if any(lr not in runs for lr in grid):
+    runs: dict[tuple[float, int], dict[str, Any]] = {}
+    for seed in seeds:
+        trial = tuning_cell(cell, seed)
+        runs.update({
+            (r["chosen_lr"], seed): r
+            for r in tried
+            if all(field(r, k) == trial[k] for k in ("task", "network", "variant", "budget", "seed"))
+            and all(field(r, k) == v for k, v in protocol.items())
+        })  # fmt: skip
+    if any((lr, seed) not in runs for lr in grid for seed in seeds):
         return None
-    return max(grid, key=lambda lr: (runs[lr]["accuracy"], -runs[lr]["loss"]))
+
+    def held_out(lr: float) -> tuple[float, float]:
+        found = [runs[lr, seed] for seed in seeds]
+        return statistics.mean(r["accuracy"] for r in found), -statistics.mean(r["loss"] for r in found)
+
+    return max(grid, key=held_out)
 
 
 def key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -683,7 +693,12 @@ def main() -> None:
     parser.add_argument(
         "--lr-grid",
         help="comma-separated rates: each strategy's rate is the one of best accuracy on a split of the training "
-        f"images (seed {TUNING_SEED}), chosen per task, network and budget; replaces --lr",
+        "images (--tuning-seeds), chosen per task, network and budget; replaces --lr",
+    )
+    parser.add_argument(
+        "--tuning-seeds",
+        default=",".join(map(str, TUNING_SEEDS)),
+        help="the seeds whose splits of the training images choose each rate, by mean accuracy (then loss) over them",
     )
     parser.add_argument("--val-fraction", type=float, default=0.2, help="of each class, held out for validation")
     parser.add_argument("--val-per-class", type=int, help="at most this many of them validate")
@@ -744,6 +759,7 @@ def main() -> None:
         "selection": "split" if args.select_on_split else "none",
     }
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
+    seeds = tuple(int(seed) for seed in args.tuning_seeds.split(","))
 
     def fit(cell: dict[str, Any], lr: float, tune: bool, out: Path) -> dict[str, Any]:
         row = run(cell, protocol, limit, lr, tune)
@@ -760,12 +776,13 @@ def main() -> None:
 
     def rate(cell: dict[str, Any]) -> float:
         """The cell's strategy's rate, chosen first where the grid's runs are missing."""
-        lr = chosen_rate(cell, protocol, tried)
+        lr = chosen_rate(cell, protocol, tried, seeds)
         if lr is None:
-            trial = tuning_cell(cell)
-            tested = {r["chosen_lr"] for r in tried if key(r) == key({**trial, **protocol})}
-            tried.extend(fit(trial, lr, True, tuning) for lr in rates(protocol) if lr not in tested)
-            lr = chosen_rate(cell, protocol, tried)
+            for seed in seeds:
+                trial = tuning_cell(cell, seed)
+                tested = {r["chosen_lr"] for r in tried if key(r) == key({**trial, **protocol})}
+                tried.extend(fit(trial, lr, True, tuning) for lr in rates(protocol) if lr not in tested)
+            lr = chosen_rate(cell, protocol, tried, seeds)
             assert lr is not None
         return lr
 
@@ -789,9 +806,10 @@ def main() -> None:
         and r["task"] in tasks
         and field(r, "network") in networks
         and (r["variant"] in UNBUDGETED or r["budget"] in budgets)
-        and trained_rate(r) == chosen_rate({k: field(r, k) for k in CELL}, protocol, tried)
+        and trained_rate(r) == chosen_rate({k: field(r, k) for k in CELL}, protocol, tried, seeds)
     ]
-    lr = f"SGD lr chosen from {args.lr_grid} per cell" if args.lr_grid else f"SGD lr {args.lr}"
+    split = f"split{'s' if len(seeds) > 1 else ''} of seed{'s' if len(seeds) > 1 else ''} {args.tuning_seeds}"
+    lr = f"SGD lr chosen from {args.lr_grid} per cell on the {split}" if args.lr_grid else f"SGD lr {args.lr}"
     print(
         f"ImageNet {', '.join(NETWORKS[n] for n in networks)}, 128x128, {args.train_per_class} training images "
         f"per class, {args.epochs} epochs, {lr}, batch 32, BatchNorm {protocol['norms']}\n"
@@ -805,7 +823,9 @@ def main() -> None:
             print()
             print(against_recipes(wanted, cells))
     if args.cells_out:
-        write_atomic(args.cells_out, "".join(json.dumps({**c, **protocol}) + "\n" for cells in compared for c in cells))
+        chosen_on = {"tuning_seeds": args.tuning_seeds} if args.lr_grid else {}
+        cells_out = "".join(json.dumps({**c, **protocol, **chosen_on}) + "\n" for cells in compared for c in cells)
+        write_atomic(args.cells_out, cells_out)
     trials = trial_report(wanted, budgets)
     if trials:
         print()

@@ -74,6 +74,16 @@ def test_the_rate_of_best_held_out_accuracy_then_loss_is_chosen_per_budget():
     assert accuracy.chosen_rate(cell, {**PROTOCOL, "lr": 0.005}, []) == 0.005  # one rate: nothing to choose
 
 
+def test_with_more_tuning_seeds_the_rate_of_best_mean_accuracy_over_their_splits_is_chosen():
+    cell = {"task": "mnist", "network": "mobilenet_v2", "variant": "bias", "budget": "64KB", "seed": 4}
+    first = [_tried(0.002, 0.25, 2.3), _tried(0.005, 0.2375, 2.4), _tried(0.0125, 0.225, 2.5)]  # nothing learned
+    assert accuracy.chosen_rate(cell, PROTOCOL, first) == 0.002  # by one image of 80
+    assert accuracy.chosen_rate(cell, PROTOCOL, first, seeds=(0, 1)) is None  # seed 1's split not run yet
+    second = [_tried(0.002, 0.3, 2.0, seed=1), _tried(0.005, 0.5, 1.5, seed=1), _tried(0.0125, 0.4, 1.7, seed=1)]
+    assert accuracy.chosen_rate(cell, PROTOCOL, first + second, seeds=(0, 1)) == 0.005  # mean 0.369 against 0.275
+    assert accuracy.chosen_rate(cell, PROTOCOL, first + second) == 0.002  # seed 0's split alone, as before
+
+
 def test_a_strategy_that_ignores_the_budget_is_tuned_once():
     classifier = [_tried(lr, 0.5 + lr, 1.0, variant="classifier", budget="256KB") for lr in (0.002, 0.005, 0.0125)]
     for budget in ("64KB", "1MB"):
