@@ -55,6 +55,7 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,7 @@ def run(
     return {**cell, **protocol, **row, "chosen_lr": lr, "seconds": time.perf_counter() - start}
 
 
-def tuning_cell(cell: dict[str, Any], seed: int = TUNING_SEEDS[0]) -> dict[str, Any]:
+def tuning_cell(cell: dict[str, Any], seed: int) -> dict[str, Any]:
     """Where ``cell``'s rate is chosen: its task, network, strategy and budget, on ``seed``'s split."""
     budget = TUNING_BUDGET if cell["variant"] in UNBUDGETED else cell["budget"]
     return {**cell, "budget": budget, "seed": seed}
@@ -283,15 +284,14 @@ def chosen_rate(
     grid = rates(protocol)
     if len(grid) == 1:
         return grid[0]
-    runs: dict[tuple[float, int], dict[str, Any]] = {}
-    for seed in seeds:
-        trial = tuning_cell(cell, seed)
-        runs.update({
-            (r["chosen_lr"], seed): r
-            for r in tried
-            if all(field(r, k) == trial[k] for k in ("task", "network", "variant", "budget", "seed"))
-            and all(field(r, k) == v for k, v in protocol.items())
-        })  # fmt: skip
+    trial = tuning_cell(cell, seeds[0])
+    runs = {
+        (r["chosen_lr"], r["seed"]): r
+        for r in tried
+        if r["seed"] in seeds
+        and all(field(r, k) == trial[k] for k in ("task", "network", "variant", "budget"))
+        and all(field(r, k) == v for k, v in protocol.items())
+    }
     if any((lr, seed) not in runs for lr in grid for seed in seeds):
         return None
 
@@ -499,6 +499,13 @@ def trial_label(importance: str) -> str | None:
     return label.split(":")[0].split(", channels redrawn")[0] + (" + redrawn" if "redrawn" in label else "")
 
 
+def trial_winners(rows: list[dict[str, Any]]) -> str:
+    """How often each candidate won the trials of ``rows``, most often first (rows where no
+    trial chose are left out; a winner recorded before it was named counts as unnamed)."""
+    won = Counter(trial_label(r["importance"]) or "unnamed" for r in rows if "steps in" in r.get("importance", ""))
+    return ", ".join(f"{label} {count}" for label, count in won.most_common())
+
+
 def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
     """Per variant whose plan a trial chooses, and budget: its fits, the trial's optimizer
     steps against the fit's own, the seconds of the callback's set-up (measurement, plans
@@ -524,11 +531,7 @@ def trial_report(rows: list[dict[str, Any]], budgets: list[str]) -> str:
             if not cell:
                 continue
             steps = [int(re.search(r"\((\d+) steps in", r["importance"])[1]) for r in cell]  # type: ignore[index]
-            won: dict[str, int] = {}
-            for r in cell:
-                label = trial_label(r["importance"]) or "unnamed"
-                won[label] = won.get(label, 0) + 1
-            wins = ", ".join(f"{label} {count}" for label, count in sorted(won.items(), key=lambda kv: -kv[1]))
+            wins = trial_winners(cell)
             costs = " | ".join(
                 mean(cell, value)
                 for value in (
@@ -808,8 +811,9 @@ def main() -> None:
         and (r["variant"] in UNBUDGETED or r["budget"] in budgets)
         and trained_rate(r) == chosen_rate({k: field(r, k) for k in CELL}, protocol, tried, seeds)
     ]
-    split = f"split{'s' if len(seeds) > 1 else ''} of seed{'s' if len(seeds) > 1 else ''} {args.tuning_seeds}"
-    lr = f"SGD lr chosen from {args.lr_grid} per cell on the {split}" if args.lr_grid else f"SGD lr {args.lr}"
+    plural = "s" if len(seeds) > 1 else ""
+    lr = f"SGD lr chosen from {args.lr_grid} per cell on the split{plural} of seed{plural} {args.tuning_seeds}"
+    lr = lr if args.lr_grid else f"SGD lr {args.lr}"
     print(
         f"ImageNet {', '.join(NETWORKS[n] for n in networks)}, 128x128, {args.train_per_class} training images "
         f"per class, {args.epochs} epochs, {lr}, batch 32, BatchNorm {protocol['norms']}\n"

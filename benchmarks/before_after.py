@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from accuracy import field, interval, read_rows, trial_label  # noqa: E402
+from accuracy import field, interval, read_rows, trial_winners  # noqa: E402
 
 Cell = tuple[str, str, str]  # task, network, budget
 
@@ -42,12 +41,6 @@ def spread(diffs: list[float]) -> str:
     return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
-def winners(runs: list[dict[str, Any]]) -> str:
-    """How often each candidate won the trial of ``runs`` (nothing where no trial chose)."""
-    won = Counter(label for r in runs if (label := trial_label(r.get("importance", ""))) is not None)
-    return ", ".join(f"{label} {count}" for label, count in won.most_common())
-
-
 def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: str) -> str:
     old, new = by_cell(before, variant), by_cell(after, variant)
     lines = [
@@ -63,7 +56,7 @@ def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: s
         b = [100 * new[cell][s]["accuracy"] for s in seeds]
         diffs = [y - x for x, y in zip(a, b, strict=True)]
         pooled += diffs
-        was, now = winners([old[cell][s] for s in seeds]), winners([new[cell][s] for s in seeds])
+        was, now = (trial_winners([runs[cell][s] for s in seeds]) for runs in (old, new))
         lines.append(
             f"| {' | '.join(cell)} | {len(seeds)} | {sum(a) / len(a):.2f} | {sum(b) / len(b):.2f} "
             f"| {spread(diffs)} | {was} | {now} |"
