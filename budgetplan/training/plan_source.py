@@ -35,7 +35,7 @@ from budgetplan.strategies import STRATEGIES
 from budgetplan.strategies.base import Strategy, Training
 from budgetplan.training.batches import first_batch, first_tensor
 from budgetplan.training.measure import importance_on_batches
-from budgetplan.training.trials import HELD_OUT, VALIDATION_BATCHES, Candidate, halving
+from budgetplan.training.trials import HELD_OUT, Candidate, halving, held_batches
 from budgetplan.units import SIZE_EXAMPLES, parse_bytes
 
 _ERRORS: dict[str, type[BudgetPlanError]] = {
@@ -368,15 +368,6 @@ class PlanSource:
         rank_zero_info(f"budgetplan: importance {chosen.label}; {how}")
         self.chosen = chosen
         return dataclasses.replace(chosen.plan, importance_source=f"{chosen.plan.importance_source}; {how}")
-
-
-def held_batches(validation: Any) -> list[Any]:
-    """The first batches of the ``validation`` loader (at most ``VALIDATION_BATCHES``) the
-    trial values on: images the fit never trains on, where training batches held out may be
-    near copies of the ones that train (crops of one photograph)."""
-    if validation is None:
-        return []
-    return list(itertools.islice(iter(validation), VALIDATION_BATCHES))
 
 
 def _same(a: Candidate, b: Candidate) -> bool:

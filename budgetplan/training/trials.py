@@ -25,13 +25,14 @@ from torch import Tensor, nn
 
 from budgetplan.costs.layers import plannable_layers
 from budgetplan.strategies.base import Training
+from budgetplan.training.batches import batch_size_of
 from budgetplan.training.channels import weight_mask
 from budgetplan.training.clipping import clip_relative
 from budgetplan.training.probe import probing, step_loss
 from budgetplan.training.samplers import draw_seed, get_sampler
 
 HELD_OUT = 3  # training batches the trials are valued on when no validation batches are given; the rest train
-VALIDATION_BATCHES = 8  # validation batches the trials are valued on, at most
+VALIDATION_SAMPLES = 256  # validation samples the trials are valued on, at most (whole batches: at least one)
 PLAN_STEPS = 48  # optimizer steps of a plan's trial (about the fit's own on a few hundred images)
 CHECK_EVERY = 8  # steps between held-out checks of a plan's trial
 
@@ -47,6 +48,24 @@ def module_lr(module: nn.Module, default: float = 0.01) -> float:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
                 return float(value)
     return default
+
+
+def held_batches(validation: Any) -> list[Any]:
+    """The first batches of the ``validation`` loader the trial values on, until they hold
+    ``VALIDATION_SAMPLES`` samples (at least one batch): images the fit never trains on,
+    where training batches held out may be near copies of the ones that train (crops of one
+    photograph). The cap keeps the trial's checks from costing more than its steps: on the
+    benchmark's 1,000 validation images they took 210 of its 246 s (docs/results.md)."""
+    held: list[Any] = []
+    if validation is None:
+        return held
+    samples = 0
+    for batch in validation:
+        held.append(batch)
+        samples += batch_size_of(batch)
+        if samples >= VALIDATION_SAMPLES:
+            break
+    return held
 
 
 @dataclass

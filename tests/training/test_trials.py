@@ -23,8 +23,10 @@ from budgetplan.training.trials import (
     PLAN_STEPS,
     Candidate,
     Progress,
+    VALIDATION_SAMPLES,
     Trials,
     halving,
+    held_batches,
     plan_trial,
     round_sizes,
     trial_losses,
@@ -156,6 +158,20 @@ class _Data(pl.LightningDataModule):
 
     def val_dataloader(self):  # type: ignore[no-untyped-def]
         return torch.utils.data.DataLoader(mobilenet_data().dataset, batch_size=16)
+
+
+@pytest.mark.parametrize(("size", "batch", "expected"), [(1000, 100, 3), (1000, 128, 2), (64, 16, 4), (1000, 512, 1)])
+def test_the_trial_values_on_whole_validation_batches_until_they_hold_its_samples(size, batch, expected):
+    """Batches are taken whole until they hold ``VALIDATION_SAMPLES``; a smaller set is taken whole."""
+    data = torch.utils.data.TensorDataset(torch.randn(size, 2), torch.arange(size))
+    held = held_batches(torch.utils.data.DataLoader(data, batch_size=batch))
+    assert len(held) == expected
+    taken = sum(len(labels) for _, labels in held)
+    assert taken >= min(size, VALIDATION_SAMPLES) and taken - len(held[-1][1]) < VALIDATION_SAMPLES
+    as_dicts = [{"image": x, "label": y} for x, y in held]
+    again = expected if size >= VALIDATION_SAMPLES else 2 * expected  # samples counted in any batch's first tensor
+    assert len(held_batches(as_dicts + as_dicts)) == again
+    assert held_batches(None) == []
 
 
 @pytest.mark.slow
