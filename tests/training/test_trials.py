@@ -21,9 +21,9 @@ from budgetplan.training.channels import channel_norms
 from budgetplan.training.plan_source import PlanSource
 from budgetplan.training.trials import (
     PLAN_STEPS,
+    VALIDATION_SAMPLES,
     Candidate,
     Progress,
-    VALIDATION_SAMPLES,
     Trials,
     halving,
     held_batches,
