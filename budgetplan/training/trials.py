@@ -54,8 +54,8 @@ def held_batches(validation: Any) -> list[Any]:
     """The first batches of the ``validation`` loader the trial values on, until they hold
     ``VALIDATION_SAMPLES`` samples (at least one batch): images the fit never trains on,
     where training batches held out may be near copies of the ones that train (crops of one
-    photograph). The cap keeps the trial's checks from costing more than its steps: on the
-    benchmark's 1,000 validation images they took 210 of its 246 s (docs/results.md)."""
+    photograph). The cap bounds what every check costs: valued on the benchmark's 1,000
+    validation images, the checks took 210 of a trial's 246 s (docs/results.md)."""
     held: list[Any] = []
     if validation is None:
         return held
