@@ -1,13 +1,16 @@
 """One variant's runs before and after a change of the code, paired by cell and seed.
 
 Run: python benchmarks/before_after.py BEFORE.jsonl AFTER.jsonl [--variant "budgetplan (trial all)"]
+[--after-variant V]
 
 Both files hold ``accuracy.py`` runs (``--results``) of the variant, made with the same
 protocol; a change that alters what the variant trains is measured by running the same
-command into a new file. Prints, for each task, network and budget run in both, the mean
-accuracy before and after, the mean paired difference (after − before) with its 95%
+command into a new file (``--after-variant``: the runs of another variant in AFTER, to pair
+two variants of one protocol). Prints, for each task, network and budget run in both, the
+mean accuracy before and after, the mean paired difference (after − before) with its 95%
 interval over seeds, and, where a trial chose the plan, how often each candidate won
-before and after; then the difference over all pairs.
+before and after; then the difference over all pairs, and over the pairs grouped by what
+the trial after chose.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from accuracy import field, interval, read_rows, trial_winners  # noqa: E402
+from accuracy import field, interval, read_rows, trial_label, trial_winners  # noqa: E402
 
 Cell = tuple[str, str, str]  # task, network, budget
 
@@ -41,13 +44,29 @@ def spread(diffs: list[float]) -> str:
     return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
-def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: str) -> str:
-    old, new = by_cell(before, variant), by_cell(after, variant)
+def by_winner(pairs: list[tuple[float, str | None]]) -> list[str]:
+    """The paired differences grouped by what the trial after chose, most often first (none
+    where no trial named a winner)."""
+    groups: dict[str, list[float]] = {}
+    for diff, winner in pairs:
+        if winner is not None:
+            groups.setdefault(winner, []).append(diff)
+    if not groups:
+        return []
+    lines = ["| chosen after | pairs | after − before (95% interval) |", "| --- | --- | --- |"]
+    for winner, diffs in sorted(groups.items(), key=lambda item: -len(item[1])):
+        lines.append(f"| {winner} | {len(diffs)} | {spread(diffs)} |")
+    return ["", *lines]
+
+
+def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: str, later: str | None = None) -> str:
+    old, new = by_cell(before, variant), by_cell(after, later or variant)
     lines = [
         "| task | network | budget | seeds | before | after | after − before (95% interval) | won before | won after |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     pooled: list[float] = []
+    chosen: list[str | None] = []
     for cell in (c for c in old if c in new):
         seeds = sorted(set(old[cell]) & set(new[cell]))
         if not seeds:
@@ -56,16 +75,17 @@ def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: s
         b = [100 * new[cell][s]["accuracy"] for s in seeds]
         diffs = [y - x for x, y in zip(a, b, strict=True)]
         pooled += diffs
+        chosen += [trial_label(new[cell][s].get("importance", "")) for s in seeds]
         was, now = (trial_winners([runs[cell][s] for s in seeds]) for runs in (old, new))
         lines.append(
             f"| {' | '.join(cell)} | {len(seeds)} | {sum(a) / len(a):.2f} | {sum(b) / len(b):.2f} "
             f"| {spread(diffs)} | {was} | {now} |"
         )
     if not pooled:
-        return f"no run of {variant} in both files for the same cell and seed"
+        return f"no run of {variant} (before) and {later or variant} (after) for the same cell and seed"
     ahead, behind = sum(d > 0 for d in pooled), sum(d < 0 for d in pooled)
     summary = f"Over {len(pooled)} pairs: {spread(pooled)} points; after ahead in {ahead}, behind in {behind}."
-    return "\n".join([*lines, "", summary])
+    return "\n".join([*lines, "", summary, *by_winner(list(zip(pooled, chosen, strict=True)))])
 
 
 def main() -> None:
@@ -73,11 +93,12 @@ def main() -> None:
     parser.add_argument("before", type=Path, help="accuracy.py results before the change")
     parser.add_argument("after", type=Path, help="the same command's results after it")
     parser.add_argument("--variant", default="budgetplan (trial all)", help="the variant compared")
+    parser.add_argument("--after-variant", help="the variant of AFTER's runs, if another (default: --variant)")
     args = parser.parse_args()
     for path in (args.before, args.after):
         if not path.exists():
             parser.error(f"{path}: no such results file")
-    print(report(read_rows([args.before]), read_rows([args.after]), args.variant))
+    print(report(read_rows([args.before]), read_rows([args.after]), args.variant, args.after_variant))
 
 
 if __name__ == "__main__":

@@ -257,4 +257,11 @@ def test_before_and_after_pairs_a_variants_runs_by_cell_and_seed(tmp_path, capsy
         "| photo-regions | mobilenet_v2 | 64KB | 2 | 55.00 | 57.00 | +2.00 [-10.71, +14.71] "
         "| biases alone 2 | TraDy's own draws 2 |"
     )
-    assert len(lines) == 5 and lines[4] == "Over 2 pairs: +2.00 [-10.71, +14.71] points; after ahead in 2, behind in 0."
+    assert lines[4] == "Over 2 pairs: +2.00 [-10.71, +14.71] points; after ahead in 2, behind in 0."
+    assert lines[-1] == "| TraDy's own draws | 2 | +2.00 [-10.71, +14.71] |" and len(lines) == 9
+    # another variant of the after file: the recipe's one run pairs with seed 0 of 64 KB
+    monkeypatch.setattr(sys, "argv", ["before_after.py", before, after, "--after-variant", "bias"])
+    before_after.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| photo-regions | mobilenet_v2 | 64KB | 1 | 50.00 | 90.00 | +40.00, 1 seed |")
+    assert lines[-1].startswith("Over 1 pairs: +40.00, 1 seed points")  # no trial chose the recipe's plan
