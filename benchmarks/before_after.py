@@ -16,6 +16,7 @@ the trial after chose.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,18 +45,39 @@ def spread(diffs: list[float]) -> str:
     return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
-def by_winner(pairs: list[tuple[float, str | None]]) -> list[str]:
+def winner_loss(importance: str) -> float | None:
+    """The lowest held-out loss of the trial's winner, as the importance source gives it."""
+    found = re.search(r"lowest loss on [^;]*? ([-+.\de]+) vs ", importance)
+    return float(found[1]) if found else None
+
+
+def passed_over(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the trial after chose another plan than the trial before, whose winner had
+    reached a lower held-out loss than the winner after: a plan that would have won the last
+    comparison after had it got there (successive halving dropped it in an earlier round)."""
+    was, now = (r.get("importance", "") for r in (old, new))
+    losses = winner_loss(was), winner_loss(now)
+    if None in losses or trial_label(was) == trial_label(now):
+        return False
+    return losses[0] < losses[1]  # type: ignore[operator]
+
+
+def by_winner(pairs: list[tuple[float, dict[str, Any], dict[str, Any]]]) -> list[str]:
     """The paired differences grouped by what the trial after chose, most often first (none
-    where no trial named a winner)."""
-    groups: dict[str, list[float]] = {}
-    for diff, winner in pairs:
+    where no trial named a winner), with the pairs whose winner before it passed over."""
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for diff, old, new in pairs:
+        winner = trial_label(new.get("importance", ""))
         if winner is not None:
-            groups.setdefault(winner, []).append(diff)
+            groups.setdefault(winner, []).append((diff, passed_over(old, new)))
     if not groups:
         return []
-    lines = ["| chosen after | pairs | after − before (95% interval) |", "| --- | --- | --- |"]
-    for winner, diffs in sorted(groups.items(), key=lambda item: -len(item[1])):
-        lines.append(f"| {winner} | {len(diffs)} | {spread(diffs)} |")
+    lines = [
+        "| chosen after | pairs | after − before (95% interval) | before's winner passed over (lower loss) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for winner, found in sorted(groups.items(), key=lambda item: -len(item[1])):
+        lines.append(f"| {winner} | {len(found)} | {spread([d for d, _ in found])} | {sum(p for _, p in found)} |")
     return ["", *lines]
 
 
@@ -65,8 +87,7 @@ def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: s
         "| task | network | budget | seeds | before | after | after − before (95% interval) | won before | won after |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    pooled: list[float] = []
-    chosen: list[str | None] = []
+    pairs: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
     for cell in (c for c in old if c in new):
         seeds = sorted(set(old[cell]) & set(new[cell]))
         if not seeds:
@@ -74,18 +95,18 @@ def report(before: list[dict[str, Any]], after: list[dict[str, Any]], variant: s
         a = [100 * old[cell][s]["accuracy"] for s in seeds]
         b = [100 * new[cell][s]["accuracy"] for s in seeds]
         diffs = [y - x for x, y in zip(a, b, strict=True)]
-        pooled += diffs
-        chosen += [trial_label(new[cell][s].get("importance", "")) for s in seeds]
+        pairs += [(d, old[cell][s], new[cell][s]) for d, s in zip(diffs, seeds, strict=True)]
         was, now = (trial_winners([runs[cell][s] for s in seeds]) for runs in (old, new))
         lines.append(
             f"| {' | '.join(cell)} | {len(seeds)} | {sum(a) / len(a):.2f} | {sum(b) / len(b):.2f} "
             f"| {spread(diffs)} | {was} | {now} |"
         )
-    if not pooled:
+    if not pairs:
         return f"no run of {variant} (before) and {later or variant} (after) for the same cell and seed"
+    pooled = [d for d, _, _ in pairs]
     ahead, behind = sum(d > 0 for d in pooled), sum(d < 0 for d in pooled)
     summary = f"Over {len(pooled)} pairs: {spread(pooled)} points; after ahead in {ahead}, behind in {behind}."
-    return "\n".join([*lines, "", summary, *by_winner(list(zip(pooled, chosen, strict=True)))])
+    return "\n".join([*lines, "", summary, *by_winner(pairs)])
 
 
 def main() -> None:

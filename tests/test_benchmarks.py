@@ -236,11 +236,12 @@ before_after = _script("before_after")
 
 
 def test_before_and_after_pairs_a_variants_runs_by_cell_and_seed(tmp_path, capsys, monkeypatch):
-    source = "measured: x; {} chosen over y by trials on 8 training batches (176 steps in 3 rounds of 6 plans)"
+    source = "measured: x; {} chosen over y by trials on 8 training batches (176 steps in 3 rounds of 6 plans; "
+    source += "lowest loss on 1 validation batch {} vs 9)"
 
     def results(path, accuracies, winner):
         cell = {"task": "photo-regions", "network": "mobilenet_v2", "variant": "budgetplan (trial all)"}
-        runs = [{**cell, "budget": budget, "seed": seed, "accuracy": value, "importance": source.format(winner)}
+        runs = [{**cell, "budget": budget, "seed": seed, "accuracy": value, "importance": source.format(winner, value)}
                 for (budget, seed), value in accuracies.items()]  # fmt: skip
         runs.append({**cell, "variant": "bias", "budget": "64KB", "seed": 0, "accuracy": 0.9})  # another variant
         path.write_text("".join(json.dumps(r) + "\n" for r in runs))
@@ -258,7 +259,12 @@ def test_before_and_after_pairs_a_variants_runs_by_cell_and_seed(tmp_path, capsy
         "| biases alone 2 | TraDy's own draws 2 |"
     )
     assert lines[4] == "Over 2 pairs: +2.00 [-10.71, +14.71] points; after ahead in 2, behind in 0."
-    assert lines[-1] == "| TraDy's own draws | 2 | +2.00 [-10.71, +14.71] |" and len(lines) == 9
+    # the winner before reached the lower loss in both pairs (its loss is its accuracy here)
+    assert lines[-1] == "| TraDy's own draws | 2 | +2.00 [-10.71, +14.71] | 2 |" and len(lines) == 9
+    same = {"importance": source.format("biases alone", 0.1)}
+    assert not before_after.passed_over(same, {"importance": source.format("biases alone", 0.2)})
+    assert before_after.passed_over(same, {"importance": source.format("measured", 0.2)})
+    assert not before_after.passed_over(same, {"importance": source.format("measured", 0.05)})
     # another variant of the after file: the recipe's one run pairs with seed 0 of 64 KB
     monkeypatch.setattr(sys, "argv", ["before_after.py", before, after, "--after-variant", "bias"])
     before_after.main()
