@@ -271,3 +271,31 @@ def test_before_and_after_pairs_a_variants_runs_by_cell_and_seed(tmp_path, capsy
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith("| photo-regions | mobilenet_v2 | 64KB | 1 | 50.00 | 90.00 | +40.00, 1 seed |")
     assert lines[-1].startswith("Over 1 pairs: +40.00, 1 seed points")  # no trial chose the recipe's plan
+
+
+trial_curves = _script("trial_curves")
+
+
+def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, capsys, monkeypatch):
+    # lowest loss so far at steps 8..48: plan 0 starts slowly and ends lowest, plan 1 starts fast
+    slow, fast = [2.0, 1.9, 1.6, 1.2, 0.8, 0.5], [1.0, 0.9, 0.85, 0.8, 0.75, 0.7]
+    curves = [slow, fast, [1.5, 1.4, 1.3, 1.2, 1.1, 1.0], [1.6] * 6, [1.7] * 6, [1.8] * 6]
+    # rounds of 16: plans 1, 2, 3 go on (slow is fifth at 16), 1 and 2 at 32, 1 wins at 48
+    assert trial_curves.replay(curves, [(16, 3), (32, 2), (48, 1)]) == (1, 6 * 16 + 3 * 16 + 2 * 16)
+    # a first round of 32: the slow plan is level third (1.2; ties go to the earlier) and wins at 48
+    assert trial_curves.replay(curves, [(32, 3), (48, 1)]) == (0, 6 * 32 + 3 * 16)
+    assert trial_curves.replay(curves, [(48, 1)]) == (0, 6 * 48)
+    labels = ["shipped table", "measured: gradient energy", "c", "d", "e", "f"]
+    cell = {"task": "digits", "network": "mobilenet_v2", "budget": "64KB", "seed": 0}
+    out = tmp_path / "curves.jsonl"
+    out.write_text(json.dumps({**cell, "labels": labels, "curves": curves}) + "\n")
+    source = "x; {} chosen over y by trials (176 steps in 3 rounds of 6 plans)"
+    fits = [{**cell, "variant": "budgetplan (trial all)", "accuracy": 0.9, "importance": source.format("measured: z")}]
+    like = tmp_path / "fits.jsonl"
+    like.write_text(json.dumps(fits[0]) + "\n")
+    monkeypatch.setattr(sys, "argv", ["trial_curves.py", "--like", str(like), "--out", str(out), "--report"])
+    trial_curves.main()
+    lines = capsys.readouterr().out.splitlines()
+    # only the default's schedule chose the plan whose fit is stored (measured: 90 %)
+    assert lines[2] == "| halving, rounds of 16 (the default) | 176 | 0 of 1 | 1 | 90.00 |"
+    assert lines[-1] == "| every plan 48 | 288 | 1 of 1 | 0 | – |"

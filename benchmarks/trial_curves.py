@@ -1,0 +1,148 @@
+"""How successive halving ranks the trial's candidates against a trial of all of them in full.
+
+Run: python benchmarks/trial_curves.py --like benchmarks/results/benchmark-trial-256.jsonl
+     [--tasks digits --budgets 256KB --seeds 0 --variant "budgetplan (trial all)"]
+     --out benchmarks/results/trial-curves.jsonl [--report]
+
+For each fit of ``--variant`` stored in ``--like`` (an ``accuracy.py`` results file: its
+protocol and the rate chosen for the fit), the callback sets up as in that fit, but where
+its trial would run successive halving (``budgetplan.training.trials.halving``) every
+candidate trains the whole ``LENGTH`` steps, the lowest held-out loss so far read every
+``CHECK_EVERY`` steps; nothing is fitted after. Each fit's curves are appended to ``--out``.
+
+``--report`` replays halving schedules on the stored curves: which plan each would choose,
+how often that is the plan of lowest loss after ``LENGTH`` steps (the trial of all in full),
+and the steps each trains. The plans' own fits are not run: the accuracy of what a
+schedule chose is known where ``--like`` holds a fit of the same plan (the same winner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+import accuracy  # noqa: E402
+from accuracy import read_rows, trial_label  # noqa: E402
+
+from budgetplan.training import plan_source  # noqa: E402
+from budgetplan.training.trials import CHECK_EVERY, Progress, trial_losses  # noqa: E402
+
+LENGTH = 48  # steps of a finalist in the default halving, and of every plan here
+# schedules as (steps reached, plans kept after) per round; the last keeps one
+SCHEDULES: dict[str, list[tuple[int, int]]] = {
+    "halving, rounds of 16 (the default)": [(16, 3), (32, 2), (48, 1)],
+    "halving, 24 then 48": [(24, 3), (48, 1)],
+    "halving, 32 then 48": [(32, 3), (48, 1)],
+    "every plan 48": [(48, 1)],
+}
+
+
+class Recorded(Exception):
+    """Raised in place of the halving, with the curves it recorded."""
+
+    def __init__(self, labels: list[str], curves: list[list[float]], seconds: float) -> None:
+        super().__init__("curves recorded")
+        self.labels, self.curves, self.seconds = labels, curves, seconds
+
+
+def record(module: Any, candidates: Sequence[Any], batches: list[Any], prefix: str = "", total_steps: Any = None,
+           **options: Any) -> Any:  # fmt: skip
+    """In place of ``halving``: every candidate's lowest held-out loss so far every
+    ``CHECK_EVERY`` steps up to ``LENGTH``, raised as ``Recorded``."""
+    start = time.perf_counter()
+    where = [Progress() for _ in candidates]
+    curves: list[list[float]] = [[] for _ in candidates]
+    for until in range(CHECK_EVERY, LENGTH + 1, CHECK_EVERY):
+        losses = trial_losses(module, candidates, batches, prefix, steps=LENGTH, until=until, progress=where, **options)
+        for curve, loss in zip(curves, losses, strict=True):
+            curve.append(loss)
+    raise Recorded([c.label for c in candidates], curves, time.perf_counter() - start)
+
+
+def replay(curves: list[list[float]], schedule: list[tuple[int, int]]) -> tuple[int, int]:
+    """The candidate ``schedule`` chooses on ``curves`` (ties to the earlier) and the steps it trains."""
+    alive, steps, reached = list(range(len(curves))), 0, 0
+    for until, kept in schedule:
+        steps += (until - reached) * len(alive)
+        reached = until
+        at = until // CHECK_EVERY - 1
+        alive = sorted(alive, key=lambda i: (curves[i][at], i))[:kept]
+    return alive[0], steps
+
+
+def record_fit(row: dict[str, Any]) -> dict[str, Any]:
+    """The curves of the trial in ``row``'s fit (its cell, protocol and rate)."""
+    cell = {k: row[k] for k in ("task", "network", "variant", "budget", "seed")}
+    protocol = {k: row[k] for k in ("epochs", "train_per_class", "lr", "norms", "val_fraction", "val_per_class",
+                                    "recipes", "selection")}  # fmt: skip
+    try:
+        accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
+    except Recorded as found:
+        return {**cell, "lr": row["chosen_lr"], "labels": found.labels, "curves": found.curves,
+                "seconds": found.seconds}  # fmt: skip
+    raise SystemExit(f"{cell}: the fit ran no trial of several plans")
+
+
+def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]], variant: str) -> str:
+    accuracy_of = {(r["task"], r["network"], r["budget"], r["seed"], trial_label(r["importance"])): r["accuracy"]
+                   for r in fits if r["variant"] == variant}  # fmt: skip
+    lines = [
+        "| schedule | steps | chose the plan of lowest loss at 48 | its fit's accuracy known | mean accuracy there |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    full = SCHEDULES["every plan 48"]
+    for name, schedule in SCHEDULES.items():
+        agree, known, steps = 0, [], []
+        for r in curves:
+            chosen, trained = replay(r["curves"], schedule)
+            steps.append(trained)
+            agree += chosen == replay(r["curves"], full)[0]
+            label = trial_label(f"; {r['labels'][chosen]} chosen over ")
+            found = accuracy_of.get((r["task"], r["network"], r["budget"], r["seed"], label))
+            if found is not None:
+                known.append(100 * found)
+        mean = f"{sum(known) / len(known):.2f}" if known else "–"
+        lines.append(f"| {name} | {sum(steps) / len(steps):.0f} | {agree} of {len(curves)} | {len(known)} | {mean} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--like", type=Path, required=True, help="accuracy.py results whose fits are set up again")
+    parser.add_argument("--variant", default="budgetplan (trial all)", help="the variant of --like to follow")
+    parser.add_argument("--tasks", help="comma-separated tasks (default: every task in --like)")
+    parser.add_argument("--budgets", help="comma-separated budgets (default: every budget)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: every seed)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON lines the curves are appended to")
+    parser.add_argument("--report", action="store_true", help="replay the schedules on --out, train nothing")
+    args = parser.parse_args()
+    if not args.like.exists():
+        parser.error(f"{args.like}: no such results file")
+    fits = read_rows([args.like])
+    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
+    if args.report:
+        print(report(done, fits, args.variant) if done else f"{args.out}: no curves recorded yet")
+        return
+    wanted = {"task": args.tasks, "budget": args.budgets, "seed": args.seeds}
+    plan_source.halving = record  # type: ignore[assignment]  # the callback's trial records instead
+    for row in fits:
+        if row["variant"] != args.variant or any(v and str(row[k]) not in v.split(",") for k, v in wanted.items()):
+            continue
+        key = {k: row[k] for k in ("task", "network", "budget", "seed")}
+        if any(all(d[k] == v for k, v in key.items()) for d in done):
+            continue
+        found = record_fit(row)
+        with args.out.open("a") as stream:
+            stream.write(json.dumps(found) + "\n")
+        print(f"{key}: {found['seconds']:.0f} s", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
