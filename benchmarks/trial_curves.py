@@ -2,7 +2,7 @@
 
 Run: python benchmarks/trial_curves.py --like benchmarks/results/benchmark-trial-256.jsonl
      [--tasks digits --budgets 256KB --seeds 0 --variant "budgetplan (trial all)"]
-     --out benchmarks/results/trial-curves.jsonl [--report]
+     --out benchmarks/results/trial-curves.jsonl [--report --fits benchmarks/results/benchmark.jsonl]
 
 For each fit of ``--variant`` stored in ``--like`` (an ``accuracy.py`` results file: its
 protocol and the rate chosen for the fit), the callback sets up as in that fit, but where
@@ -13,7 +13,8 @@ candidate trains the whole ``LENGTH`` steps, the lowest held-out loss so far rea
 ``--report`` replays halving schedules on the stored curves: which plan each would choose,
 how often that is the plan of lowest loss after ``LENGTH`` steps (the trial of all in full),
 and the steps each trains. The plans' own fits are not run: the accuracy of what a
-schedule chose is known where ``--like`` holds a fit of the same plan (the same winner).
+schedule chose is known where ``--like`` or ``--fits`` holds a fit whose trial chose the
+same plan at the same rate and seed.
 """
 
 from __future__ import annotations
@@ -90,9 +91,13 @@ def record_fit(row: dict[str, Any]) -> dict[str, Any]:
     raise SystemExit(f"{cell}: the fit ran no trial of several plans")
 
 
-def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]], variant: str) -> str:
-    accuracy_of = {(r["task"], r["network"], r["budget"], r["seed"], trial_label(r["importance"])): r["accuracy"]
-                   for r in fits if r["variant"] == variant}  # fmt: skip
+def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
+    accuracy_of: dict[tuple[Any, ...], list[float]] = {}
+    for r in fits:  # every fit of a trial's winner, by cell, seed, plan and rate
+        winner = trial_label(r.get("importance", ""))
+        if winner is not None:
+            where = (r["task"], r["network"], r["budget"], r["seed"], winner, r["chosen_lr"])
+            accuracy_of.setdefault(where, []).append(r["accuracy"])
     lines = [
         "| schedule | steps | chose the plan of lowest loss at 48 | its fit's accuracy known | mean accuracy there |",
         "| --- | --- | --- | --- | --- |",
@@ -105,9 +110,9 @@ def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]], variant: st
             steps.append(trained)
             agree += chosen == replay(r["curves"], full)[0]
             label = trial_label(f"; {r['labels'][chosen]} chosen over ")
-            found = accuracy_of.get((r["task"], r["network"], r["budget"], r["seed"], label))
+            found = accuracy_of.get((r["task"], r["network"], r["budget"], r["seed"], label, r["lr"]))
             if found is not None:
-                known.append(100 * found)
+                known.append(100 * sum(found) / len(found))
         mean = f"{sum(known) / len(known):.2f}" if known else "–"
         lines.append(f"| {name} | {sum(steps) / len(steps):.0f} | {agree} of {len(curves)} | {len(known)} | {mean} |")
     return "\n".join(lines)
@@ -120,6 +125,7 @@ def main() -> None:
     parser.add_argument("--tasks", help="comma-separated tasks (default: every task in --like)")
     parser.add_argument("--budgets", help="comma-separated budgets (default: every budget)")
     parser.add_argument("--seeds", help="comma-separated seeds (default: every seed)")
+    parser.add_argument("--fits", default="", help="more results files whose fits of a trial's winner --report reads")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines the curves are appended to")
     parser.add_argument("--report", action="store_true", help="replay the schedules on --out, train nothing")
     args = parser.parse_args()
@@ -128,7 +134,8 @@ def main() -> None:
     fits = read_rows([args.like])
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
     if args.report:
-        print(report(done, fits, args.variant) if done else f"{args.out}: no curves recorded yet")
+        more = read_rows([args.like, *(Path(name) for name in args.fits.split(",") if name)])
+        print(report(done, more) if done else f"{args.out}: no curves recorded yet")
         return
     wanted = {"task": args.tasks, "budget": args.budgets, "seed": args.seeds}
     plan_source.halving = record  # type: ignore[assignment]  # the callback's trial records instead

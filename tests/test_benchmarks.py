@@ -288,9 +288,10 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     labels = ["shipped table", "measured: gradient energy", "c", "d", "e", "f"]
     cell = {"task": "digits", "network": "mobilenet_v2", "budget": "64KB", "seed": 0}
     out = tmp_path / "curves.jsonl"
-    out.write_text(json.dumps({**cell, "labels": labels, "curves": curves}) + "\n")
+    out.write_text(json.dumps({**cell, "lr": 0.005, "labels": labels, "curves": curves}) + "\n")
     source = "x; {} chosen over y by trials (176 steps in 3 rounds of 6 plans)"
-    fits = [{**cell, "variant": "budgetplan (trial all)", "accuracy": 0.9, "importance": source.format("measured: z")}]
+    fits = [{**cell, "variant": "budgetplan (trial all)", "accuracy": 0.9, "importance": source.format("measured: z"),
+             "chosen_lr": 0.005}]  # fmt: skip
     like = tmp_path / "fits.jsonl"
     like.write_text(json.dumps(fits[0]) + "\n")
     monkeypatch.setattr(sys, "argv", ["trial_curves.py", "--like", str(like), "--out", str(out), "--report"])
@@ -299,3 +300,11 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     # only the default's schedule chose the plan whose fit is stored (measured: 90 %)
     assert lines[2] == "| halving, rounds of 16 (the default) | 176 | 0 of 1 | 1 | 90.00 |"
     assert lines[-1] == "| every plan 48 | 288 | 1 of 1 | 0 | – |"
+    # another file's fits of the table's plan: the one at the curves' rate counts
+    table = {**fits[0], "variant": "budgetplan", "importance": source.format("shipped table: t")}
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({**table, "accuracy": 0.8}) + "\n" + json.dumps({**table, "chosen_lr": 0.001}) + "\n")
+    argv = ["trial_curves.py", "--like", str(like), "--fits", str(other), "--out", str(out), "--report"]
+    monkeypatch.setattr(sys, "argv", argv)
+    trial_curves.main()
+    assert capsys.readouterr().out.splitlines()[-1] == "| every plan 48 | 288 | 1 of 1 | 1 | 80.00 |"

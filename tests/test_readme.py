@@ -88,6 +88,9 @@ PYTHON = {
     "python benchmarks/before_after.py": (
         "tests/test_benchmarks.py::test_before_and_after_pairs_a_variants_runs_by_cell_and_seed"
     ),
+    "python benchmarks/trial_curves.py": (
+        "tests/test_benchmarks.py::test_trial_curves_replay_halving_schedules_on_the_recorded_curves"
+    ),
     "python benchmarks/verdict.py": (
         "tests/test_benchmarks.py::test_the_verdict_pools_the_cells_of_benchmarks_run_with_different_protocols"
     ),
