@@ -298,8 +298,8 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     trial_curves.main()
     lines = capsys.readouterr().out.splitlines()
     # only the default's schedule chose the plan whose fit is stored (measured: 90 %)
-    assert lines[2] == "| halving, rounds of 16 (the default) | 176 | 0 of 1 | 1 | 90.00 |"
-    assert lines[-1] == "| every plan 48 | 288 | 1 of 1 | 0 | – |"
+    assert lines[2] == "| halving, rounds of 16 (the default) | 176 | 0 of 1 | +0.00 points over 1 |"
+    assert lines[-1] == "| every plan 48 | 288 | 1 of 1 | – |"
     # another file's fits of the table's plan: the one at the curves' rate counts
     table = {**fits[0], "variant": "budgetplan", "importance": source.format("shipped table: t")}
     other = tmp_path / "other.jsonl"
@@ -307,4 +307,4 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     argv = ["trial_curves.py", "--like", str(like), "--fits", str(other), "--out", str(out), "--report"]
     monkeypatch.setattr(sys, "argv", argv)
     trial_curves.main()
-    assert capsys.readouterr().out.splitlines()[-1] == "| every plan 48 | 288 | 1 of 1 | 1 | 80.00 |"
+    assert capsys.readouterr().out.splitlines()[-1] == "| every plan 48 | 288 | 1 of 1 | -10.00 points over 1 |"
