@@ -492,14 +492,17 @@ def paired(rows: list[dict[str, Any]]) -> str:
 RECIPES = ("bias", "classifier", "sparse-update", "trady")  # the fixed recipes the default must beat
 
 
-def trial_label(importance: str) -> str | None:
-    """The trial's winner as the plan's importance source names it (``X chosen over``):
-    ``shipped table``, ``measured``, either ``+ redrawn``, ``biases alone`` or ``TraDy's own draws``."""
-    found = re.search(r"; (.+?) chosen over ", importance)
-    if found is None:
-        return None
-    label = found[1]
+def candidate_name(label: str) -> str:
+    """A trial candidate's label, short: ``shipped table``, ``measured``, either
+    ``+ redrawn``, ``biases alone`` or ``TraDy's layers + redrawn``."""
     return label.split(":")[0].split(", channels redrawn")[0] + (" + redrawn" if "redrawn" in label else "")
+
+
+def trial_label(importance: str) -> str | None:
+    """The trial's winner as the plan's importance source names it (``X chosen over``), short
+    (``candidate_name``)."""
+    found = re.search(r"; (.+?) chosen over ", importance)
+    return None if found is None else candidate_name(found[1])
 
 
 def trial_winners(rows: list[dict[str, Any]]) -> str:

@@ -56,10 +56,10 @@ def passed_over(old: dict[str, Any], new: dict[str, Any]) -> bool:
     reached a lower held-out loss than the winner after: a plan that would have won the last
     comparison after had it got there (successive halving dropped it in an earlier round)."""
     was, now = (r.get("importance", "") for r in (old, new))
-    losses = winner_loss(was), winner_loss(now)
-    if None in losses or trial_label(was) == trial_label(now):
+    before, after = winner_loss(was), winner_loss(now)
+    if before is None or after is None or trial_label(was) == trial_label(now):
         return False
-    return losses[0] < losses[1]  # type: ignore[operator]
+    return before < after
 
 
 def by_winner(pairs: list[tuple[float, dict[str, Any], dict[str, Any]]]) -> list[str]:

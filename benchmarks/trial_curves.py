@@ -7,11 +7,11 @@ Run: python benchmarks/trial_curves.py --like benchmarks/results/benchmark-trial
 For each fit of ``--variant`` stored in ``--like`` (an ``accuracy.py`` results file: its
 protocol and the rate chosen for the fit), the callback sets up as in that fit, but where
 its trial would run successive halving (``budgetplan.training.trials.halving``) every
-candidate trains the whole ``LENGTH`` steps, the lowest held-out loss so far read every
+candidate trains the whole ``PLAN_STEPS`` steps, the lowest held-out loss so far read every
 ``CHECK_EVERY`` steps; nothing is fitted after. Each fit's curves are appended to ``--out``.
 
 ``--report`` replays halving schedules on the stored curves: which plan each would choose,
-how often that is the plan of lowest loss after ``LENGTH`` steps (the trial of all in full),
+how often that is the plan of lowest loss after ``PLAN_STEPS`` steps (the trial of all in full),
 and the steps each trains. The plans' own fits are not run: the accuracy of what a
 schedule chose is known where ``--like`` or ``--fits`` holds a fit whose trial chose the
 same plan at the same rate and seed.
@@ -30,19 +30,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 import accuracy  # noqa: E402
-from accuracy import read_rows, trial_label  # noqa: E402
+from accuracy import CELL, PROTOCOL, candidate_name, field, read_rows, trial_label  # noqa: E402
 
 from budgetplan.training import plan_source  # noqa: E402
-from budgetplan.training.trials import CHECK_EVERY, Progress, trial_losses  # noqa: E402
+from budgetplan.training.trials import CHECK_EVERY, PLAN_STEPS, Progress, round_sizes, trial_losses  # noqa: E402
 
-LENGTH = 48  # steps of a finalist in the default halving, and of every plan here
-# schedules as (steps reached, plans kept after) per round; the last keeps one
-SCHEDULES: dict[str, list[tuple[int, int]]] = {
-    "halving, rounds of 16 (the default)": [(16, 3), (32, 2), (48, 1)],
-    "halving, 24 then 48": [(24, 3), (48, 1)],
-    "halving, 32 then 48": [(32, 3), (48, 1)],
-    "every plan 48": [(48, 1)],
+Schedule = list[tuple[int, int]]  # per round: the steps reached, the plans kept after it (the last keeps one)
+AS_RUN = "halving as the trial runs it"
+OTHERS: dict[str, Schedule] = {
+    "halving, 24 then 48": [(24, 3), (PLAN_STEPS, 1)],
+    "halving, 32 then 48": [(32, 3), (PLAN_STEPS, 1)],
+    "every plan 48": [(PLAN_STEPS, 1)],
 }
+
+
+def as_run(count: int) -> Schedule:
+    """The schedule of ``halving`` among ``count`` plans (six: rounds of 16 steps keeping 3,
+    2, then 1): its rounds, and the better half kept after each."""
+    sizes = round_sizes(count)
+    more = max(CHECK_EVERY, PLAN_STEPS // len(sizes))
+    return [(more * done, (size + 1) // 2) for done, size in enumerate(sizes, 1)]
 
 
 class Recorded(Exception):
@@ -56,21 +63,25 @@ class Recorded(Exception):
 def record(module: Any, candidates: Sequence[Any], batches: list[Any], prefix: str = "", total_steps: Any = None,
            **options: Any) -> Any:  # fmt: skip
     """In place of ``halving``: every candidate's lowest held-out loss so far every
-    ``CHECK_EVERY`` steps up to ``LENGTH``, raised as ``Recorded``."""
+    ``CHECK_EVERY`` steps up to ``PLAN_STEPS``, raised as ``Recorded``."""
     start = time.perf_counter()
     where = [Progress() for _ in candidates]
     curves: list[list[float]] = [[] for _ in candidates]
-    for until in range(CHECK_EVERY, LENGTH + 1, CHECK_EVERY):
-        losses = trial_losses(module, candidates, batches, prefix, steps=LENGTH, until=until, progress=where, **options)
+    for until in range(CHECK_EVERY, PLAN_STEPS + 1, CHECK_EVERY):
+        losses = trial_losses(
+            module, candidates, batches, prefix, steps=PLAN_STEPS, until=until, progress=where, **options
+        )
         for curve, loss in zip(curves, losses, strict=True):
             curve.append(loss)
     raise Recorded([c.label for c in candidates], curves, time.perf_counter() - start)
 
 
-def replay(curves: list[list[float]], schedule: list[tuple[int, int]]) -> tuple[int, int]:
+def replay(curves: list[list[float]], schedule: Schedule) -> tuple[int, int]:
     """The candidate ``schedule`` chooses on ``curves`` (ties to the earlier) and the steps it trains."""
     alive, steps, reached = list(range(len(curves))), 0, 0
     for until, kept in schedule:
+        if until % CHECK_EVERY or until > PLAN_STEPS:
+            raise ValueError(f"a round ends at step {until}: the curves hold every {CHECK_EVERY} to {PLAN_STEPS}")
         steps += (until - reached) * len(alive)
         reached = until
         at = until // CHECK_EVERY - 1
@@ -80,9 +91,7 @@ def replay(curves: list[list[float]], schedule: list[tuple[int, int]]) -> tuple[
 
 def record_fit(row: dict[str, Any]) -> dict[str, Any]:
     """The curves of the trial in ``row``'s fit (its cell, protocol and rate)."""
-    cell = {k: row[k] for k in ("task", "network", "variant", "budget", "seed")}
-    protocol = {k: row[k] for k in ("epochs", "train_per_class", "lr", "norms", "val_fraction", "val_per_class",
-                                    "recipes", "selection")}  # fmt: skip
+    cell, protocol = ({k: field(row, k) for k in names} for names in (CELL, PROTOCOL))
     try:
         accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
     except Recorded as found:
@@ -104,26 +113,30 @@ def fit_accuracies(fits: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
 
 
 def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
-    """Per schedule: its steps, how often it chose the plan of lowest loss at ``LENGTH``, and
-    its choices' fit accuracy against the default schedule's where both fits are stored."""
+    """Per schedule: its steps, how often it chose the plan of lowest loss at ``PLAN_STEPS``,
+    and its choices' fit accuracy against those of halving as run, where both fits are stored."""
     accuracy_of = fit_accuracies(fits)
-    default, full = (SCHEDULES[name] for name in ("halving, rounds of 16 (the default)", "every plan 48"))
+    chosen = {  # per schedule, each fit's choice and steps
+        name: [replay(r["curves"], as_run(len(r["curves"])) if name == AS_RUN else OTHERS[name]) for r in curves]
+        for name in [AS_RUN, *OTHERS]
+    }
 
-    def known(r: dict[str, Any], schedule: list[tuple[int, int]]) -> float | None:
-        label = trial_label(f"; {r['labels'][replay(r['curves'], schedule)[0]]} chosen over ")
-        return accuracy_of.get((r["task"], r["network"], r["budget"], r["seed"], label, r["lr"]))
+    def known(r: dict[str, Any], choice: int) -> float | None:
+        where = (r["task"], r["network"], r["budget"], r["seed"], candidate_name(r["labels"][choice]), r["lr"])
+        return accuracy_of.get(where)
 
     lines = [
-        "| schedule | steps | chose the plan of lowest loss at 48 | − the default schedule (fits of both stored) |",
+        "| schedule | steps | chose the plan of lowest loss at 48 | − halving as run (fits of both stored) |",
         "| --- | --- | --- | --- |",
     ]
-    for name, schedule in SCHEDULES.items():
-        steps = [replay(r["curves"], schedule)[1] for r in curves]
-        agree = sum(replay(r["curves"], schedule)[0] == replay(r["curves"], full)[0] for r in curves)
-        pairs = [(known(r, schedule), known(r, default)) for r in curves]
+    for name, found in chosen.items():
+        agree = sum(c == full for (c, _), (full, _) in zip(found, chosen["every plan 48"], strict=True))
+        runs = zip(curves, found, chosen[AS_RUN], strict=True)
+        pairs = [(known(r, c), known(r, run)) for r, (c, _), (run, _) in runs]
         diffs = [a - b for a, b in pairs if a is not None and b is not None]
         versus = f"{sum(diffs) / len(diffs):+.2f} points over {len(diffs)}" if diffs else "–"
-        lines.append(f"| {name} | {sum(steps) / len(steps):.0f} | {agree} of {len(curves)} | {versus} |")
+        steps = sum(n for _, n in found) / len(found)
+        lines.append(f"| {name} | {steps:.0f} | {agree} of {len(curves)} | {versus} |")
     return "\n".join(lines)
 
 

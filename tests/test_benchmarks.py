@@ -281,7 +281,8 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     slow, fast = [2.0, 1.9, 1.6, 1.2, 0.8, 0.5], [1.0, 0.9, 0.85, 0.8, 0.75, 0.7]
     curves = [slow, fast, [1.5, 1.4, 1.3, 1.2, 1.1, 1.0], [1.6] * 6, [1.7] * 6, [1.8] * 6]
     # rounds of 16: plans 1, 2, 3 go on (slow is fifth at 16), 1 and 2 at 32, 1 wins at 48
-    assert trial_curves.replay(curves, [(16, 3), (32, 2), (48, 1)]) == (1, 6 * 16 + 3 * 16 + 2 * 16)
+    assert trial_curves.as_run(6) == [(16, 3), (32, 2), (48, 1)] and trial_curves.as_run(4) == [(24, 2), (48, 1)]
+    assert trial_curves.replay(curves, trial_curves.as_run(6)) == (1, 6 * 16 + 3 * 16 + 2 * 16)
     # a first round of 32: the slow plan is level third (1.2; ties go to the earlier) and wins at 48
     assert trial_curves.replay(curves, [(32, 3), (48, 1)]) == (0, 6 * 32 + 3 * 16)
     assert trial_curves.replay(curves, [(48, 1)]) == (0, 6 * 48)
@@ -297,8 +298,8 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     monkeypatch.setattr(sys, "argv", ["trial_curves.py", "--like", str(like), "--out", str(out), "--report"])
     trial_curves.main()
     lines = capsys.readouterr().out.splitlines()
-    # only the default's schedule chose the plan whose fit is stored (measured: 90 %)
-    assert lines[2] == "| halving, rounds of 16 (the default) | 176 | 0 of 1 | +0.00 points over 1 |"
+    # only halving as run chose the plan whose fit is stored (measured: 90 %)
+    assert lines[2] == "| halving as the trial runs it | 176 | 0 of 1 | +0.00 points over 1 |"
     assert lines[-1] == "| every plan 48 | 288 | 1 of 1 | – |"
     # another file's fits of the table's plan: the one at the curves' rate counts
     table = {**fits[0], "variant": "budgetplan", "importance": source.format("shipped table: t")}
