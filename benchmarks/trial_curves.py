@@ -3,6 +3,7 @@
 Run: python benchmarks/trial_curves.py --like benchmarks/results/benchmark-trial-256.jsonl
      [--tasks digits --budgets 256KB --seeds 0 --variant "budgetplan (trial all)"]
      --out benchmarks/results/trial-curves.jsonl [--report --fits benchmarks/results/benchmark.jsonl]
+     [--fit "every plan 48" --fits-out benchmarks/results/trial-choices.jsonl]
 
 For each fit of ``--variant`` stored in ``--like`` (an ``accuracy.py`` results file: its
 protocol and the rate chosen for the fit), the callback sets up as in that fit, but where
@@ -14,7 +15,9 @@ candidate trains the whole ``PLAN_STEPS`` steps, the lowest held-out loss so far
 how often that is the plan of lowest loss after ``PLAN_STEPS`` steps (the trial of all in full),
 and the steps each trains. The plans' own fits are not run: the accuracy of what a
 schedule chose is known where ``--like`` or ``--fits`` holds a fit whose trial chose the
-same plan at the same rate and seed.
+same plan at the same rate and seed. ``--fit SCHEDULE`` runs the fits that are missing:
+each fit whose curves are stored, with the plan ``SCHEDULE`` chooses on them put in place of
+the trial (the rest of the fit as it was), appended to ``--fits-out``.
 """
 
 from __future__ import annotations
@@ -76,6 +79,21 @@ def record(module: Any, candidates: Sequence[Any], batches: list[Any], prefix: s
     raise Recorded([c.label for c in candidates], curves, time.perf_counter() - start)
 
 
+def forced(label: str) -> Any:
+    """In place of ``halving``: the candidate labelled ``label``, chosen without a trial
+    (the fit after it is the one a trial that chose it would run: trials leave the module
+    and the random state as they found them)."""
+
+    def choose(module: Any, candidates: Sequence[Any], *args: Any, **options: Any) -> Any:
+        found = [c for c in candidates if c.label == label]
+        if not found:
+            raise SystemExit(f"no candidate {label!r} among {[c.label for c in candidates]}")
+        others = [(c.label, float("nan")) for c in candidates if c.label != label]
+        return found[0], [[(label, float("nan")), *others]], 0
+
+    return choose
+
+
 def replay(curves: list[list[float]], schedule: Schedule) -> tuple[int, int]:
     """The candidate ``schedule`` chooses on ``curves`` (ties to the earlier) and the steps it trains."""
     alive, steps, reached = list(range(len(curves))), 0, 0
@@ -100,6 +118,13 @@ def record_fit(row: dict[str, Any]) -> dict[str, Any]:
     raise SystemExit(f"{cell}: the fit ran no trial of several plans")
 
 
+def fit_choice(row: dict[str, Any], label: str) -> dict[str, Any]:
+    """The fit of ``row``'s cell, protocol and rate with the plan ``label`` in place of its trial."""
+    cell, protocol = ({k: field(row, k) for k in names} for names in (CELL, PROTOCOL))
+    plan_source.halving = forced(label)  # type: ignore[assignment]
+    return accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
+
+
 def fit_accuracies(fits: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
     """The mean accuracy of the fits whose trial chose each plan, by cell, seed, plan and rate."""
     found: dict[tuple[Any, ...], list[float]] = {}
@@ -112,18 +137,27 @@ def fit_accuracies(fits: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
     return {where: sum(values) / len(values) for where, values in found.items()}
 
 
+def fit_key(curve: dict[str, Any], choice: int) -> tuple[Any, ...]:
+    """Where ``fit_accuracies`` keeps the fit of candidate ``choice`` of ``curve``'s fit."""
+    name = candidate_name(curve["labels"][choice])
+    return curve["task"], curve["network"], curve["budget"], curve["seed"], name, curve["lr"]
+
+
+def schedule_of(name: str, count: int) -> Schedule:
+    """The schedule named ``name`` among ``count`` plans."""
+    return as_run(count) if name == AS_RUN else OTHERS[name]
+
+
 def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
     """Per schedule: its steps, how often it chose the plan of lowest loss at ``PLAN_STEPS``,
     and its choices' fit accuracy against those of halving as run, where both fits are stored."""
     accuracy_of = fit_accuracies(fits)
     chosen = {  # per schedule, each fit's choice and steps
-        name: [replay(r["curves"], as_run(len(r["curves"])) if name == AS_RUN else OTHERS[name]) for r in curves]
-        for name in [AS_RUN, *OTHERS]
+        name: [replay(r["curves"], schedule_of(name, len(r["curves"]))) for r in curves] for name in [AS_RUN, *OTHERS]
     }
 
     def known(r: dict[str, Any], choice: int) -> float | None:
-        where = (r["task"], r["network"], r["budget"], r["seed"], candidate_name(r["labels"][choice]), r["lr"])
-        return accuracy_of.get(where)
+        return accuracy_of.get(fit_key(r, choice))
 
     lines = [
         "| schedule | steps | chose the plan of lowest loss at 48 | − halving as run (fits of both stored) |",
@@ -140,6 +174,30 @@ def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+EVERY = "every candidate"  # --fit: the fits of every candidate, not of one schedule's choices
+KEY = ("task", "network", "budget", "seed")
+
+
+def fit_missing(like: list[dict[str, Any]], curves: list[dict[str, Any]], fits: list[dict[str, Any]], name: str,
+                out: Path) -> None:  # fmt: skip
+    """Of each fit with curves in ``like``, the fit of what schedule ``name`` (or ``EVERY``
+    candidate) chooses, where ``fits`` stores none, appended to ``out``."""
+    accuracy_of = fit_accuracies(fits)
+    for row in like:
+        curve = next((c for c in curves if all(c[k] == row[k] for k in KEY)), None)
+        if curve is None:
+            continue
+        count = len(curve["curves"])
+        choices = range(count) if name == EVERY else [replay(curve["curves"], schedule_of(name, count))[0]]
+        for choice in choices:
+            if fit_key(curve, choice) in accuracy_of:
+                continue
+            found = fit_choice({**row, "chosen_lr": curve["lr"]}, curve["labels"][choice])
+            with out.open("a") as stream:
+                stream.write(json.dumps(found) + "\n")
+            print(f"{fit_key(curve, choice)}: {100 * found['accuracy']:.1f} %", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--like", type=Path, required=True, help="accuracy.py results whose fits are set up again")
@@ -150,21 +208,29 @@ def main() -> None:
     parser.add_argument("--fits", default="", help="more results files whose fits of a trial's winner --report reads")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines the curves are appended to")
     parser.add_argument("--report", action="store_true", help="replay the schedules on --out, train nothing")
+    parser.add_argument("--fit", choices=[AS_RUN, *OTHERS, EVERY], help="fit what this schedule chose, where missing")
+    parser.add_argument("--fits-out", type=Path, help="JSON lines --fit appends its fits to (then read by --fits)")
     args = parser.parse_args()
     if not args.like.exists():
         parser.error(f"{args.like}: no such results file")
+    if args.fit and not args.fits_out:
+        parser.error("--fit needs --fits-out, the file its fits are appended to")
     fits = read_rows([args.like])
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
+    stored = [args.like, *(Path(name) for name in args.fits.split(",") if name)]
     if args.report:
-        more = read_rows([args.like, *(Path(name) for name in args.fits.split(",") if name)])
-        print(report(done, more) if done else f"{args.out}: no curves recorded yet")
+        print(report(done, read_rows(stored)) if done else f"{args.out}: no curves recorded yet")
         return
     wanted = {"task": args.tasks, "budget": args.budgets, "seed": args.seeds}
+    like = [r for r in fits if r["variant"] == args.variant and all(not v or str(r[k]) in v.split(",")
+                                                                      for k, v in wanted.items())]  # fmt: skip
+    if args.fit:
+        fits_out = [args.fits_out] if args.fits_out.exists() and args.fits_out not in stored else []
+        fit_missing(like, done, read_rows(stored + fits_out), args.fit, args.fits_out)
+        return
     plan_source.halving = record  # type: ignore[assignment]  # the callback's trial records instead
-    for row in fits:
-        if row["variant"] != args.variant or any(v and str(row[k]) not in v.split(",") for k, v in wanted.items()):
-            continue
-        key = {k: row[k] for k in ("task", "network", "budget", "seed")}
+    for row in like:
+        key = {k: row[k] for k in KEY}
         if any(all(d[k] == v for k, v in key.items()) for d in done):
             continue
         found = record_fit(row)

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -309,3 +310,38 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     monkeypatch.setattr(sys, "argv", argv)
     trial_curves.main()
     assert capsys.readouterr().out.splitlines()[-1] == "| every plan 48 | 288 | 1 of 1 | -10.00 points over 1 |"
+
+
+def test_trial_curves_fit_what_a_schedule_chose_where_no_fit_is_stored(tmp_path, monkeypatch):
+    candidates = [SimpleNamespace(label=label) for label in ("shipped table: t", "measured: m", "biases alone")]
+    chosen, rounds, steps = trial_curves.forced("measured: m")(None, candidates, [])
+    # the plan named, ranked first against the others, untried
+    assert (
+        chosen is candidates[1]
+        and steps == 0
+        and [label for label, _ in rounds[-1]] == ["measured: m", "shipped table: t", "biases alone"]
+    )
+    with pytest.raises(SystemExit, match="no candidate 'TraDy'"):
+        trial_curves.forced("TraDy")(None, candidates, [])
+    cell = {"task": "digits", "network": "mobilenet_v2", "budget": "64KB", "seed": 0}
+    # every plan 48 chooses plan 2 (lowest at 48); halving as run (rounds of 24 among 3) keeps 0 and 1, then 0
+    curve = {**cell, "lr": 0.005, "labels": [c.label for c in candidates],
+             "curves": [[1.0] * 6, [1.1] * 6, [2.0, 2.0, 2.0, 2.0, 2.0, 0.5]]}  # fmt: skip
+    like = [{**cell, "variant": "budgetplan (trial all)", "chosen_lr": 0.002, "accuracy": 0.5}]
+    source = "x; {} chosen over y by trials (176 steps in 3 rounds of 6 plans)"
+    stored = [{**like[0], "chosen_lr": 0.005, "importance": source.format("shipped table: t")}]
+    fitted: list[tuple[float, str]] = []
+
+    def fit(row, label):
+        fitted.append((row["chosen_lr"], label))
+        return {"accuracy": 0.7}
+
+    monkeypatch.setattr(trial_curves, "fit_choice", fit)
+    out = tmp_path / "fits.jsonl"
+    trial_curves.fit_missing(like, [curve], stored, trial_curves.AS_RUN, out)
+    assert fitted == []  # halving's choice, the table, is stored at the curves' rate
+    trial_curves.fit_missing(like, [curve], stored, "every plan 48", out)
+    assert fitted == [(0.005, "biases alone")]  # at the curves' rate, not the row's
+    trial_curves.fit_missing(like, [curve], stored, trial_curves.EVERY, out)
+    assert fitted[1:] == [(0.005, "measured: m"), (0.005, "biases alone")]
+    assert len(out.read_text().splitlines()) == 3
