@@ -4,6 +4,7 @@ Run: python benchmarks/trial_curves.py --like benchmarks/results/benchmark-trial
      [--tasks digits --budgets 256KB --seeds 0 --variant "budgetplan (trial all)"]
      --out benchmarks/results/trial-curves.jsonl [--report --fits benchmarks/results/benchmark.jsonl]
      [--fit "every plan 48" --fits-out benchmarks/results/trial-choices.jsonl]
+     [--kept-from benchmarks/results/trial-curves.jsonl]
 
 For each fit of ``--variant`` stored in ``--like`` (an ``accuracy.py`` results file: its
 protocol and the rate chosen for the fit), the callback sets up as in that fit, but where
@@ -17,7 +18,9 @@ and the steps each trains. The plans' own fits are not run: the accuracy of what
 schedule chose is known where ``--like`` or ``--fits`` holds a fit whose trial chose the
 same plan at the same rate and seed. ``--fit SCHEDULE`` runs the fits that are missing:
 each fit whose curves are stored, with the plan ``SCHEDULE`` chooses on them put in place of
-the trial (the rest of the fit as it was), appended to ``--fits-out``.
+the trial (the rest of the fit as it was), appended to ``--fits-out``. ``--kept-from``
+takes the curves of the plans whose channels are kept from an earlier recording of the
+same fit, and trains only the plans whose channels are redrawn.
 """
 
 from __future__ import annotations
@@ -63,20 +66,27 @@ class Recorded(Exception):
         self.labels, self.curves, self.seconds = labels, curves, seconds
 
 
-def record(module: Any, candidates: Sequence[Any], batches: list[Any], prefix: str = "", total_steps: Any = None,
-           **options: Any) -> Any:  # fmt: skip
+def recorder(kept: dict[str, list[float]]) -> Any:
     """In place of ``halving``: every candidate's lowest held-out loss so far every
-    ``CHECK_EVERY`` steps up to ``PLAN_STEPS``, raised as ``Recorded``."""
-    start = time.perf_counter()
-    where = [Progress() for _ in candidates]
-    curves: list[list[float]] = [[] for _ in candidates]
-    for until in range(CHECK_EVERY, PLAN_STEPS + 1, CHECK_EVERY):
-        losses = trial_losses(
-            module, candidates, batches, prefix, steps=PLAN_STEPS, until=until, progress=where, **options
-        )
-        for curve, loss in zip(curves, losses, strict=True):
-            curve.append(loss)
-    raise Recorded([c.label for c in candidates], curves, time.perf_counter() - start)
+    ``CHECK_EVERY`` steps up to ``PLAN_STEPS``, raised as ``Recorded``; the curves in
+    ``kept`` (by label) of candidates whose channels are not redrawn are taken as they are."""
+
+    def record(module: Any, candidates: Sequence[Any], batches: list[Any], prefix: str = "", total_steps: Any = None,
+               **options: Any) -> Any:  # fmt: skip
+        start = time.perf_counter()
+        trained = [c for c in candidates if c.draws > 1 or c.label not in kept]
+        where = [Progress() for _ in trained]
+        curves: dict[str, list[float]] = {c.label: [] for c in trained}
+        for until in range(CHECK_EVERY, PLAN_STEPS + 1, CHECK_EVERY):
+            losses = trial_losses(
+                module, trained, batches, prefix, steps=PLAN_STEPS, until=until, progress=where, **options
+            )
+            for candidate, loss in zip(trained, losses, strict=True):
+                curves[candidate.label].append(loss)
+        found = [curves.get(c.label) or kept[c.label] for c in candidates]
+        raise Recorded([c.label for c in candidates], found, time.perf_counter() - start)
+
+    return record
 
 
 def forced(label: str) -> Any:
@@ -107,9 +117,11 @@ def replay(curves: list[list[float]], schedule: Schedule) -> tuple[int, int]:
     return alive[0], steps
 
 
-def record_fit(row: dict[str, Any]) -> dict[str, Any]:
-    """The curves of the trial in ``row``'s fit (its cell, protocol and rate)."""
+def record_fit(row: dict[str, Any], kept: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """The curves of the trial in ``row``'s fit (its cell, protocol and rate), those of
+    ``kept`` taken as they are (``recorder``)."""
     cell, protocol = ({k: field(row, k) for k in names} for names in (CELL, PROTOCOL))
+    plan_source.halving = recorder(kept or {})  # type: ignore[assignment]  # the callback's trial records instead
     try:
         accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
     except Recorded as found:
@@ -209,6 +221,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON lines the curves are appended to")
     parser.add_argument("--report", action="store_true", help="replay the schedules on --out, train nothing")
     parser.add_argument("--fit", choices=[AS_RUN, *OTHERS, EVERY], help="fit what this schedule chose, where missing")
+    parser.add_argument("--kept-from", type=Path, help="curves whose plans of kept channels are taken, not trained")
     parser.add_argument("--fits-out", type=Path, help="JSON lines --fit appends its fits to (then read by --fits)")
     args = parser.parse_args()
     if not args.like.exists():
@@ -228,12 +241,13 @@ def main() -> None:
         fits_out = [args.fits_out] if args.fits_out.exists() and args.fits_out not in stored else []
         fit_missing(like, done, read_rows(stored + fits_out), args.fit, args.fits_out)
         return
-    plan_source.halving = record  # type: ignore[assignment]  # the callback's trial records instead
+    earlier = [json.loads(line) for line in args.kept_from.read_text().splitlines()] if args.kept_from else []
     for row in like:
         key = {k: row[k] for k in KEY}
         if any(all(d[k] == v for k, v in key.items()) for d in done):
             continue
-        found = record_fit(row)
+        old = next((e for e in earlier if all(e[k] == v for k, v in key.items()) and e["lr"] == row["chosen_lr"]), None)
+        found = record_fit(row, dict(zip(old["labels"], old["curves"], strict=True)) if old else None)
         with args.out.open("a") as stream:
             stream.write(json.dumps(found) + "\n")
         print(f"{key}: {found['seconds']:.0f} s", file=sys.stderr, flush=True)

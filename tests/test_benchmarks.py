@@ -345,3 +345,23 @@ def test_trial_curves_fit_what_a_schedule_chose_where_no_fit_is_stored(tmp_path,
     trial_curves.fit_missing(like, [curve], stored, trial_curves.EVERY, out)
     assert fitted[1:] == [(0.005, "measured: m"), (0.005, "biases alone")]
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_trial_curves_train_only_the_plans_whose_curves_are_not_kept(monkeypatch):
+    kept_curve = [1.0] * 6
+    candidates = [SimpleNamespace(label="table", draws=1), SimpleNamespace(label="table, redrawn", draws=4),
+                  SimpleNamespace(label="biases alone", draws=1)]  # fmt: skip
+    trained = []
+
+    def losses(module, tried, *args, until, **options):
+        trained.append([c.label for c in tried])
+        return [until / 100] * len(tried)
+
+    monkeypatch.setattr(trial_curves, "trial_losses", losses)
+    # the table's kept curve is taken; a redrawn plan trains though a curve of its label is kept
+    kept = {"table": kept_curve, "table, redrawn": [9.0] * 6}
+    with pytest.raises(trial_curves.Recorded) as found:
+        trial_curves.recorder(kept)(None, candidates, [])
+    assert trained[0] == ["table, redrawn", "biases alone"] and len(trained) == 6
+    assert found.value.labels == ["table", "table, redrawn", "biases alone"]
+    assert found.value.curves[0] == kept_curve and found.value.curves[1] == [0.08, 0.16, 0.24, 0.32, 0.4, 0.48]

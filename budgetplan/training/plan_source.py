@@ -185,6 +185,7 @@ class PlanSource:
     seed: int = 0
     sampler: str = "magnitude"  # how the fit draws channels, and so the trials of rival plans
     clip_ratio: float = 0.0  # the fit's clipping, and so the trials'
+    keep_returning: bool = True  # the fit's guard: channels a redraw brings back keep their momentum, in trials too
     loader: Any = None  # the training loader, when importance is measured on it
     validation: Any = None  # the validation loader, when the trial values on it
     chosen: Candidate | None = None  # the trial's winner, once it has run
@@ -354,6 +355,7 @@ class PlanSource:
             return first
         prefix = locate(first, pl_module)
         options = {"seed": self.seed, "clip_ratio": self.clip_ratio, "held": held}
+        options["keep_returning"] = self.keep_returning
         chosen, rounds, steps = halving(pl_module, candidates, batches, prefix, self.trial_steps, **options)
         last = rounds[-1]
         others = ", ".join(label for label, _ in last[1:])

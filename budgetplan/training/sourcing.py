@@ -26,6 +26,7 @@ class Sourcing:
     seed: int
     sampler: str
     clip_ratio: float
+    returning_state: str
     trial: str
     trial_steps: int | None
     resample: Resample
@@ -50,6 +51,7 @@ class Sourcing:
             self.clip_ratio,
             trial=self.trial,
             trial_steps=self.trial_steps,
+            keep_returning=self.returning_state == "keep",
         )
 
     def _adopt_trials_rule(self, chosen: Candidate | None) -> None:

@@ -28,6 +28,7 @@ from budgetplan.strategies.base import Training
 from budgetplan.training.batches import batch_size_of
 from budgetplan.training.channels import weight_mask
 from budgetplan.training.clipping import clip_relative
+from budgetplan.training.guard import SelectionGuard
 from budgetplan.training.probe import probing, step_loss
 from budgetplan.training.samplers import draw_seed, get_sampler
 
@@ -99,8 +100,11 @@ class Progress:
 class Trials:
     """Short fine-tunes of ``module`` on ``train``, each valued on ``held``."""
 
-    def __init__(self, module: nn.Module, train: list[Any], held: list[Any], steps: int, lr: float) -> None:
+    def __init__(
+        self, module: nn.Module, train: list[Any], held: list[Any], steps: int, lr: float, keep_returning: bool = True
+    ) -> None:
         self.module, self.train, self.held, self.steps, self.lr = module, train, held, steps, lr
+        self.keep_returning = keep_returning
 
     def held_out_loss(self) -> float:
         with torch.no_grad():
@@ -121,7 +125,10 @@ class Trials:
         them (masked weights only: the classifier and biases are not); with
         ``check_every``, the lowest held-out loss of the checks every that many steps and
         at the end; with ``redraw``, the masks of draw ``k`` (``redraw(k)``) from the
-        ``k``-th of ``draws`` equal parts of the steps on. With ``progress`` the trial goes
+        ``k``-th of ``draws`` equal parts of the steps on, held as the fit's
+        ``SelectionGuard`` holds them: a step moves no channel outside the draw (momentum
+        would go on moving those a draw left), and channels that come back keep their
+        momentum (``keep_returning``) or start from zero. With ``progress`` the trial goes
         on from where it stopped (its values, momentum, steps and lowest loss) to step
         ``until`` and leaves its state there, as one run of ``until`` steps would. The
         parameters are put back."""
@@ -134,11 +141,19 @@ class Trials:
             p.requires_grad_(True)
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
         at.resume(params, optimizer)
-        lowest, drawn = at.lowest, 0  # ``trial`` holds draw 0
+        guard = SelectionGuard(self.keep_returning) if redraw is not None else None
+        if guard is not None:
+            guard.attach([optimizer])
+        lowest, drawn = at.lowest, None
         try:
             for step in range(at.done, until):
-                if redraw is not None and (k := min(step // every, draws - 1)) != drawn:
-                    trial, drawn = redraw(k), k  # the same parameters, the masks of the draw this step is in
+                if guard is not None and redraw is not None and (k := min(step // every, draws - 1)) != drawn:
+                    # the same parameters, the masks of the draw this step is in
+                    trial = trial if k == 0 and drawn is None else redraw(k)
+                    for p, mask in trial:  # a trial going on from its last round resets nothing
+                        if mask is not None:
+                            guard.set_mask(p, mask.bool(), reset=drawn is not None)
+                    drawn = k
                 optimizer.zero_grad(set_to_none=True)
                 step_loss(self.module, self.train[step % len(self.train)], step).backward()
                 for p, mask in trial:
@@ -153,6 +168,8 @@ class Trials:
             at.stop(params, optimizer, until, lowest)
             return lowest
         finally:
+            if guard is not None:
+                guard.detach()
             with torch.no_grad():
                 for p, value in zip(params, start, strict=True):
                     p.copy_(value)
@@ -210,14 +227,16 @@ def trial_losses(
     lr: float | None = None,
     until: int | None = None,
     progress: Sequence[Progress] | None = None,
+    keep_returning: bool = True,
 ) -> list[float]:
     """The lowest held-out loss each of ``candidates`` reaches in a trial of ``steps`` steps
     on ``batches`` at ``lr`` (by default the module's own), valued on ``held`` (validation
     batches: every batch of ``batches`` trains) or, without them, on the last ``held_out``
     of ``batches`` (the others train); with ``progress`` (one per candidate), each goes on
-    from where it stopped to step ``until``. The module is left as it was."""
+    from where it stopped to step ``until``; ``keep_returning`` as the fit's guard. The module
+    is left as it was."""
     train, held = (batches, held) if held else (batches[:-held_out], batches[-held_out:])
-    trials = Trials(module, train, held, steps, lr or module_lr(module))
+    trials = Trials(module, train, held, steps, lr or module_lr(module), keep_returning)
     where = list(progress) if progress is not None else [Progress() for _ in candidates]
 
     def loss(candidate: Candidate, at: Progress) -> float:

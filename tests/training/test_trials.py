@@ -273,6 +273,26 @@ def test_a_redrawn_candidate_trains_a_new_draw_in_each_part_of_its_trial():
     assert len(masks) == 3 and not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
 
 
+@pytest.mark.parametrize("keep_returning", [True, False])
+def test_a_redrawn_trial_moves_no_channel_outside_its_draw_as_the_fits_guard(keep_returning):
+    module = TinyModule(dropout=0.0)
+    training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
+    trials = Trials(module, learnable_batches()[:-3], learnable_batches()[-3:], 12, 0.1, keep_returning)
+
+    def redraw(epoch):
+        return plan_trial(module, training, "", "uniform", seed=0, epoch=epoch)
+
+    at = Progress()
+    trials.run(redraw(0), redraw=redraw, draws=3, progress=at, until=4)  # draw 0 trains steps 0-3
+    before, momentum = at.values[0].clone(), at.momentum[0].clone()
+    trials.run(redraw(0), redraw=redraw, draws=3, progress=at, until=7)  # draw 1 trains steps 4-6
+    outside = ~redraw(1)[0][1].bool()
+    assert (outside & (before != module.net.features[6].weight)).any()  # draw 0 trained some of them
+    # momentum from draw 0 moves nothing that draw 1 left out, and is held for its return
+    assert torch.equal(at.values[0][outside], before[outside])
+    assert torch.equal(at.momentum[0][outside], momentum[outside])
+
+
 def test_halving_keeps_the_better_half_each_round_and_names_them():
     module = TinyModule(dropout=0.0)
     batches = learnable_batches(32)
@@ -288,13 +308,13 @@ def test_halving_keeps_the_better_half_each_round_and_names_them():
     assert [round_sizes(n) for n in (1, 2, 5, 6)] == [[], [2], [5, 3, 2], [6, 3, 2]]
 
 
-@pytest.mark.parametrize("sampler, draws", [("magnitude", 1), ("uniform", 3)])
-def test_a_trial_continued_round_by_round_ends_where_one_run_of_all_its_steps_ends(sampler, draws):
+@pytest.mark.parametrize("sampler, draws, keep", [("magnitude", 1, True), ("uniform", 3, True), ("uniform", 3, False)])
+def test_a_trial_continued_round_by_round_ends_where_one_run_of_all_its_steps_ends(sampler, draws, keep):
     module = TinyModule(dropout=0.0)
     batches = learnable_batches(40)
     training = Training((HALF_POINTWISE, *HEAD.layers), HEAD.biases, None)
     tried = [Candidate("half", None, training, sampler, draws)]
-    options = {"lr": 0.02, "steps": 24, "check_every": 4}
+    options = {"lr": 0.02, "steps": 24, "check_every": 4, "keep_returning": keep}
     whole, parts = [Progress()], [Progress()]
     loss = trial_losses(module, tried, batches, progress=whole, **options)
     for until in (12, 24):  # stopped in the middle of a draw, then on to the end
