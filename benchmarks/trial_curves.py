@@ -4,7 +4,7 @@ Run: python benchmarks/trial_curves.py --like benchmarks/results/benchmark-trial
      [--tasks digits --budgets 256KB --seeds 0 --variant "budgetplan (trial all)"]
      --out benchmarks/results/trial-curves.jsonl [--report --fits benchmarks/results/benchmark.jsonl]
      [--fit "every plan 48" --fits-out benchmarks/results/trial-choices.jsonl]
-     [--kept-from benchmarks/results/trial-curves.jsonl]
+     [--kept-from benchmarks/results/trial-curves.jsonl] [--report --against benchmarks/results/trial-curves.jsonl]
 
 For each fit of ``--variant`` stored in ``--like`` (an ``accuracy.py`` results file: its
 protocol and the rate chosen for the fit), the callback sets up as in that fit, but where
@@ -20,7 +20,8 @@ same plan at the same rate and seed. ``--fit SCHEDULE`` runs the fits that are m
 each fit whose curves are stored, with the plan ``SCHEDULE`` chooses on them put in place of
 the trial (the rest of the fit as it was), appended to ``--fits-out``. ``--kept-from``
 takes the curves of the plans whose channels are kept from an earlier recording of the
-same fit, and trains only the plans whose channels are redrawn.
+same fit, and trains only the plans whose channels are redrawn; ``--report --against``
+sets the curves against an earlier recording of the same fits (``compare``).
 """
 
 from __future__ import annotations
@@ -186,6 +187,31 @@ def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compare(curves: list[dict[str, Any]], earlier: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
+    """Halving as run on ``curves`` against on ``earlier``, the same fits recorded before a
+    change: each candidate's mean change of lowest loss at ``PLAN_STEPS``, how often the
+    choice changed, and the fits of the new choices against the old, where both are stored."""
+    accuracy_of = fit_accuracies(fits)
+    pairs = [(r, e) for r in curves for e in earlier if all(r[k] == e[k] for k in (*KEY, "lr"))]
+    changes: dict[str, list[float]] = {}
+    moved, diffs = 0, []
+    for new, old in pairs:
+        ends = dict(zip(old["labels"], (c[-1] for c in old["curves"]), strict=True))
+        for label, curve in zip(new["labels"], new["curves"], strict=True):
+            changes.setdefault(candidate_name(label), []).append(curve[-1] - ends[label])
+        now, before = (replay(r["curves"], as_run(len(r["curves"])))[0] for r in (new, old))
+        if new["labels"][now] != old["labels"][before]:
+            moved += 1
+            a, b = accuracy_of.get(fit_key(new, now)), accuracy_of.get(fit_key(old, before))
+            if a is not None and b is not None:
+                diffs.append(a - b)
+    lines = ["| candidate | change of its loss at 48 (mean, fits) |", "| --- | --- |"]
+    lines += [f"| {name} | {sum(d) / len(d):+.4f} ({len(d)}) |" for name, d in changes.items()]
+    versus = f"{sum(diffs) / len(diffs):+.2f} points over the {len(diffs)} with both fits stored" if diffs else "–"
+    lines.append(f"\nHalving as run chose another plan in {moved} of {len(pairs)} fits: {versus}")
+    return "\n".join(lines)
+
+
 EVERY = "every candidate"  # --fit: the fits of every candidate, not of one schedule's choices
 KEY = ("task", "network", "budget", "seed")
 
@@ -221,6 +247,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON lines the curves are appended to")
     parser.add_argument("--report", action="store_true", help="replay the schedules on --out, train nothing")
     parser.add_argument("--fit", choices=[AS_RUN, *OTHERS, EVERY], help="fit what this schedule chose, where missing")
+    parser.add_argument("--against", type=Path, help="--report: curves of the same fits recorded before a change")
     parser.add_argument("--kept-from", type=Path, help="curves whose plans of kept channels are taken, not trained")
     parser.add_argument("--fits-out", type=Path, help="JSON lines --fit appends its fits to (then read by --fits)")
     args = parser.parse_args()
@@ -233,6 +260,9 @@ def main() -> None:
     stored = [args.like, *(Path(name) for name in args.fits.split(",") if name)]
     if args.report:
         print(report(done, read_rows(stored)) if done else f"{args.out}: no curves recorded yet")
+        if args.against and done:
+            earlier = [json.loads(line) for line in args.against.read_text().splitlines()]
+            print("\n" + compare(done, earlier, read_rows(stored)))
         return
     wanted = {"task": args.tasks, "budget": args.budgets, "seed": args.seeds}
     like = [r for r in fits if r["variant"] == args.variant and all(not v or str(r[k]) in v.split(",")

@@ -365,3 +365,17 @@ def test_trial_curves_train_only_the_plans_whose_curves_are_not_kept(monkeypatch
     assert trained[0] == ["table, redrawn", "biases alone"] and len(trained) == 6
     assert found.value.labels == ["table", "table, redrawn", "biases alone"]
     assert found.value.curves[0] == kept_curve and found.value.curves[1] == [0.08, 0.16, 0.24, 0.32, 0.4, 0.48]
+
+
+def test_trial_curves_compare_the_choices_before_and_after_a_change():
+    cell = {"task": "digits", "network": "mobilenet_v2", "budget": "64KB", "seed": 0, "lr": 0.005}
+    labels = ["shipped table: t", "measured: m, channels redrawn every epoch"]
+    old = {**cell, "labels": labels, "curves": [[1.0] * 6, [0.9] * 6]}  # the redrawn plan won
+    new = {**cell, "labels": labels, "curves": [[1.0] * 6, [1.2] * 6]}  # held, it loses
+    source = "x; {} chosen over y by trials (48 steps in 1 round of 2 plans)"
+    fits = [{**cell, "variant": "v", "chosen_lr": 0.005, "accuracy": accuracy, "importance": source.format(label)}
+            for label, accuracy in zip(labels, (0.8, 0.75), strict=True)]  # fmt: skip
+    text = trial_curves.compare([new], [old, {**old, "seed": 1}], fits)
+    assert "| measured + redrawn | +0.3000 (1) |" in text and "| shipped table | +0.0000 (1) |" in text
+    assert text.endswith("another plan in 1 of 1 fits: +5.00 points over the 1 with both fits stored")
+    assert trial_curves.compare([old], [old], fits).endswith("another plan in 0 of 1 fits: –")
