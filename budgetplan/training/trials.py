@@ -142,18 +142,16 @@ class Trials:
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
         at.resume(params, optimizer)
         guard = SelectionGuard(self.keep_returning) if redraw is not None else None
-        if guard is not None:
+        lowest, drawn = at.lowest, min(max(at.done - 1, 0) // every, draws - 1)  # the draw its last step trained
+        if guard is not None and redraw is not None:
             guard.attach([optimizer])
-        lowest, drawn = at.lowest, None
+            trial = redraw(drawn) if drawn else trial
+            hold(guard, trial, reset=False)
         try:
             for step in range(at.done, until):
                 if guard is not None and redraw is not None and (k := min(step // every, draws - 1)) != drawn:
-                    # the same parameters, the masks of the draw this step is in
-                    trial = trial if k == 0 and drawn is None else redraw(k)
-                    for p, mask in trial:  # a trial going on from its last round resets nothing
-                        if mask is not None:
-                            guard.set_mask(p, mask.bool(), reset=drawn is not None)
-                    drawn = k
+                    trial, drawn = redraw(k), k  # the same parameters, the masks of the draw this step is in
+                    hold(guard, trial, reset=True)
                 optimizer.zero_grad(set_to_none=True)
                 step_loss(self.module, self.train[step % len(self.train)], step).backward()
                 for p, mask in trial:
@@ -175,6 +173,13 @@ class Trials:
                     p.copy_(value)
                     p.grad = None
                     p.requires_grad_(False)
+
+
+def hold(guard: SelectionGuard, trial: Trial, reset: bool) -> None:
+    """Guard the masked parameters of ``trial`` with its masks (``reset``: as a redraw)."""
+    for p, mask in trial:
+        if mask is not None:
+            guard.set_mask(p, mask.bool(), reset)
 
 
 def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str, seed: int, epoch: int = 0) -> Trial:

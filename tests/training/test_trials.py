@@ -317,7 +317,7 @@ def test_a_trial_continued_round_by_round_ends_where_one_run_of_all_its_steps_en
     options = {"lr": 0.02, "steps": 24, "check_every": 4, "keep_returning": keep}
     whole, parts = [Progress()], [Progress()]
     loss = trial_losses(module, tried, batches, progress=whole, **options)
-    for until in (12, 24):  # stopped in the middle of a draw, then on to the end
+    for until in (8, 12, 16, 24):  # stopped where draws begin, in the middle of one, then on to the end
         last = trial_losses(module, tried, batches, until=until, progress=parts, **options)
     assert last == pytest.approx(loss, rel=1e-5)
     assert parts[0].done == whole[0].done == 24
