@@ -125,13 +125,11 @@ class Trials:
         them (masked weights only: the classifier and biases are not); with
         ``check_every``, the lowest held-out loss of the checks every that many steps and
         at the end; with ``redraw``, the masks of draw ``k`` (``redraw(k)``) from the
-        ``k``-th of ``draws`` equal parts of the steps on, held as the fit's
-        ``SelectionGuard`` holds them: a step moves no channel outside the draw (momentum
-        would go on moving those a draw left), and channels that come back keep their
-        momentum (``keep_returning``) or start from zero. With ``progress`` the trial goes
-        on from where it stopped (its values, momentum, steps and lowest loss) to step
-        ``until`` and leaves its state there, as one run of ``until`` steps would. The
-        parameters are put back."""
+        ``k``-th of ``draws`` equal parts of the steps on, held as the fit's guard holds
+        them (momentum moves no channel a draw left out; ``keep_returning``). With
+        ``progress`` the trial goes on from where it stopped (its values, momentum, steps
+        and lowest loss) to step ``until`` and leaves its state there, as one run of
+        ``until`` steps would. The parameters are put back."""
         params = [p for p, _ in trial]
         every = max(1, self.steps // max(1, draws))
         at = progress or Progress()
@@ -144,14 +142,12 @@ class Trials:
         guard = SelectionGuard(self.keep_returning) if redraw is not None else None
         lowest, drawn = at.lowest, min(max(at.done - 1, 0) // every, draws - 1)  # the draw its last step trained
         if guard is not None and redraw is not None:
-            guard.attach([optimizer])
-            trial = redraw(drawn) if drawn else trial
-            hold(guard, trial, reset=False)
+            trial = hold(guard, optimizer, redraw(drawn) if drawn else trial, reset=False)
         try:
             for step in range(at.done, until):
                 if guard is not None and redraw is not None and (k := min(step // every, draws - 1)) != drawn:
-                    trial, drawn = redraw(k), k  # the same parameters, the masks of the draw this step is in
-                    hold(guard, trial, reset=True)
+                    # the same parameters, the masks of the draw this step is in
+                    trial, drawn = hold(guard, None, redraw(k), reset=True), k
                 optimizer.zero_grad(set_to_none=True)
                 step_loss(self.module, self.train[step % len(self.train)], step).backward()
                 for p, mask in trial:
@@ -175,11 +171,15 @@ class Trials:
                     p.requires_grad_(False)
 
 
-def hold(guard: SelectionGuard, trial: Trial, reset: bool) -> None:
-    """Guard the masked parameters of ``trial`` with its masks (``reset``: as a redraw)."""
+def hold(guard: SelectionGuard, optimizer: torch.optim.Optimizer | None, trial: Trial, reset: bool) -> Trial:
+    """``trial``, its masked parameters guarded with its masks (``reset``: as a redraw does)
+    by ``guard``, attached to ``optimizer`` first where one is given."""
+    if optimizer is not None:
+        guard.attach([optimizer])
     for p, mask in trial:
         if mask is not None:
             guard.set_mask(p, mask.bool(), reset)
+    return trial
 
 
 def plan_trial(module: nn.Module, training: Training, prefix: str, sampler: str, seed: int, epoch: int = 0) -> Trial:
