@@ -178,7 +178,7 @@ def field(row: dict[str, Any], name: str) -> Any:
 
 def trained_rate(row: dict[str, Any]) -> float:
     """The rate the run trained at (rows of one fixed rate do not say it apart)."""
-    return float(row.get("chosen_lr", row["lr"]))
+    return float(row["chosen_lr"] if "chosen_lr" in row else row["lr"])
 
 
 def contribution_file(

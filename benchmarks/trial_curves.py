@@ -37,7 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 import accuracy  # noqa: E402
-from accuracy import CELL, PROTOCOL, candidate_name, field, read_rows, trial_label  # noqa: E402
+from accuracy import CELL, PROTOCOL, candidate_name, field, read_rows, trained_rate, trial_label  # noqa: E402
+from before_after import spread  # noqa: E402
 
 from budgetplan.training import plan_source  # noqa: E402
 from budgetplan.training.trials import CHECK_EVERY, PLAN_STEPS, Progress, round_sizes, trial_losses  # noqa: E402
@@ -138,6 +139,14 @@ def fit_choice(row: dict[str, Any], label: str) -> dict[str, Any]:
     return accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
 
 
+def every_fit(paths: list[Path]) -> list[dict[str, Any]]:
+    """Every row of the results files ``paths``, the fits of one variant in several files
+    too (``read_rows`` keeps a variant's rows from the first file that names it: there,
+    one protocol per table; here, the fits are told apart by plan, rate and seed)."""
+    rows = [json.loads(line) for path in paths if path.exists() for line in path.read_text().splitlines() if line]
+    return [{**r, "network": field(r, "network"), "chosen_lr": trained_rate(r)} for r in rows]
+
+
 def fit_accuracies(fits: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
     """The mean accuracy of the fits whose trial chose each plan, by cell, seed, plan and rate."""
     found: dict[tuple[Any, ...], list[float]] = {}
@@ -161,9 +170,13 @@ def schedule_of(name: str, count: int) -> Schedule:
     return as_run(count) if name == AS_RUN else OTHERS[name]
 
 
-def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
+def report(
+    curves: list[dict[str, Any]], fits: list[dict[str, Any]], baseline: dict[tuple[Any, ...], float] | None = None
+) -> str:
     """Per schedule: its steps, how often it chose the plan of lowest loss at ``PLAN_STEPS``,
-    and its choices' fit accuracy against those of halving as run, where both fits are stored."""
+    and its choices' fit accuracy against those of halving as run, where both fits are
+    stored; with ``baseline`` (accuracy by task, network, budget and seed), against it too,
+    paired by seed with its 95% interval."""
     accuracy_of = fit_accuracies(fits)
     chosen = {  # per schedule, each fit's choice and steps
         name: [replay(r["curves"], schedule_of(name, len(r["curves"]))) for r in curves] for name in [AS_RUN, *OTHERS]
@@ -172,9 +185,10 @@ def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
     def known(r: dict[str, Any], choice: int) -> float | None:
         return accuracy_of.get(fit_key(r, choice))
 
+    head = "| schedule | steps | chose the plan of lowest loss at 48 | − halving as run (fits of both stored) |"
     lines = [
-        "| schedule | steps | chose the plan of lowest loss at 48 | − halving as run (fits of both stored) |",
-        "| --- | --- | --- | --- |",
+        head + (" − the baseline (95% interval, pairs) |" if baseline else ""),
+        "| --- " * (5 if baseline else 4) + "|",
     ]
     for name, found in chosen.items():
         agree = sum(c == full for (c, _), (full, _) in zip(found, chosen["every plan 48"], strict=True))
@@ -183,7 +197,14 @@ def report(curves: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
         diffs = [a - b for a, b in pairs if a is not None and b is not None]
         versus = f"{sum(diffs) / len(diffs):+.2f} points over {len(diffs)}" if diffs else "–"
         steps = sum(n for _, n in found) / len(found)
-        lines.append(f"| {name} | {steps:.0f} | {agree} of {len(curves)} | {versus} |")
+        line = f"| {name} | {steps:.0f} | {agree} of {len(curves)} | {versus} |"
+        if baseline:
+            base = [
+                (known(r, c), baseline.get(tuple(r[k] for k in KEY))) for r, (c, _) in zip(curves, found, strict=True)
+            ]
+            gaps = [a - b for a, b in base if a is not None and b is not None]
+            line += f" {spread(gaps)} ({len(gaps)}) |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -247,6 +268,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON lines the curves are appended to")
     parser.add_argument("--report", action="store_true", help="replay the schedules on --out, train nothing")
     parser.add_argument("--fit", choices=[AS_RUN, *OTHERS, EVERY], help="fit what this schedule chose, where missing")
+    parser.add_argument("--baseline", type=Path, help="--report: fits each choice pairs with")
+    parser.add_argument("--baseline-variant", default="budgetplan", help="the variant of --baseline")
     parser.add_argument("--against", type=Path, help="--report: curves of the same fits recorded before a change")
     parser.add_argument("--kept-from", type=Path, help="curves whose plans of kept channels are taken, not trained")
     parser.add_argument("--fits-out", type=Path, help="JSON lines --fit appends its fits to (then read by --fits)")
@@ -259,17 +282,21 @@ def main() -> None:
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
     stored = [args.like, *(Path(name) for name in args.fits.split(",") if name)]
     if args.report:
-        print(report(done, read_rows(stored)) if done else f"{args.out}: no curves recorded yet")
+        rows = read_rows([args.baseline]) if args.baseline else []
+        base = {
+            tuple(field(r, k) for k in KEY): 100 * r["accuracy"] for r in rows if r["variant"] == args.baseline_variant
+        }
+        print(report(done, every_fit(stored), base) if done else f"{args.out}: no curves recorded yet")
         if args.against and done:
             earlier = [json.loads(line) for line in args.against.read_text().splitlines()]
-            print("\n" + compare(done, earlier, read_rows(stored)))
+            print("\n" + compare(done, earlier, every_fit(stored)))
         return
     wanted = {"task": args.tasks, "budget": args.budgets, "seed": args.seeds}
     like = [r for r in fits if r["variant"] == args.variant and all(not v or str(r[k]) in v.split(",")
                                                                       for k, v in wanted.items())]  # fmt: skip
     if args.fit:
-        fits_out = [args.fits_out] if args.fits_out.exists() and args.fits_out not in stored else []
-        fit_missing(like, done, read_rows(stored + fits_out), args.fit, args.fits_out)
+        fits_out = [args.fits_out] if args.fits_out not in stored else []
+        fit_missing(like, done, every_fit(stored + fits_out), args.fit, args.fits_out)
         return
     earlier = [json.loads(line) for line in args.kept_from.read_text().splitlines()] if args.kept_from else []
     for row in like:

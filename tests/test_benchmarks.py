@@ -310,6 +310,22 @@ def test_trial_curves_replay_halving_schedules_on_the_recorded_curves(tmp_path, 
     monkeypatch.setattr(sys, "argv", argv)
     trial_curves.main()
     assert capsys.readouterr().out.splitlines()[-1] == "| every plan 48 | 288 | 1 of 1 | -10.00 points over 1 |"
+    # fits of the same variant in a second file count too; each choice pairs with the baseline's fit of its seed
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({**fits[0], "seed": 1, "accuracy": 0.7}) + "\n")
+    out.write_text(
+        out.read_text() + json.dumps({**cell, "seed": 1, "lr": 0.005, "labels": labels, "curves": curves}) + "\n"
+    )
+    baseline = tmp_path / "baseline.jsonl"
+    base = {**cell, "variant": "budgetplan", "accuracy": 0.85, "chosen_lr": 0.002}  # at its own rate
+    baseline.write_text("".join(json.dumps({**base, "seed": s}) + "\n" for s in (0, 1)))
+    argv = ["trial_curves.py", "--like", str(like), "--fits", f"{other},{more}", "--out", str(out), "--report"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--baseline", str(baseline)])
+    trial_curves.main()
+    lines = capsys.readouterr().out.splitlines()
+    # halving as run chose measured in both fits: 90 and 70 % against 85 and 85
+    assert lines[2].startswith("| halving as the trial runs it | 176 | 0 of 2 | +0.00 points over 2 | -5.00 [")
+    assert lines[2].endswith("] (2) |") and lines[-1].endswith("| -10.00 points over 1 | -5.00, 1 seed (1) |")
 
 
 def test_trial_curves_fit_what_a_schedule_chose_where_no_fit_is_stored(tmp_path, monkeypatch):
