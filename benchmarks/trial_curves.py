@@ -45,6 +45,8 @@ from budgetplan.training.trials import CHECK_EVERY, PLAN_STEPS, Progress, round_
 
 Schedule = list[tuple[int, int]]  # per round: the steps reached, the plans kept after it (the last keeps one)
 AS_RUN = "halving as the trial runs it"
+EVERY = "every candidate"  # --fit: the fits of every candidate, not of one schedule's choices
+KEY = ("task", "network", "budget", "seed")  # one fit of a variant
 OTHERS: dict[str, Schedule] = {
     "halving, 24 then 48": [(24, 3), (PLAN_STEPS, 1)],
     "halving, 32 then 48": [(32, 3), (PLAN_STEPS, 1)],
@@ -231,10 +233,6 @@ def compare(curves: list[dict[str, Any]], earlier: list[dict[str, Any]], fits: l
     versus = f"{sum(diffs) / len(diffs):+.2f} points over the {len(diffs)} with both fits stored" if diffs else "–"
     lines.append(f"\nHalving as run chose another plan in {moved} of {len(pairs)} fits: {versus}")
     return "\n".join(lines)
-
-
-EVERY = "every candidate"  # --fit: the fits of every candidate, not of one schedule's choices
-KEY = ("task", "network", "budget", "seed")
 
 
 def fit_missing(like: list[dict[str, Any]], curves: list[dict[str, Any]], fits: list[dict[str, Any]], name: str,
