@@ -354,8 +354,7 @@ class PlanSource:
             rank_zero_info(f"budgetplan: {len(batches)} training batches are too few to try plans on")
             return first
         prefix = locate(first, pl_module)
-        options = {"seed": self.seed, "clip_ratio": self.clip_ratio, "held": held}
-        options["keep_returning"] = self.keep_returning
+        options = dict(seed=self.seed, clip_ratio=self.clip_ratio, held=held, keep_returning=self.keep_returning)
         chosen, rounds, steps = halving(pl_module, candidates, batches, prefix, self.trial_steps, **options)
         last = rounds[-1]
         others = ", ".join(label for label, _ in last[1:])

@@ -139,15 +139,16 @@ class Trials:
             p.requires_grad_(True)
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9)
         at.resume(params, optimizer)
-        guard = SelectionGuard(self.keep_returning) if redraw is not None else None
+        guard = SelectionGuard(self.keep_returning)  # holds nothing until a redrawn trial gives it masks
+        guard.attach([optimizer])
         lowest, drawn = at.lowest, min(max(at.done - 1, 0) // every, draws - 1)  # the draw its last step trained
-        if guard is not None and redraw is not None:
-            trial = hold(guard, optimizer, redraw(drawn) if drawn else trial, reset=False)
+        if redraw is not None:
+            trial = hold(guard, redraw(drawn) if drawn else trial, reset=False)
         try:
             for step in range(at.done, until):
-                if guard is not None and redraw is not None and (k := min(step // every, draws - 1)) != drawn:
+                if redraw is not None and (k := min(step // every, draws - 1)) != drawn:
                     # the same parameters, the masks of the draw this step is in
-                    trial, drawn = hold(guard, None, redraw(k), reset=True), k
+                    trial, drawn = hold(guard, redraw(k), reset=True), k
                 optimizer.zero_grad(set_to_none=True)
                 step_loss(self.module, self.train[step % len(self.train)], step).backward()
                 for p, mask in trial:
@@ -162,8 +163,7 @@ class Trials:
             at.stop(params, optimizer, until, lowest)
             return lowest
         finally:
-            if guard is not None:
-                guard.detach()
+            guard.detach()
             with torch.no_grad():
                 for p, value in zip(params, start, strict=True):
                     p.copy_(value)
@@ -171,11 +171,9 @@ class Trials:
                     p.requires_grad_(False)
 
 
-def hold(guard: SelectionGuard, optimizer: torch.optim.Optimizer | None, trial: Trial, reset: bool) -> Trial:
-    """``trial``, its masked parameters guarded with its masks (``reset``: as a redraw does)
-    by ``guard``, attached to ``optimizer`` first where one is given."""
-    if optimizer is not None:
-        guard.attach([optimizer])
+def hold(guard: SelectionGuard, trial: Trial, reset: bool) -> Trial:
+    """``trial``, its masked parameters guarded by ``guard`` with its masks (``reset``: the
+    optimizer state of channels entering them zeroed, as a redraw does)."""
     for p, mask in trial:
         if mask is not None:
             guard.set_mask(p, mask.bool(), reset)
