@@ -311,6 +311,11 @@ def names(text: str) -> list[str]:
     return re.split(r",(?![^()]*\))", text)
 
 
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file; none where there is no file."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
 def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
     """The runs stored in ``paths``; a variant an earlier file holds runs of is read from
     that file alone (a variant's runs after a change of the code kept apart from those
@@ -318,8 +323,7 @@ def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for path in paths:
         seen = {r["variant"] for r in rows}
-        found = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        rows += [r for r in found if r["variant"] not in seen]
+        rows += [r for r in json_lines(path) if r["variant"] not in seen]
     return rows
 
 

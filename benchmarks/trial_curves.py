@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 import accuracy  # noqa: E402
-from accuracy import CELL, PROTOCOL, candidate_name, field, read_rows, trained_rate, trial_label  # noqa: E402
+from accuracy import CELL, PROTOCOL, candidate_name, field, json_lines, read_rows, trained_rate, trial_label  # noqa: E402
 from before_after import spread  # noqa: E402
 
 from budgetplan.training import plan_source  # noqa: E402
@@ -121,32 +121,45 @@ def replay(curves: list[list[float]], schedule: Schedule) -> tuple[int, int]:
     return alive[0], steps
 
 
+def run_with(row: dict[str, Any], trial: Any) -> dict[str, Any]:
+    """The fit of ``row``'s cell, protocol and rate, ``trial`` in place of ``halving``."""
+    cell, protocol = ({k: field(row, k) for k in names} for names in (CELL, PROTOCOL))
+    plan_source.halving = trial  # type: ignore[assignment]  # the callback's trial
+    return accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
+
+
 def record_fit(row: dict[str, Any], kept: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """The curves of the trial in ``row``'s fit (its cell, protocol and rate), those of
     ``kept`` taken as they are (``recorder``)."""
-    cell, protocol = ({k: field(row, k) for k in names} for names in (CELL, PROTOCOL))
-    plan_source.halving = recorder(kept or {})  # type: ignore[assignment]  # the callback's trial records instead
     try:
-        accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
+        run_with(row, recorder(kept or {}))
     except Recorded as found:
-        return {**cell, "lr": row["chosen_lr"], "labels": found.labels, "curves": found.curves,
-                "seconds": found.seconds}  # fmt: skip
-    raise SystemExit(f"{cell}: the fit ran no trial of several plans")
+        cell = {k: field(row, k) for k in CELL}
+        return {
+            **cell,
+            "lr": row["chosen_lr"],
+            "labels": found.labels,
+            "curves": found.curves,
+            "seconds": found.seconds,
+        }
+    raise SystemExit(f"{key_of(row)}: the fit ran no trial of several plans")
 
 
 def fit_choice(row: dict[str, Any], label: str) -> dict[str, Any]:
     """The fit of ``row``'s cell, protocol and rate with the plan ``label`` in place of its trial."""
-    cell, protocol = ({k: field(row, k) for k in names} for names in (CELL, PROTOCOL))
-    plan_source.halving = forced(label)  # type: ignore[assignment]
-    return accuracy.run(cell, protocol, 1.0, row["chosen_lr"])
+    return run_with(row, forced(label))
+
+
+def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Which fit of a variant ``row`` (a fit, or its curves) is: its task, network, budget and seed."""
+    return tuple(field(row, k) for k in KEY)
 
 
 def every_fit(paths: list[Path]) -> list[dict[str, Any]]:
     """Every row of the results files ``paths``, the fits of one variant in several files
     too (``read_rows`` keeps a variant's rows from the first file that names it: there,
     one protocol per table; here, the fits are told apart by plan, rate and seed)."""
-    rows = [json.loads(line) for path in paths if path.exists() for line in path.read_text().splitlines() if line]
-    return [{**r, "network": field(r, "network"), "chosen_lr": trained_rate(r)} for r in rows]
+    return [{**r, "chosen_lr": trained_rate(r)} for path in paths for r in json_lines(path)]
 
 
 def fit_accuracies(fits: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
@@ -155,21 +168,19 @@ def fit_accuracies(fits: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
     for r in fits:
         winner = trial_label(r.get("importance", ""))
         if winner is not None:
-            found.setdefault((r["task"], r["network"], r["budget"], r["seed"], winner, r["chosen_lr"]), []).append(
-                100 * r["accuracy"]
-            )
+            found.setdefault((*key_of(r), winner, r["chosen_lr"]), []).append(100 * r["accuracy"])
     return {where: sum(values) / len(values) for where, values in found.items()}
 
 
 def fit_key(curve: dict[str, Any], choice: int) -> tuple[Any, ...]:
     """Where ``fit_accuracies`` keeps the fit of candidate ``choice`` of ``curve``'s fit."""
-    name = candidate_name(curve["labels"][choice])
-    return curve["task"], curve["network"], curve["budget"], curve["seed"], name, curve["lr"]
+    return (*key_of(curve), candidate_name(curve["labels"][choice]), curve["lr"])
 
 
-def schedule_of(name: str, count: int) -> Schedule:
-    """The schedule named ``name`` among ``count`` plans."""
-    return as_run(count) if name == AS_RUN else OTHERS[name]
+def choice(curve: dict[str, Any], name: str) -> tuple[int, int]:
+    """What the schedule named ``name`` chooses on ``curve``'s curves, and the steps it trains."""
+    schedule = as_run(len(curve["curves"])) if name == AS_RUN else OTHERS[name]
+    return replay(curve["curves"], schedule)
 
 
 def report(
@@ -181,7 +192,7 @@ def report(
     paired by seed with its 95% interval."""
     accuracy_of = fit_accuracies(fits)
     chosen = {  # per schedule, each fit's choice and steps
-        name: [replay(r["curves"], schedule_of(name, len(r["curves"]))) for r in curves] for name in [AS_RUN, *OTHERS]
+        name: [choice(r, name) for r in curves] for name in [AS_RUN, *OTHERS]
     }
 
     def known(r: dict[str, Any], choice: int) -> float | None:
@@ -201,9 +212,7 @@ def report(
         steps = sum(n for _, n in found) / len(found)
         line = f"| {name} | {steps:.0f} | {agree} of {len(curves)} | {versus} |"
         if baseline:
-            base = [
-                (known(r, c), baseline.get(tuple(r[k] for k in KEY))) for r, (c, _) in zip(curves, found, strict=True)
-            ]
+            base = [(known(r, c), baseline.get(key_of(r))) for r, (c, _) in zip(curves, found, strict=True)]
             gaps = [a - b for a, b in base if a is not None and b is not None]
             line += f" {spread(gaps)} ({len(gaps)}) |"
         lines.append(line)
@@ -215,14 +224,14 @@ def compare(curves: list[dict[str, Any]], earlier: list[dict[str, Any]], fits: l
     change: each candidate's mean change of lowest loss at ``PLAN_STEPS``, how often the
     choice changed, and the fits of the new choices against the old, where both are stored."""
     accuracy_of = fit_accuracies(fits)
-    pairs = [(r, e) for r in curves for e in earlier if all(r[k] == e[k] for k in (*KEY, "lr"))]
+    pairs = [(r, e) for r in curves for e in earlier if (key_of(r), r["lr"]) == (key_of(e), e["lr"])]
     changes: dict[str, list[float]] = {}
     moved, diffs = 0, []
     for new, old in pairs:
         ends = dict(zip(old["labels"], (c[-1] for c in old["curves"]), strict=True))
         for label, curve in zip(new["labels"], new["curves"], strict=True):
             changes.setdefault(candidate_name(label), []).append(curve[-1] - ends[label])
-        now, before = (replay(r["curves"], as_run(len(r["curves"])))[0] for r in (new, old))
+        now, before = (choice(r, AS_RUN)[0] for r in (new, old))
         if new["labels"][now] != old["labels"][before]:
             moved += 1
             a, b = accuracy_of.get(fit_key(new, now)), accuracy_of.get(fit_key(old, before))
@@ -241,18 +250,17 @@ def fit_missing(like: list[dict[str, Any]], curves: list[dict[str, Any]], fits: 
     candidate) chooses, where ``fits`` stores none, appended to ``out``."""
     accuracy_of = fit_accuracies(fits)
     for row in like:
-        curve = next((c for c in curves if all(c[k] == row[k] for k in KEY)), None)
+        curve = next((c for c in curves if key_of(c) == key_of(row)), None)
         if curve is None:
             continue
-        count = len(curve["curves"])
-        choices = range(count) if name == EVERY else [replay(curve["curves"], schedule_of(name, count))[0]]
-        for choice in choices:
-            if fit_key(curve, choice) in accuracy_of:
+        picks = range(len(curve["curves"])) if name == EVERY else [choice(curve, name)[0]]
+        for pick in picks:
+            if fit_key(curve, pick) in accuracy_of:
                 continue
-            found = fit_choice({**row, "chosen_lr": curve["lr"]}, curve["labels"][choice])
+            found = fit_choice({**row, "chosen_lr": curve["lr"]}, curve["labels"][pick])
             with out.open("a") as stream:
                 stream.write(json.dumps(found) + "\n")
-            print(f"{fit_key(curve, choice)}: {100 * found['accuracy']:.1f} %", file=sys.stderr, flush=True)
+            print(f"{fit_key(curve, pick)}: {100 * found['accuracy']:.1f} %", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -276,36 +284,33 @@ def main() -> None:
         parser.error(f"{args.like}: no such results file")
     if args.fit and not args.fits_out:
         parser.error("--fit needs --fits-out, the file its fits are appended to")
-    fits = read_rows([args.like])
-    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
+    done = json_lines(args.out)
     stored = [args.like, *(Path(name) for name in args.fits.split(",") if name)]
     if args.report:
         rows = read_rows([args.baseline]) if args.baseline else []
-        base = {
-            tuple(field(r, k) for k in KEY): 100 * r["accuracy"] for r in rows if r["variant"] == args.baseline_variant
-        }
-        print(report(done, every_fit(stored), base) if done else f"{args.out}: no curves recorded yet")
+        base = {key_of(r): 100 * r["accuracy"] for r in rows if r["variant"] == args.baseline_variant}
+        fits = every_fit(stored)
+        print(report(done, fits, base) if done else f"{args.out}: no curves recorded yet")
         if args.against and done:
-            earlier = [json.loads(line) for line in args.against.read_text().splitlines()]
-            print("\n" + compare(done, earlier, every_fit(stored)))
+            print("\n" + compare(done, json_lines(args.against), fits))
         return
     wanted = {"task": args.tasks, "budget": args.budgets, "seed": args.seeds}
-    like = [r for r in fits if r["variant"] == args.variant and all(not v or str(r[k]) in v.split(",")
-                                                                      for k, v in wanted.items())]  # fmt: skip
+    like = [r for r in read_rows([args.like]) if r["variant"] == args.variant and all(
+        not v or str(r[k]) in v.split(",") for k, v in wanted.items())]  # fmt: skip
     if args.fit:
         fits_out = [args.fits_out] if args.fits_out not in stored else []
         fit_missing(like, done, every_fit(stored + fits_out), args.fit, args.fits_out)
         return
-    earlier = [json.loads(line) for line in args.kept_from.read_text().splitlines()] if args.kept_from else []
+    earlier = {(key_of(e), e["lr"]): e for e in json_lines(args.kept_from)} if args.kept_from else {}
+    recorded = {key_of(d) for d in done}
     for row in like:
-        key = {k: row[k] for k in KEY}
-        if any(all(d[k] == v for k, v in key.items()) for d in done):
+        if key_of(row) in recorded:
             continue
-        old = next((e for e in earlier if all(e[k] == v for k, v in key.items()) and e["lr"] == row["chosen_lr"]), None)
+        old = earlier.get((key_of(row), row["chosen_lr"]))
         found = record_fit(row, dict(zip(old["labels"], old["curves"], strict=True)) if old else None)
         with args.out.open("a") as stream:
             stream.write(json.dumps(found) + "\n")
-        print(f"{key}: {found['seconds']:.0f} s", file=sys.stderr, flush=True)
+        print(f"{key_of(row)}: {found['seconds']:.0f} s", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
